@@ -1,1 +1,374 @@
-fn main() {}
+//! `cargo xtask`: Sluice's build, test, fuzz and benchmark commands.
+//!
+//! Standard library only, so that CI can build it in seconds before anything else.
+
+mod bench;
+mod fuzz;
+mod pipeline;
+mod prereq;
+mod run;
+
+use std::process::ExitCode;
+
+use run::{Error, Result};
+
+const USAGE: &str = "\
+cargo xtask: Sluice's developer and CI commands
+
+Usage: cargo xtask <COMMAND> [OPTIONS]
+
+Commands:
+  test    Run every check CI runs: prerequisites, fmt, clippy, tests, fuzz and bench smoke runs
+  bench   Run a benchmark suite
+  fuzz    Run the cargo-fuzz targets for a fixed time each
+  demo    Build and run the live demo (not implemented yet)
+  help    Print this help, or a command's help: cargo xtask help <COMMAND>
+
+Run `cargo xtask <COMMAND> --help` for a command's options.";
+
+const TEST_HELP: &str = "\
+cargo xtask test: every check CI runs, in order; stops at the first failing step
+
+Usage: cargo xtask test [OPTIONS]
+
+Steps:
+  prerequisites  install missing Debian packages (as root, with apt-get), the rustfmt and
+                 clippy components, cargo-nextest and cargo-fuzz
+  fmt            cargo fmt --all -- --check (and rustfmt --check on fuzz/fuzz_targets)
+  clippy         cargo clippy --workspace --all-targets -- -D warnings
+  nextest        cargo nextest run --workspace --no-fail-fast
+  doctest        cargo test --workspace --doc
+  fuzz           cargo xtask fuzz --seconds 20 (every target)
+  bench          cargo xtask bench engine --quick
+
+Options:
+  --no-install   Skip the prerequisites step (nothing is installed)
+  --skip-fuzz    Skip the fuzz smoke run
+  --skip-bench   Skip the bench smoke run
+  --fast         Same as --skip-fuzz --skip-bench
+  -h, --help     Print this help";
+
+const FUZZ_HELP: &str = "\
+cargo xtask fuzz: run cargo-fuzz targets (fuzz/fuzz_targets/) for a fixed time each
+
+Usage: cargo xtask fuzz [TARGET]... [OPTIONS] [-- LIBFUZZER_ARGS...]
+
+Runs on the stable toolchain (RUSTC_BOOTSTRAP=1), installs cargo-fuzz if it is missing.
+Each target reads fuzz/seeds/<TARGET>/ (committed) and grows fuzz/corpus/<TARGET>/ (not
+committed); a crashing input is saved under fuzz/artifacts/<TARGET>/.
+
+Arguments:
+  [TARGET]...             Targets to run (default: all)
+
+Options:
+  --seconds <N>           Seconds per target [default: 60]
+  --sanitizer <NAME>      address, leak, memory, thread or none [default: address]
+  --list                  Print the target names and exit
+  -h, --help              Print this help";
+
+const DEMO_HELP: &str = "\
+cargo xtask demo: build Sluice and run the live demo in network namespaces (as root)
+
+Usage: cargo xtask demo
+
+Not implemented yet: the demo arrives with the packet-I/O work.";
+
+const DEMO_MISSING: &str =
+    "cargo xtask demo: not implemented yet: the demo arrives with the packet-I/O work.";
+
+fn bench_help() -> String {
+    format!(
+        "\
+cargo xtask bench: build with the bench profile and run one benchmark suite
+
+Usage: cargo xtask bench <SUITE> [--quick] [ARGS...]
+
+Runs: cargo run --profile bench -p <package> --bin <bin> -- <SUITE> [--quick] \\
+        --json target/bench/<SUITE>.json [ARGS...]
+The binary prints `BENCH <name> <value> <unit>` lines and fails if a verdict is wrong;
+its exit code is passed through. ARGS (and anything after `--`) go to the binary.
+
+{}
+
+Options:
+  --quick      Short run, to check the benchmarks still work
+  -h, --help   Print this help",
+        bench::list()
+    )
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            run::flush();
+            eprintln!("xtask: error: {err}");
+            if err.code == 2 {
+                eprintln!("(see `cargo xtask --help`)");
+            }
+            ExitCode::from(err.code)
+        }
+    }
+}
+
+fn is_help(arg: &str) -> bool {
+    arg == "-h" || arg == "--help"
+}
+
+/// Runs a command; `Ok` carries the exit code for commands that end without an error.
+fn dispatch(args: &[String]) -> Result<u8> {
+    let Some((command, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        return Ok(2);
+    };
+    match command.as_str() {
+        "-h" | "--help" => print(USAGE),
+        "help" => match rest.first().map(String::as_str) {
+            None => print(USAGE),
+            Some(name) => print(&command_help(name)?),
+        },
+        "test" => {
+            if rest.iter().any(|a| is_help(a)) {
+                return print(TEST_HELP);
+            }
+            pipeline::run(&parse_test(rest)?)?;
+            Ok(0)
+        }
+        "bench" => {
+            let (suite, quick, extra) = match parse_bench(rest)? {
+                Some(parsed) => parsed,
+                None => return print(&bench_help()),
+            };
+            bench::run(&suite, quick, &extra)?;
+            Ok(0)
+        }
+        "fuzz" => match parse_fuzz(rest)? {
+            FuzzCommand::Help => print(FUZZ_HELP),
+            FuzzCommand::List => {
+                for target in fuzz::targets()? {
+                    println!("{target}");
+                }
+                Ok(0)
+            }
+            FuzzCommand::Run(opts) => {
+                fuzz::run(&opts)?;
+                Ok(0)
+            }
+        },
+        "demo" => {
+            if rest.iter().any(|a| is_help(a)) {
+                return print(DEMO_HELP);
+            }
+            eprintln!("{DEMO_MISSING}");
+            Ok(2)
+        }
+        other => Err(Error::usage(format!("unknown command `{other}`"))),
+    }
+}
+
+fn print(text: &str) -> Result<u8> {
+    println!("{text}");
+    Ok(0)
+}
+
+fn command_help(name: &str) -> Result<String> {
+    Ok(match name {
+        "test" => TEST_HELP.to_string(),
+        "bench" => bench_help(),
+        "fuzz" => FUZZ_HELP.to_string(),
+        "demo" => DEMO_HELP.to_string(),
+        "help" => USAGE.to_string(),
+        other => return Err(Error::usage(format!("unknown command `{other}`"))),
+    })
+}
+
+fn parse_test(args: &[String]) -> Result<pipeline::Options> {
+    let mut opts = pipeline::Options::default();
+    for arg in args {
+        match arg.as_str() {
+            "--no-install" => opts.no_install = true,
+            "--skip-fuzz" => opts.skip_fuzz = true,
+            "--skip-bench" => opts.skip_bench = true,
+            "--fast" => {
+                opts.skip_fuzz = true;
+                opts.skip_bench = true;
+            }
+            other => {
+                return Err(Error::usage(format!(
+                    "unknown option `{other}` for `cargo xtask test`"
+                )))
+            }
+        }
+    }
+    Ok(opts)
+}
+
+/// `None` means: print the help.
+fn parse_bench(args: &[String]) -> Result<Option<(String, bool, Vec<String>)>> {
+    let mut suite = None;
+    let mut quick = false;
+    let mut extra = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--" => {
+                extra.extend(iter.by_ref().cloned());
+            }
+            a if is_help(a) => return Ok(None),
+            "--quick" => quick = true,
+            a if suite.is_none() && !a.starts_with('-') => suite = Some(a.to_string()),
+            a if suite.is_none() => {
+                return Err(Error::usage(format!(
+                    "`{a}` before the suite name; usage: cargo xtask bench <SUITE> [--quick] [ARGS...]\n{}",
+                    bench::list()
+                )))
+            }
+            a => extra.push(a.to_string()),
+        }
+    }
+    match suite {
+        Some(suite) => {
+            bench::find(&suite)?;
+            Ok(Some((suite, quick, extra)))
+        }
+        None => Err(Error::usage(format!(
+            "name a suite: cargo xtask bench <SUITE> [--quick]\n{}",
+            bench::list()
+        ))),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum FuzzCommand {
+    Help,
+    List,
+    Run(fuzz::Options),
+}
+
+fn parse_fuzz(args: &[String]) -> Result<FuzzCommand> {
+    let mut opts = fuzz::Options::default();
+    let mut list = false;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        match flag {
+            "--" => {
+                opts.libfuzzer_args.extend(iter.by_ref().cloned());
+            }
+            f if is_help(f) => return Ok(FuzzCommand::Help),
+            "--list" => list = true,
+            "--seconds" => {
+                let v = take_value(flag, inline, &mut iter)?;
+                opts.seconds = v.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    Error::usage(format!(
+                        "--seconds wants a positive whole number, not `{v}`"
+                    ))
+                })?;
+            }
+            "--sanitizer" => {
+                let v = take_value(flag, inline, &mut iter)?;
+                fuzz::check_sanitizer(&v)?;
+                opts.sanitizer = v;
+            }
+            f if f.starts_with('-') => {
+                return Err(Error::usage(format!(
+                    "unknown option `{f}` for `cargo xtask fuzz` (libFuzzer options go after `--`)"
+                )))
+            }
+            target => opts.targets.push(target.to_string()),
+        }
+    }
+    Ok(if list {
+        FuzzCommand::List
+    } else {
+        FuzzCommand::Run(opts)
+    })
+}
+
+/// The value of `--flag=value` or `--flag value`.
+fn take_value<'a>(
+    flag: &str,
+    inline: Option<String>,
+    rest: &mut impl Iterator<Item = &'a String>,
+) -> Result<String> {
+    inline
+        .or_else(|| rest.next().cloned())
+        .ok_or_else(|| Error::usage(format!("{flag} needs a value")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn test_flags() {
+        assert_eq!(parse_test(&[]).unwrap(), pipeline::Options::default());
+        let opts = parse_test(&args("--fast --no-install")).unwrap();
+        assert!(opts.skip_fuzz && opts.skip_bench && opts.no_install);
+        assert_eq!(parse_test(&args("--quick")).unwrap_err().code, 2);
+    }
+
+    #[test]
+    fn bench_arguments() {
+        assert_eq!(
+            parse_bench(&args("engine --quick --filter nat -- --quick")).unwrap(),
+            Some(("engine".to_string(), true, args("--filter nat --quick")))
+        );
+        assert_eq!(parse_bench(&args("--help")).unwrap(), None);
+        assert_eq!(parse_bench(&[]).unwrap_err().code, 2);
+        let err = parse_bench(&args("veth")).unwrap_err();
+        assert!(err.message.contains("known suites"), "{}", err.message);
+    }
+
+    #[test]
+    fn fuzz_arguments() {
+        assert_eq!(
+            parse_fuzz(&[]).unwrap(),
+            FuzzCommand::Run(fuzz::Options::default())
+        );
+        let FuzzCommand::Run(opts) = parse_fuzz(&args(
+            "parse_frame --seconds 5 --sanitizer=none -- -max_len=64",
+        ))
+        .unwrap() else {
+            panic!("expected a run");
+        };
+        assert_eq!(opts.targets, ["parse_frame"]);
+        assert_eq!(opts.seconds, 5);
+        assert_eq!(opts.sanitizer, "none");
+        assert_eq!(opts.libfuzzer_args, ["-max_len=64"]);
+        assert_eq!(parse_fuzz(&args("--list")).unwrap(), FuzzCommand::List);
+        assert_eq!(parse_fuzz(&args("-h")).unwrap(), FuzzCommand::Help);
+        assert_eq!(parse_fuzz(&args("--seconds 0")).unwrap_err().code, 2);
+        assert_eq!(parse_fuzz(&args("--seconds")).unwrap_err().code, 2);
+        assert_eq!(parse_fuzz(&args("-max_len=4")).unwrap_err().code, 2);
+    }
+
+    #[test]
+    fn demo_says_it_is_missing() {
+        assert_eq!(dispatch(&args("demo")).unwrap(), 2);
+        assert!(DEMO_MISSING.contains("not implemented yet"));
+    }
+
+    #[test]
+    fn every_command_has_help() {
+        for name in ["test", "bench", "fuzz", "demo", "help"] {
+            assert!(
+                command_help(name).unwrap().contains("cargo xtask"),
+                "{name}"
+            );
+            assert!(
+                USAGE.contains(&format!("  {name} ")),
+                "{name} missing from usage"
+            );
+        }
+        assert_eq!(command_help("nope").unwrap_err().code, 2);
+    }
+}

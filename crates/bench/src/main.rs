@@ -1,1 +1,140 @@
-fn main() {}
+//! `sluice-bench engine [--quick] [--json PATH]`: the engine figures, one `BENCH <name>
+//! <value> <unit>` line each, plus a JSON file. Run through `cargo xtask bench engine`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use sluice_bench::*;
+use sluice_dataplane::engine::PortId;
+
+/// Counts live heap bytes so `bytes_per_flow` is measured, not computed from struct sizes.
+struct CountingAlloc;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+struct Figure {
+    name: &'static str,
+    value: f64,
+    unit: &'static str,
+    target: &'static str,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Packets per second through the engine over `bursts` bursts from `pool`, median of `runs`.
+fn measure_mpps(b: &mut Bench, pool: &FramePool, bursts: usize, runs: usize) -> f64 {
+    let mut results = Vec::with_capacity(runs);
+    let mut cursor = 0usize;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let mut forwarded = 0usize;
+        for _ in 0..bursts {
+            forwarded += b.run_burst(PortId::Internal, pool, cursor);
+            cursor = (cursor + BURST) % pool.len();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!(forwarded, bursts * BURST, "every measured packet must be forwarded");
+        results.push((bursts * BURST) as f64 / secs / 1e6);
+    }
+    median(results)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let suite = args.first().map(String::as_str).unwrap_or("engine");
+    if suite == "--help" || suite == "-h" {
+        println!("usage: sluice-bench engine [--quick] [--json PATH]");
+        return;
+    }
+    if suite != "engine" {
+        eprintln!("unknown suite `{suite}`; known: engine");
+        std::process::exit(2);
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let json_path = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
+    let (bursts, runs) = if quick { (20_000, 3) } else { (300_000, 7) };
+    let mut figures = Vec::new();
+
+    // Established flows, 10 k.
+    let (mut b, pool) = established(10_000);
+    let mpps = measure_mpps(&mut b, &pool, bursts, runs);
+    figures.push(Figure { name: "established_snat_mpps", value: mpps, unit: "Mpps", target: ">= 15" });
+    drop((b, pool));
+
+    // New flows: every packet a SYN.
+    let (mut b, pool) = new_flows(65_536);
+    verify_new_flows(&mut b, &pool);
+    let mpps_new = measure_mpps(&mut b, &pool, bursts / 2, runs);
+    verify_new_flows(&mut b, &pool);
+    figures.push(Figure { name: "new_flow_snat_mpps", value: mpps_new, unit: "Mpps", target: ">= 3" });
+    drop((b, pool));
+
+    // Established flows, 1 M.
+    let (mut b, pool) = established(1_000_000);
+    let mpps_1m = measure_mpps(&mut b, &pool, bursts, runs);
+    figures.push(Figure { name: "established_snat_mpps_1m", value: mpps_1m, unit: "Mpps", target: ">= half of 10k" });
+    drop((b, pool));
+
+    // Memory per flow: heap growth of an engine from 1 K to 1 M flows of capacity.
+    let small_before = LIVE_BYTES.load(Ordering::Relaxed);
+    let small = Bench::new(engine_config(1 << 10), realistic_policy());
+    let small_bytes = LIVE_BYTES.load(Ordering::Relaxed) - small_before;
+    let big_before = LIVE_BYTES.load(Ordering::Relaxed);
+    let big = Bench::new(engine_config(1 << 20), realistic_policy());
+    let big_bytes = LIVE_BYTES.load(Ordering::Relaxed) - big_before;
+    let per_flow = (big_bytes - small_bytes) as f64 / ((1 << 20) - (1 << 10)) as f64;
+    drop((small, big));
+    figures.push(Figure { name: "bytes_per_flow", value: per_flow, unit: "bytes", target: "<= 128" });
+
+    // Policy compile time.
+    let json = realistic_policy_json(200, 20);
+    let mut times = Vec::new();
+    for _ in 0..if quick { 3 } else { 11 } {
+        let start = Instant::now();
+        let p = sluice_policy::compile_json(&json).expect("compiles");
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(p.rule_count(), 200 * 20);
+    }
+    figures.push(Figure { name: "policy_compile_ms", value: median(times), unit: "ms", target: "" });
+
+    for f in &figures {
+        println!("BENCH {} {:.3} {}", f.name, f.value, f.unit);
+    }
+    let ratio = mpps_1m / mpps;
+    println!("# 1M/10k established ratio {ratio:.2} (target >= 0.5)");
+    if let Some(path) = json_path {
+        let entries: Vec<serde_json::Value> = figures
+            .iter()
+            .map(|f| serde_json::json!({"name": f.name, "value": f.value, "unit": f.unit, "target": f.target}))
+            .collect();
+        let doc = serde_json::json!({"suite": "engine", "quick": quick, "figures": entries});
+        std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).expect("write JSON");
+    }
+}

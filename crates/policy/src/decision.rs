@@ -5,6 +5,8 @@
 
 use std::net::Ipv4Addr;
 
+use serde::{Deserialize, Serialize};
+
 /// IP protocol numbers the policy distinguishes.
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
@@ -52,7 +54,8 @@ impl LearnedLookup for NothingLearned {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
     Allow,
     Deny,
@@ -61,7 +64,8 @@ pub enum Action {
 /// Which part of the policy made a decision. Indices are into the compiled policy's groups
 /// (in document order) and that group's rules (in document order); map them back to ids with
 /// `CompiledPolicy::group_id` / `rule_id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Cause {
     Rule { group: u16, rule: u16 },
     GroupDefault { group: u16 },
@@ -69,7 +73,7 @@ pub enum Cause {
 }
 
 /// The outcome of evaluating a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
     /// What the dataplane must do. In an audit group a deny is turned into `Allow` here and
     /// `audit_would_deny` is set.

@@ -1,0 +1,385 @@
+//! The packet engine: bursts of frames in, one [`Action`] per frame out, frames edited in
+//! place. Pure: no I/O, no clock (callers pass `now` in monotonic nanoseconds), no locks, no
+//! allocation after [`Engine::new`].
+//!
+//! Per burst the engine first does bounded housekeeping (pick up a newly published policy,
+//! apply allowlist updates, expire a slice of the flow table and the allowlist, retry ARP),
+//! then handles each frame:
+//!
+//! - from the **internal** port: ARP for the node's inside address; traffic for the node
+//!   itself goes up the service lane; everything else is routed out of the external port if
+//!   it belongs to a flow, or if policy allows a new one (which is then created with a NAT
+//!   mapping);
+//! - from the **external** port: ARP for the node's outside address; replies and ICMP errors
+//!   that belong to a flow are translated back to the inside (or to the host); nothing else
+//!   gets in;
+//! - from the **host** (the service lane): the node's own traffic; to the inside it is
+//!   routed, to the outside it is tracked and translated like a client flow, without policy
+//!   (the node trusts its own stack: this is how the DNS proxy reaches its upstreams).
+
+mod forward;
+mod icmp;
+mod l2;
+mod rewrite;
+
+use std::sync::Arc;
+
+use sluice_policy::{Cause, LearnedLookup, RuleKey};
+
+use crate::allowlist::Allowlist;
+use crate::config::{ConfigError, EngineConfig, PortConfig};
+use crate::counters::{Counter, CounterBlock, Counters, DropReason};
+use crate::flow::{Flow, FlowTable, FlowState, NO_PIN};
+use crate::neighbor::NeighborCache;
+use crate::packet::Packet;
+use crate::parse::{parse_frame, L3};
+use crate::policy_handle::{PolicyReader, PublishedPolicy};
+
+pub use rewrite::Endpoint;
+
+/// Where a frame comes from or goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PortId {
+    Internal = 0,
+    External = 1,
+    /// The TAP service lane to the node's own host stack.
+    Host = 2,
+}
+
+/// What the I/O layer does with a frame after the engine saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Transmit the (edited) frame on this port.
+    Forward(PortId),
+    /// Free the frame; the reason has been counted.
+    Drop(DropReason),
+    /// The engine took what it needed (ARP handled, or a copy parked until a neighbour
+    /// resolves): free the buffer without counting a drop.
+    Consumed,
+}
+
+/// A burst is processed in chunks of at most this many frames.
+pub const MAX_BURST: usize = 64;
+
+/// ICMP error rate limiter: a token bucket refilled from `now`.
+struct TokenBucket {
+    tokens: u64,
+    burst: u64,
+    per_sec: u64,
+    last: u64,
+}
+
+impl TokenBucket {
+    fn take(&mut self, now: u64) -> bool {
+        if self.per_sec > 0 && now > self.last {
+            let earned = (now - self.last).saturating_mul(self.per_sec) / 1_000_000_000;
+            if earned > 0 {
+                self.tokens = (self.tokens + earned).min(self.burst);
+                self.last = now;
+            }
+        }
+        if self.tokens > 0 {
+            self.tokens -= 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    policy: PolicyReader,
+    /// The policy of the current burst.
+    current: Arc<PublishedPolicy>,
+    flows: FlowTable,
+    allowlist: Option<Allowlist>,
+    neighbors: [NeighborCache; 2],
+    generated: l2::Generated,
+    counters: Counters,
+    published: Arc<CounterBlock>,
+    icmp_bucket: TokenBucket,
+    icmp_ip_id: u16,
+    last_neighbor_poll: u64,
+}
+
+/// The allowlist as the policy compiler sees it, at one instant.
+struct Learned<'a> {
+    allowlist: Option<&'a Allowlist>,
+    now: u64,
+}
+
+impl LearnedLookup for Learned<'_> {
+    #[inline]
+    fn is_learned(&self, rule: RuleKey, dst: u32) -> bool {
+        self.allowlist.is_some_and(|a| a.contains(rule, dst, self.now))
+    }
+}
+
+/// Cause packed into a flow record: 2-bit tag, 15-bit group, 15-bit rule (the policy
+/// limits groups and rules far below 2^15).
+pub fn pack_cause(c: Cause) -> u32 {
+    match c {
+        Cause::DocumentDefault => 0,
+        Cause::GroupDefault { group } => (1 << 30) | (u32::from(group) << 15),
+        Cause::Rule { group, rule } => (2 << 30) | (u32::from(group) << 15) | u32::from(rule),
+    }
+}
+
+pub fn unpack_cause(v: u32) -> Cause {
+    let group = ((v >> 15) & 0x7FFF) as u16;
+    match v >> 30 {
+        1 => Cause::GroupDefault { group },
+        2 => Cause::Rule { group, rule: (v & 0x7FFF) as u16 },
+        _ => Cause::DocumentDefault,
+    }
+}
+
+impl Engine {
+    pub fn new(
+        cfg: EngineConfig,
+        mut policy: PolicyReader,
+        allowlist: Option<Allowlist>,
+    ) -> Result<Engine, ConfigError> {
+        cfg.validate()?;
+        let current = Arc::clone(policy.load());
+        let slot_len = cfg.neighbor.max_frame_len.max(640);
+        Ok(Engine {
+            flows: FlowTable::new(cfg.flow_capacity, cfg.hash_seed),
+            neighbors: [NeighborCache::new(cfg.neighbor.clone()), NeighborCache::new(cfg.neighbor.clone())],
+            generated: l2::Generated::new(cfg.max_generated, slot_len),
+            counters: Counters::default(),
+            published: Arc::new(CounterBlock::default()),
+            icmp_bucket: TokenBucket {
+                tokens: u64::from(cfg.icmp_error_burst),
+                burst: u64::from(cfg.icmp_error_burst),
+                per_sec: u64::from(cfg.icmp_errors_per_sec),
+                last: 0,
+            },
+            icmp_ip_id: 1,
+            last_neighbor_poll: 0,
+            current,
+            policy,
+            allowlist,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The lock-free published counters of this engine, for readers on other threads.
+    pub fn counter_block(&self) -> Arc<CounterBlock> {
+        Arc::clone(&self.published)
+    }
+
+    /// This engine's counters as of now (same thread).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    pub fn allowlist(&self) -> Option<&Allowlist> {
+        self.allowlist.as_ref()
+    }
+
+    pub fn neighbor(&self, port: PortId) -> &NeighborCache {
+        &self.neighbors[port as usize]
+    }
+
+    /// The generation of the policy the engine currently enforces.
+    pub fn policy_generation(&self) -> u32 {
+        self.current.generation
+    }
+
+    #[inline]
+    fn port(&self, id: PortId) -> &PortConfig {
+        match id {
+            PortId::Internal => &self.cfg.internal,
+            _ => &self.cfg.external,
+        }
+    }
+
+    fn neighbor_mut(&mut self, id: PortId) -> &mut NeighborCache {
+        &mut self.neighbors[id as usize]
+    }
+
+    #[inline]
+    fn count_tx(&mut self, port: PortId, bytes: usize) {
+        let (p, b) = match port {
+            PortId::Internal => (Counter::InternalTxPackets, Counter::InternalTxBytes),
+            PortId::External => (Counter::ExternalTxPackets, Counter::ExternalTxBytes),
+            PortId::Host => (Counter::HostTxPackets, Counter::HostTxBytes),
+        };
+        self.counters.inc(p);
+        self.counters.add(b, bytes as u64);
+    }
+
+    /// Process a burst of frames received on `from`. `actions[i]` receives the verdict for
+    /// `frames[i]`. Frames the engine originates meanwhile (ARP, ICMP errors, frames
+    /// released after ARP resolution) are collected for [`Engine::drain_generated`].
+    pub fn process_burst<P: Packet>(&mut self, from: PortId, frames: &mut [P], actions: &mut [Action], now: u64) {
+        assert!(actions.len() >= frames.len(), "one action slot per frame");
+        self.housekeeping(now);
+        // One reference per burst, not per packet: the count lives on a line shared by all
+        // workers.
+        let current = Arc::clone(&self.current);
+        for (chunk, acts) in frames.chunks_mut(MAX_BURST).zip(actions.chunks_mut(MAX_BURST)) {
+            self.prefetch_burst(from, chunk);
+            for (p, a) in chunk.iter_mut().zip(acts.iter_mut()) {
+                *a = self.process_one(from, p, now, &current);
+                if let Action::Drop(r) = *a {
+                    self.counters.drop(r);
+                }
+            }
+        }
+        self.finish_burst();
+    }
+
+    /// Bounded periodic work; the I/O layer also calls this when idle so that timers run
+    /// without traffic.
+    pub fn housekeeping(&mut self, now: u64) {
+        let published = self.policy.load();
+        if published.generation != self.current.generation {
+            self.current = Arc::clone(published);
+            self.counters.inc(Counter::PolicySwaps);
+        }
+        self.counters.set(Counter::PolicyGeneration, u64::from(self.current.generation));
+        if let Some(a) = self.allowlist.as_mut() {
+            a.drain(now, self.cfg.allowlist_budget);
+            a.sweep(now, self.cfg.allowlist_budget);
+            self.counters.set(Counter::AllowlistEntries, a.len() as u64);
+        }
+        self.expire_flows(now, self.cfg.sweep_budget);
+        // ARP timers are coarse (seconds): poll them every millisecond at most.
+        if now.wrapping_sub(self.last_neighbor_poll) >= 1_000_000 || now < self.last_neighbor_poll {
+            self.last_neighbor_poll = now;
+            self.poll_neighbors(now);
+        }
+    }
+
+    fn finish_burst(&mut self) {
+        self.counters.set(Counter::FlowsActive, self.flows.len() as u64);
+        if self.cfg.snat {
+            self.counters.set(Counter::NatPortsInUse, self.flows.len() as u64);
+        }
+        self.published.publish(&self.counters);
+    }
+
+    /// Hand every frame the engine originated since the last call to `send`.
+    pub fn drain_generated(&mut self, send: impl FnMut(PortId, &[u8])) {
+        self.generated.drain(send);
+    }
+
+    pub fn generated_pending(&self) -> usize {
+        self.generated.len()
+    }
+
+    /// Remove expired flows among the next `budget` records.
+    fn expire_flows(&mut self, now: u64, budget: usize) -> usize {
+        let Engine { flows, allowlist, counters, cfg, .. } = self;
+        let timeouts = cfg.timeouts;
+        flows.sweep(
+            budget,
+            |f| now.saturating_sub(f.last_seen) >= timeouts.for_state(f.state),
+            |f| {
+                release_pin(allowlist, f);
+                counters.inc(if matches!(f.state, FlowState::TcpClosing | FlowState::TcpClosed) {
+                    Counter::FlowsClosed
+                } else {
+                    Counter::FlowsExpired
+                });
+            },
+        )
+    }
+
+    #[inline]
+    fn is_expired(&self, f: &Flow, now: u64) -> bool {
+        now.saturating_sub(f.last_seen) >= self.cfg.timeouts.for_state(f.state)
+    }
+
+    /// Remove one flow, releasing what it holds, and count why.
+    fn remove_flow(&mut self, idx: u32, why: Counter) {
+        let f = self.flows.remove(idx);
+        release_pin(&mut self.allowlist, &f);
+        self.counters.inc(why);
+    }
+
+    fn prefetch_burst<P: Packet>(&self, from: PortId, chunk: &[P]) {
+        // Only worth it when the table is far larger than the caches.
+        if self.flows.capacity() < 1 << 16 {
+            return;
+        }
+        let mut hashes = [0u32; MAX_BURST];
+        for (p, h) in chunk.iter().zip(hashes.iter_mut()) {
+            if let Some(k) = forward::quick_key(from, p.data()) {
+                *h = self.flows.hash(&k);
+                self.flows.prefetch(*h);
+            }
+        }
+        for h in &hashes[..chunk.len()] {
+            self.flows.prefetch_flow(*h);
+        }
+    }
+
+    #[inline]
+    fn process_one<P: Packet>(&mut self, from: PortId, p: &mut P, now: u64, current: &PublishedPolicy) -> Action {
+        let len = p.data().len() as u64;
+        let (cp, cb) = match from {
+            PortId::Internal => (Counter::InternalRxPackets, Counter::InternalRxBytes),
+            PortId::External => (Counter::ExternalRxPackets, Counter::ExternalRxBytes),
+            PortId::Host => (Counter::HostRxPackets, Counter::HostRxBytes),
+        };
+        self.counters.inc(cp);
+        self.counters.add(cb, len);
+
+        let eth = match parse_frame(p.data()) {
+            Ok(e) => e,
+            Err(e) => return Action::Drop(e.into()),
+        };
+        let (our_mac, our_vlan) = match from {
+            PortId::Host => match self.cfg.host_lane {
+                Some(l) => (l.engine_mac, None),
+                None => return Action::Drop(DropReason::HostLaneDisabled),
+            },
+            _ => {
+                let port = self.port(from);
+                (port.mac, port.vlan)
+            }
+        };
+        if eth.vlan != our_vlan {
+            return Action::Drop(DropReason::VlanMismatch);
+        }
+        match eth.l3 {
+            L3::Arp(arp) => {
+                if eth.dst_mac != our_mac && eth.dst_mac != [0xFF; 6] {
+                    return Action::Drop(DropReason::NotForUs);
+                }
+                self.handle_arp(from, &eth, &arp, now)
+            }
+            L3::Ipv4(ip) => {
+                if eth.dst_mac != our_mac {
+                    return Action::Drop(DropReason::NotForUs);
+                }
+                match from {
+                    PortId::Internal => self.from_internal(current, p, &eth, &ip, now),
+                    PortId::External => self.from_external(current, p, &eth, &ip, now),
+                    PortId::Host => self.from_host(current, p, &eth, &ip, now),
+                }
+            }
+        }
+    }
+}
+
+fn release_pin(allowlist: &mut Option<Allowlist>, f: &Flow) {
+    if f.pin != NO_PIN {
+        if let Some(a) = allowlist.as_mut() {
+            a.unpin(crate::allowlist::PinHandle::from_raw(f.pin));
+        }
+    }
+}

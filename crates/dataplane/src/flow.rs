@@ -1,0 +1,460 @@
+//! The per-worker flow table: preallocated records, a two-key open-addressing index, and
+//! incremental expiry.
+//!
+//! Every flow is reachable from two keys: the tuple its packets carry on the inside
+//! (`orig`) and the tuple its replies carry on the outside (`reply`, after NAT). Both keys
+//! live in one linear-probing index whose slots pack a 32-bit hash and a flow reference, so
+//! a lookup touches one index cache line and then the flow record to confirm the key.
+//!
+//! Invariants (asserted in debug builds, property-tested):
+//! - at most `capacity` live flows; nothing is allocated after `new`;
+//! - every live flow has exactly two index entries and no two live flows share a key, which
+//!   is what makes the NAT mapping a bijection;
+//! - the index load factor stays at or below 1/2 (slots = next power of two >= 4 x capacity),
+//!   so probe sequences are short and always end at an empty slot;
+//! - deletion shifts later entries back instead of leaving tombstones, so churn (the
+//!   new-flow workload) never degrades the index.
+
+/// A 5-tuple as seen on the wire in one direction. Ports are ICMP echo ids for echo flows
+/// (see [`crate::parse::L4::IcmpEcho`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+}
+
+impl FlowKey {
+    /// The key of packets travelling the other way.
+    #[inline]
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, proto: self.proto }
+    }
+}
+
+/// Which of a flow's two keys matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// Inside to outside, as the client sent it.
+    Orig,
+    /// Outside to inside: a reply, addressed to the translated source.
+    Reply,
+}
+
+/// Lifecycle of a flow, driving its idle timeout. See [`crate::tcp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FlowState {
+    TcpSynSent,
+    TcpSynReceived,
+    TcpEstablished,
+    /// The inside end sent FIN.
+    TcpFinOrig,
+    /// The outside end sent FIN.
+    TcpFinReply,
+    /// Both ends sent FIN: lingers briefly for the last ACKs.
+    TcpClosing,
+    /// Reset: lingers briefly so a retransmitted RST still passes.
+    TcpClosed,
+    /// UDP, only the inside end has spoken.
+    UdpNew,
+    /// UDP, both ends have spoken.
+    UdpReplied,
+    IcmpEcho,
+}
+
+/// Where a flow came from: a client behind the internal port, or the node's own host stack
+/// through the service lane (the DNS proxy's upstream queries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Origin {
+    Internal,
+    Host,
+}
+
+/// Marker for "no allowlist pin".
+pub const NO_PIN: u32 = u32::MAX;
+
+/// One tracked flow. Kept small: the 1 M-flow figure depends on it (see `bytes_per_flow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    /// The inside tuple.
+    pub orig: FlowKey,
+    /// Translated source address and port (equal to the originals without SNAT).
+    pub nat_ip: u32,
+    pub nat_port: u16,
+    pub state: FlowState,
+    pub origin: Origin,
+    /// The policy generation this flow was last checked against.
+    pub generation: u32,
+    /// Allowlist pin held for a flow allowed by a hostname rule, or [`NO_PIN`].
+    pub pin: u32,
+    /// The policy decision, for the flows view and counters: packed [`sluice_policy::Cause`].
+    pub cause: u32,
+    pub last_seen: u64,
+}
+
+impl Flow {
+    /// The key its replies carry on the outside.
+    #[inline]
+    pub fn reply_key(&self) -> FlowKey {
+        FlowKey {
+            src: self.orig.dst,
+            dst: self.nat_ip,
+            sport: self.orig.dport,
+            dport: self.nat_port,
+            proto: self.orig.proto,
+        }
+    }
+
+    #[inline]
+    pub fn key(&self, dir: Dir) -> FlowKey {
+        match dir {
+            Dir::Orig => self.orig,
+            Dir::Reply => self.reply_key(),
+        }
+    }
+}
+
+/// The table refused a new flow: every record is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableFull;
+
+const EMPTY: u64 = 0;
+
+/// Index slot: high 32 bits the key hash, low 32 bits `flow_index * 2 + dir + 1` (never 0,
+/// so an all-zero slot means empty).
+#[inline]
+fn slot_pack(hash: u32, idx: u32, dir: Dir) -> u64 {
+    let r = idx * 2 + (dir as u32) + 1;
+    (u64::from(hash) << 32) | u64::from(r)
+}
+
+#[inline]
+fn slot_hash(slot: u64) -> u32 {
+    (slot >> 32) as u32
+}
+
+#[inline]
+fn slot_ref(slot: u64) -> (u32, Dir) {
+    let r = (slot as u32) - 1;
+    (r / 2, if r & 1 == 0 { Dir::Orig } else { Dir::Reply })
+}
+
+pub struct FlowTable {
+    flows: Vec<Flow>,
+    live: Vec<bool>,
+    free: Vec<u32>,
+    slots: Vec<u64>,
+    mask: usize,
+    seed: u64,
+    len: usize,
+    sweep_cursor: usize,
+}
+
+/// Largest supported capacity: flow references must fit in 31 bits.
+pub const MAX_FLOW_CAPACITY: usize = 1 << 30;
+
+impl FlowTable {
+    /// Allocates everything the table will ever use. `seed` keys the hash so a remote party
+    /// cannot aim packets at one probe chain.
+    pub fn new(capacity: usize, seed: u64) -> FlowTable {
+        assert!(capacity > 0 && capacity <= MAX_FLOW_CAPACITY, "flow capacity {capacity} out of range");
+        let slots = (capacity * 4).next_power_of_two();
+        let empty = Flow {
+            orig: FlowKey::default(),
+            nat_ip: 0,
+            nat_port: 0,
+            state: FlowState::TcpClosed,
+            origin: Origin::Internal,
+            generation: 0,
+            pin: NO_PIN,
+            cause: 0,
+            last_seen: 0,
+        };
+        FlowTable {
+            flows: vec![empty; capacity],
+            live: vec![false; capacity],
+            // Popped from the end: hand out low indices first, which keeps a small working
+            // set dense in memory.
+            free: (0..capacity as u32).rev().collect(),
+            slots: vec![EMPTY; slots],
+            mask: slots - 1,
+            seed,
+            len: 0,
+            sweep_cursor: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes the table holds per flow of capacity (records, liveness, free list, index).
+    pub fn bytes_per_flow(&self) -> usize {
+        let total = self.flows.capacity() * std::mem::size_of::<Flow>()
+            + self.live.capacity()
+            + self.free.capacity() * 4
+            + self.slots.capacity() * 8;
+        total.div_ceil(self.capacity())
+    }
+
+    #[inline]
+    pub fn hash(&self, k: &FlowKey) -> u32 {
+        let a = ((u64::from(k.src) << 32) | u64::from(k.dst)) ^ self.seed;
+        let b = ((u64::from(k.sport) << 24) | (u64::from(k.dport) << 8) | u64::from(k.proto))
+            ^ self.seed.rotate_left(29);
+        let mut x = a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F).rotate_left(31);
+        x ^= x >> 32;
+        x = x.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        x ^= x >> 32;
+        x as u32
+    }
+
+    /// Hint the CPU to fetch the index slot for `hash`; used to overlap cache misses across
+    /// a burst.
+    #[inline]
+    pub fn prefetch(&self, hash: u32) {
+        let i = hash as usize & self.mask;
+        crate::prefetch::prefetch_read(&self.slots[i]);
+    }
+
+    /// Hint the CPU to fetch the flow record the first matching slot points at.
+    #[inline]
+    pub fn prefetch_flow(&self, hash: u32) {
+        let i = hash as usize & self.mask;
+        let s = self.slots[i];
+        if s != EMPTY {
+            let (idx, _) = slot_ref(s);
+            crate::prefetch::prefetch_read(&self.flows[idx as usize]);
+        }
+    }
+
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey, hash: u32) -> Option<(u32, Dir)> {
+        let mut i = hash as usize & self.mask;
+        loop {
+            let s = self.slots[i];
+            if s == EMPTY {
+                return None;
+            }
+            if slot_hash(s) == hash {
+                let (idx, dir) = slot_ref(s);
+                if self.flows[idx as usize].key(dir) == *key {
+                    return Some((idx, dir));
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    #[inline]
+    pub fn contains_key(&self, key: &FlowKey) -> bool {
+        self.lookup(key, self.hash(key)).is_some()
+    }
+
+    #[inline]
+    pub fn get(&self, idx: u32) -> &Flow {
+        debug_assert!(self.live[idx as usize]);
+        &self.flows[idx as usize]
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, idx: u32) -> &mut Flow {
+        debug_assert!(self.live[idx as usize]);
+        &mut self.flows[idx as usize]
+    }
+
+    /// Insert a flow. The caller guarantees neither of its keys is present (NAT allocation
+    /// checks the reply key; the orig key missed just before).
+    pub fn insert(&mut self, flow: Flow) -> Result<u32, TableFull> {
+        let idx = self.free.pop().ok_or(TableFull)?;
+        debug_assert!(!self.live[idx as usize]);
+        debug_assert!(!self.contains_key(&flow.orig), "orig key already present");
+        debug_assert!(!self.contains_key(&flow.reply_key()), "reply key already present");
+        let orig = flow.orig;
+        let reply = flow.reply_key();
+        self.flows[idx as usize] = flow;
+        self.live[idx as usize] = true;
+        self.index_insert(self.hash(&orig), idx, Dir::Orig);
+        self.index_insert(self.hash(&reply), idx, Dir::Reply);
+        self.len += 1;
+        debug_assert!(self.len <= self.capacity());
+        Ok(idx)
+    }
+
+    /// Remove a live flow and return its record (the caller releases its pin and counts).
+    pub fn remove(&mut self, idx: u32) -> Flow {
+        assert!(self.live[idx as usize], "removing a free flow record");
+        let flow = self.flows[idx as usize];
+        self.index_remove(self.hash(&flow.orig), idx, Dir::Orig);
+        self.index_remove(self.hash(&flow.reply_key()), idx, Dir::Reply);
+        self.live[idx as usize] = false;
+        self.free.push(idx);
+        self.len -= 1;
+        flow
+    }
+
+    fn index_insert(&mut self, hash: u32, idx: u32, dir: Dir) {
+        let mut i = hash as usize & self.mask;
+        while self.slots[i] != EMPTY {
+            i = (i + 1) & self.mask;
+        }
+        self.slots[i] = slot_pack(hash, idx, dir);
+    }
+
+    /// Linear-probing deletion by backward shift: later entries of the same cluster that may
+    /// live at the freed position move back, so no tombstones are ever needed.
+    fn index_remove(&mut self, hash: u32, idx: u32, dir: Dir) {
+        let target = slot_pack(hash, idx, dir);
+        let mut i = hash as usize & self.mask;
+        while self.slots[i] != target {
+            assert!(self.slots[i] != EMPTY, "flow index entry missing");
+            i = (i + 1) & self.mask;
+        }
+        let mut j = i;
+        loop {
+            j = (j + 1) & self.mask;
+            let s = self.slots[j];
+            if s == EMPTY {
+                break;
+            }
+            let home = slot_hash(s) as usize & self.mask;
+            // The entry at j may move to the hole at i unless its home lies cyclically in
+            // (i, j]: then it sits at or after its home already and must stay.
+            let stays = if i <= j { home > i && home <= j } else { home > i || home <= j };
+            if !stays {
+                self.slots[i] = s;
+                i = j;
+            }
+        }
+        self.slots[i] = EMPTY;
+    }
+
+    /// Incremental expiry: examine at most `budget` records from a rotating cursor and
+    /// remove those `expired` says are done, handing each to `removed`. Never a full scan.
+    pub fn sweep(
+        &mut self,
+        budget: usize,
+        mut expired: impl FnMut(&Flow) -> bool,
+        mut removed: impl FnMut(&Flow),
+    ) -> usize {
+        let cap = self.capacity();
+        let mut n = 0;
+        for _ in 0..budget.min(cap) {
+            let idx = self.sweep_cursor;
+            self.sweep_cursor = if idx + 1 == cap { 0 } else { idx + 1 };
+            if self.live[idx] && expired(&self.flows[idx]) {
+                let flow = self.remove(idx as u32);
+                removed(&flow);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Live flows with their indices (diagnostics and tests; not the packet path).
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Flow)> {
+        self.flows.iter().enumerate().filter(|(i, _)| self.live[*i]).map(|(i, f)| (i as u32, f))
+    }
+
+    /// Full consistency check for tests: every live flow is found by both keys, the index
+    /// holds exactly two entries per flow, and no probe chain is broken.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let entries = self.slots.iter().filter(|s| **s != EMPTY).count();
+        if entries != 2 * self.len {
+            return Err(format!("{entries} index entries for {} flows", self.len));
+        }
+        if self.len + self.free.len() != self.capacity() {
+            return Err("free list and live count disagree".into());
+        }
+        for (idx, f) in self.iter() {
+            for dir in [Dir::Orig, Dir::Reply] {
+                let k = f.key(dir);
+                if self.lookup(&k, self.hash(&k)) != Some((idx, dir)) {
+                    return Err(format!("flow {idx} not found by its {dir:?} key {k:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(src: u32, sport: u16, nat_port: u16) -> Flow {
+        Flow {
+            orig: FlowKey { src, dst: 0xC000_0201, sport, dport: 443, proto: 6 },
+            nat_ip: 0xCB00_7102,
+            nat_port,
+            state: FlowState::TcpSynSent,
+            origin: Origin::Internal,
+            generation: 1,
+            pin: NO_PIN,
+            cause: 0,
+            last_seen: 0,
+        }
+    }
+
+    #[test]
+    fn both_keys_find_the_flow_and_removal_frees_them() {
+        let mut t = FlowTable::new(8, 7);
+        let f = flow(0x0A0A_0002, 40000, 1025);
+        let idx = t.insert(f).unwrap();
+        assert_eq!(t.lookup(&f.orig, t.hash(&f.orig)), Some((idx, Dir::Orig)));
+        let r = f.reply_key();
+        assert_eq!(r.dst, 0xCB00_7102);
+        assert_eq!(r.dport, 1025);
+        assert_eq!(t.lookup(&r, t.hash(&r)), Some((idx, Dir::Reply)));
+        t.check_invariants().unwrap();
+        assert_eq!(t.remove(idx), f);
+        assert!(!t.contains_key(&f.orig));
+        assert!(!t.contains_key(&r));
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn full_table_refuses_and_recovers() {
+        let mut t = FlowTable::new(4, 1);
+        let ids: Vec<u32> = (0..4).map(|i| t.insert(flow(i, 1000, 2000 + i as u16)).unwrap()).collect();
+        assert_eq!(t.insert(flow(99, 1000, 3000)), Err(TableFull));
+        t.remove(ids[2]);
+        assert!(t.insert(flow(99, 1000, 3000)).is_ok());
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn sweep_is_bounded_and_eventually_complete() {
+        let mut t = FlowTable::new(100, 3);
+        for i in 0..100 {
+            t.insert(flow(i, 1, i as u16)).unwrap();
+        }
+        let mut removed = 0;
+        assert_eq!(t.sweep(10, |_| true, |_| removed += 1), 10);
+        assert_eq!(removed, 10);
+        for _ in 0..9 {
+            t.sweep(10, |_| true, |_| {});
+        }
+        assert!(t.is_empty());
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn record_stays_small() {
+        assert!(std::mem::size_of::<Flow>() <= 48, "Flow is {} bytes", std::mem::size_of::<Flow>());
+        let t = FlowTable::new(1 << 16, 0);
+        assert!(t.bytes_per_flow() <= 128, "{} bytes per flow", t.bytes_per_flow());
+    }
+}

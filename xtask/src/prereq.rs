@@ -1,0 +1,181 @@
+//! Prerequisites: Debian packages, rustup components and cargo subcommands, installed when
+//! missing so that `cargo xtask test` passes on a fresh Debian 12 machine.
+
+use crate::run::{self, Error, Result};
+
+/// Debian packages the build and the tests need. To add one, add a line.
+pub const APT_PACKAGES: &[&str] = &["pkg-config", "iproute2", "build-essential", "libclang-dev"];
+
+/// A cargo subcommand installed from crates.io with `cargo install <krate> --locked`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CargoTool {
+    /// As in `cargo <subcommand>`.
+    pub subcommand: &'static str,
+    pub krate: &'static str,
+}
+
+pub const NEXTEST: CargoTool = CargoTool {
+    subcommand: "nextest",
+    krate: "cargo-nextest",
+};
+
+pub const FUZZ: CargoTool = CargoTool {
+    subcommand: "fuzz",
+    krate: "cargo-fuzz",
+};
+
+/// rustup components, checked as `cargo <subcommand> --version`.
+const COMPONENTS: &[(&str, &str)] = &[("rustfmt", "fmt"), ("clippy", "clippy")];
+
+/// Check everything and install what is missing: Debian packages, rustup components, `tools`.
+pub fn ensure(tools: &[CargoTool]) -> Result<()> {
+    ensure_apt_packages(APT_PACKAGES)?;
+    ensure_components()?;
+    for &tool in tools {
+        ensure_tool(tool)?;
+    }
+    Ok(())
+}
+
+fn apt_install_line(missing: &[&str]) -> String {
+    format!(
+        "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    )
+}
+
+fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
+    if !run::succeeds(run::program("dpkg-query").arg("--version")) {
+        return Err(Error::failed(format!(
+            "dpkg-query not found: this is not a Debian system, so the packages cannot be checked.\n\
+             Install the equivalents of: {}\nthen rerun with --no-install.",
+            packages.join(" ")
+        )));
+    }
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !apt_installed(p))
+        .collect();
+    if missing.is_empty() {
+        println!("Debian packages present: {}", packages.join(" "));
+        return Ok(());
+    }
+    println!("Debian packages missing: {}", missing.join(" "));
+    if !is_root() {
+        return Err(Error::failed(format!(
+            "missing Debian packages: {}. Install them as root with:\n    {}\nor rerun with --no-install.",
+            missing.join(" "),
+            apt_install_line(&missing)
+        )));
+    }
+    run::run(run::program("apt-get").arg("update"))?;
+    run::run(
+        run::program("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing),
+    )
+}
+
+fn apt_installed(package: &str) -> bool {
+    run::output(run::program("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_some_and(|status| status_is_installed(&status))
+}
+
+/// `dpkg-query -W -f='${Status}'` prints `install ok installed` for an installed package;
+/// a last word of `config-files`, `not-installed`, `half-installed`, ... means it is not.
+fn status_is_installed(status: &str) -> bool {
+    status.split_whitespace().last() == Some("installed")
+}
+
+fn is_root() -> bool {
+    // Effective uid: second field of the Uid line in /proc/self/status.
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        if let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) {
+            return line.split_whitespace().nth(2) == Some("0");
+        }
+    }
+    run::output(run::program("id").arg("-u")).is_some_and(|uid| uid.trim() == "0")
+}
+
+fn ensure_components() -> Result<()> {
+    let missing: Vec<&str> = COMPONENTS
+        .iter()
+        .filter(|(_, sub)| !run::succeeds(run::cargo().args([sub, "--version"])))
+        .map(|(component, _)| *component)
+        .collect();
+    if missing.is_empty() {
+        println!("rustup components present: rustfmt clippy");
+        return Ok(());
+    }
+    run::run(
+        run::program("rustup")
+            .args(["component", "add"])
+            .args(&missing),
+    )
+}
+
+/// True when `cargo <subcommand> --version` works.
+pub fn tool_present(tool: CargoTool) -> bool {
+    run::succeeds(run::cargo().args([tool.subcommand, "--version"]))
+}
+
+/// Install `tool` with `cargo install --locked` unless it is already there.
+pub fn ensure_tool(tool: CargoTool) -> Result<()> {
+    if tool_present(tool) {
+        let version =
+            run::output(run::cargo().args([tool.subcommand, "--version"])).unwrap_or_default();
+        println!("{} present: {}", tool.krate, version.trim());
+        return Ok(());
+    }
+    let start = std::time::Instant::now();
+    run::run(run::cargo().args(["install", tool.krate, "--locked"]))?;
+    println!(
+        "installed {} in {}",
+        tool.krate,
+        run::duration(start.elapsed())
+    );
+    Ok(())
+}
+
+/// The error for a tool that is needed but absent when installing was turned off.
+pub fn missing_tool(tool: CargoTool) -> Error {
+    Error::failed(format!(
+        "`cargo {}` is not installed; install it with `cargo install {} --locked` \
+         or rerun without --no-install",
+        tool.subcommand, tool.krate
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_dpkg_status() {
+        assert!(status_is_installed("install ok installed"));
+        assert!(status_is_installed("hold ok installed"));
+        assert!(!status_is_installed("unknown ok not-installed"));
+        assert!(!status_is_installed("deinstall ok config-files"));
+        assert!(!status_is_installed("install reinstreq half-installed"));
+        assert!(!status_is_installed(""));
+    }
+
+    #[test]
+    fn install_line_is_copy_pasteable() {
+        assert_eq!(
+            apt_install_line(&["libclang-dev", "dnsmasq"]),
+            "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+             --no-install-recommends libclang-dev dnsmasq"
+        );
+    }
+
+    #[test]
+    fn package_list_has_no_duplicates() {
+        let mut sorted = APT_PACKAGES.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), APT_PACKAGES.len());
+    }
+}
