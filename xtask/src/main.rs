@@ -21,6 +21,7 @@ Commands:
   test    Run every check CI runs: prerequisites, fmt, clippy, tests, fuzz and bench smoke runs
   bench   Run a benchmark suite
   fuzz    Run the cargo-fuzz targets for a fixed time each
+  install Install what `test` needs (the prerequisites step alone)
   demo    Build and run the live demo (not implemented yet)
   help    Print this help, or a command's help: cargo xtask help <COMMAND>
 
@@ -65,6 +66,15 @@ Options:
   --sanitizer <NAME>      address, leak, memory, thread or none [default: address]
   --list                  Print the target names and exit
   -h, --help              Print this help";
+
+const INSTALL_HELP: &str = "\
+cargo xtask install: check and install what `cargo xtask test` needs, and nothing else
+
+Usage: cargo xtask install
+
+Installs missing Debian packages (as root, with apt-get; otherwise prints the command),
+the rustfmt and clippy components, cargo-nextest and cargo-fuzz. The package list is
+APT_PACKAGES in xtask/src/prereq.rs.";
 
 const DEMO_HELP: &str = "\
 cargo xtask demo: build Sluice and run the live demo in network namespaces (as root)
@@ -156,6 +166,18 @@ fn dispatch(args: &[String]) -> Result<u8> {
                 Ok(0)
             }
         },
+        "install" => {
+            if rest.iter().any(|a| is_help(a)) {
+                return print(INSTALL_HELP);
+            }
+            if let Some(extra) = rest.first() {
+                return Err(Error::usage(format!(
+                    "unexpected argument `{extra}` for `cargo xtask install`"
+                )));
+            }
+            prereq::ensure(&[prereq::NEXTEST, prereq::FUZZ])?;
+            Ok(0)
+        }
         "demo" => {
             if rest.iter().any(|a| is_help(a)) {
                 return print(DEMO_HELP);
@@ -177,6 +199,7 @@ fn command_help(name: &str) -> Result<String> {
         "test" => TEST_HELP.to_string(),
         "bench" => bench_help(),
         "fuzz" => FUZZ_HELP.to_string(),
+        "install" => INSTALL_HELP.to_string(),
         "demo" => DEMO_HELP.to_string(),
         "help" => USAGE.to_string(),
         other => return Err(Error::usage(format!("unknown command `{other}`"))),
@@ -359,7 +382,7 @@ mod tests {
 
     #[test]
     fn every_command_has_help() {
-        for name in ["test", "bench", "fuzz", "demo", "help"] {
+        for name in ["test", "bench", "fuzz", "install", "demo", "help"] {
             assert!(
                 command_help(name).unwrap().contains("cargo xtask"),
                 "{name}"

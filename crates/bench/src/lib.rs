@@ -74,15 +74,24 @@ pub fn realistic_policy() -> CompiledPolicy {
     sluice_policy::compile_json(&realistic_policy_json(200, 20)).expect("benchmark policy compiles")
 }
 
-/// The inside address of flow `i` (spread over all 200 groups) and its destination.
+/// Inside hosts in the address plan: 25 per group.
+pub const HOSTS: usize = 200 * 25;
+
+/// The inside address, destination and source port of flow `i`: 5 000 hosts spread over all
+/// 200 groups, each with many connections (distinct source ports), to 64 K destinations.
 pub fn flow_endpoints(i: usize) -> (u32, u32, u16) {
-    let group = (i % 200) as u32;
-    let host = (i / 200) as u32 + 2;
-    assert!(host < 65_000, "too many flows for the address plan");
-    let src = 0x0A00_0000 | ((group + 1) << 16) | host;
+    let src = host_address(i % HOSTS);
     let dst = 0xC612_0000 | (i as u32 % 0x1_0000); // 198.18.0.0/16
-    let sport = 1024 + (i % 60_000) as u16;
+    let sport = 1024 + (i / HOSTS) as u16;
+    assert!(i / HOSTS < 60_000, "too many flows for the address plan");
     (src, dst, sport)
+}
+
+/// Address of inside host `h` (0..HOSTS): group `h % 200`, host number `h / 200`.
+pub fn host_address(h: usize) -> u32 {
+    let group = (h % 200) as u32;
+    let host = (h / 200) as u32 + 2;
+    0x0A00_0000 | ((group + 1) << 16) | host
 }
 
 pub fn engine_config(capacity: usize) -> EngineConfig {
@@ -90,6 +99,7 @@ pub fn engine_config(capacity: usize) -> EngineConfig {
     let external = PortConfig { mac: NODE_OUTSIDE_MAC, ip: OUTSIDE_IP, prefix_len: 24, vlan: None };
     let mut cfg = EngineConfig::new(internal, external, GATEWAY_IP);
     cfg.flow_capacity = capacity;
+    cfg.neighbor.capacity = 2 * HOSTS;
     cfg
 }
 
@@ -121,6 +131,13 @@ impl Bench {
         let a = b.run_one(PortId::External, &arp);
         assert_eq!(a, Action::Consumed, "gateway ARP reply not taken");
         b.engine.drain_generated(|_, _| {});
+        // Every inside host announces itself, as hosts do when they first ARP for their
+        // gateway: replies to them then leave without waiting.
+        for h in 0..HOSTS {
+            let req = FrameBuilder::arp_request(CLIENT_MAC, host_address(h), INSIDE_IP).build();
+            assert_eq!(b.run_one(PortId::Internal, &req), Action::Consumed);
+            b.engine.drain_generated(|_, _| {});
+        }
         b
     }
 
@@ -242,11 +259,10 @@ pub fn new_flows(pool_size: usize) -> (Bench, FramePool) {
     // Flows live ~500 bursts of fake time, so the table holds ~16 k of them and the sweeper
     // removes as many as are created.
     cfg.timeouts.tcp_syn = 500 * NS_PER_BURST;
-    let mut b = Bench::new(cfg, realistic_policy());
+    let b = Bench::new(cfg, realistic_policy());
     let mut pool = FramePool::new(64);
     for i in 0..pool_size {
-        let (src, dst, _) = flow_endpoints(i);
-        let sport = 1024 + (i % 61_000) as u16;
+        let (src, dst, sport) = flow_endpoints(i);
         pool.push(&tcp_frame(src, dst, sport, 443, SYN));
     }
     // The pool must span several flow lifetimes so that a reused SYN never meets its own

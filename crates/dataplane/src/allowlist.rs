@@ -504,8 +504,9 @@ struct BulkForget {
 /// [`PinHandle`] is simply an entry number and stays valid whatever else is inserted or
 /// removed; the index uses backward-shift deletion instead of tombstones, so probe lengths
 /// depend only on the current load (at most 0.5), never on the history of inserts and
-/// removals. Keys are hashed with a per-table random SipHash key, so DNS
-/// answers chosen by an outsider cannot build long probe chains.
+/// removals. Keys are hashed with a multiply-xorshift mix keyed by a per-table random seed:
+/// a lookup costs a few nanoseconds (it runs for hostname rules on every new flow), and an
+/// outsider choosing DNS answers cannot aim them at one probe chain without the seed.
 pub struct Allowlist {
     entries: Box<[Entry]>,
     index: Box<[u32]>,
@@ -518,7 +519,8 @@ pub struct Allowlist {
     /// Highest sequence number applied; published to `shared.applied` after a drain.
     applied_seq: u64,
     stats: AllowlistStats,
-    hasher: RandomState,
+    /// Random per table: keys the index hash.
+    seed: u64,
     rx: Receiver<Message>,
     shared: Arc<WorkerShared>,
 }
@@ -567,7 +569,7 @@ impl Allowlist {
             bulk: None,
             applied_seq: 0,
             stats: AllowlistStats::default(),
-            hasher: RandomState::new(),
+            seed: RandomState::new().hash_one(0x5EED_u64),
             rx,
             shared,
         }
@@ -750,8 +752,12 @@ impl Allowlist {
 
     #[inline]
     fn hash(&self, rule: u64, ip: u32) -> u32 {
+        let mut h = rule ^ self.seed;
+        h = (h ^ (h >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= u64::from(ip).wrapping_mul(0xC2B2_AE3D_27D4_EB4F) ^ self.seed.rotate_left(17);
+        h = (h ^ (h >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         // Truncation intended: the index has at most 2^31 slots.
-        self.hasher.hash_one((rule, ip)) as u32
+        (h ^ (h >> 32)) as u32
     }
 
     /// Index position holding `(rule, ip)`, or else the empty position that ends its probe.

@@ -62,10 +62,12 @@ pub struct EngineConfig {
     pub nat_attempts: u32,
     pub timeouts: Timeouts,
     pub neighbor: NeighborConfig,
-    /// Flow records examined for expiry per burst.
+    /// Flow records examined for expiry per burst at least (more when flows are opening).
     pub sweep_budget: usize,
-    /// Allowlist updates applied per burst (and entries examined for expiry).
+    /// Allowlist updates applied per burst.
     pub allowlist_budget: usize,
+    /// Allowlist entries examined for expiry per burst.
+    pub allowlist_sweep_budget: usize,
     /// Frames the engine may originate (ARP, ICMP, released pending frames) per burst.
     pub max_generated: usize,
     /// ICMP errors the node sends per second, with a burst allowance.
@@ -90,8 +92,9 @@ impl EngineConfig {
             nat_attempts: 32,
             timeouts: Timeouts::default(),
             neighbor: NeighborConfig::default(),
-            sweep_budget: 64,
+            sweep_budget: 8,
             allowlist_budget: 256,
+            allowlist_sweep_budget: 16,
             max_generated: 128,
             icmp_errors_per_sec: 1000,
             icmp_error_burst: 100,

@@ -119,11 +119,12 @@ pub struct Arp {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv4 {
-    /// Offset of the IPv4 header in the frame.
-    pub offset: usize,
-    pub header_len: usize,
+    /// Offset of the IPv4 header in the frame. (Offsets and lengths are `u16`, frames being
+    /// shorter than 64 KiB: the parsed burst stays small and moves cheaply.)
+    pub offset: u16,
+    pub header_len: u16,
     /// The IPv4 total length (header + payload), excluding any Ethernet padding.
-    pub total_len: usize,
+    pub total_len: u16,
     pub src: u32,
     pub dst: u32,
     pub proto: u8,
@@ -132,9 +133,22 @@ pub struct Ipv4 {
 }
 
 impl Ipv4 {
+    /// Offset of the IPv4 header.
+    #[inline]
+    pub fn at(&self) -> usize {
+        usize::from(self.offset)
+    }
+
     /// Offset of the transport header.
+    #[inline]
     pub fn l4_offset(&self) -> usize {
-        self.offset + self.header_len
+        usize::from(self.offset) + usize::from(self.header_len)
+    }
+
+    /// Offset just past the IPv4 packet (before any Ethernet padding).
+    #[inline]
+    pub fn end(&self) -> usize {
+        usize::from(self.offset) + usize::from(self.total_len)
     }
 }
 
@@ -147,7 +161,7 @@ pub enum L4 {
     Udp { sport: u16, dport: u16 },
     IcmpEcho { request: bool, id: u16 },
     /// ICMP error carrying a quoted datagram, which starts at `inner_offset` in the frame.
-    IcmpError { icmp_type: u8, code: u8, inner_offset: usize },
+    IcmpError { icmp_type: u8, code: u8, inner_offset: u16 },
     /// Any other ICMP message.
     IcmpOther { icmp_type: u8, code: u8 },
     /// Another IP protocol: the engine drops it.
@@ -161,7 +175,7 @@ pub struct ParsedFrame {
     /// The 802.1Q VLAN id if the frame carries one tag.
     pub vlan: Option<u16>,
     /// Offset of the Ethernet payload (14, or 18 with a tag).
-    pub l3_offset: usize,
+    pub l3_offset: u8,
     pub l3: L3,
 }
 
@@ -210,7 +224,7 @@ pub fn parse_frame(frame: &[u8]) -> Result<ParsedFrame, ParseError> {
         ETHERTYPE_IPV6 => return Err(ParseError::Ipv6),
         _ => return Err(ParseError::UnsupportedEthertype),
     };
-    Ok(ParsedFrame { dst_mac, src_mac, vlan, l3_offset, l3 })
+    Ok(ParsedFrame { dst_mac, src_mac, vlan, l3_offset: l3_offset as u8, l3 })
 }
 
 fn parse_arp(frame: &[u8], at: usize) -> Result<Arp, ParseError> {
@@ -235,19 +249,22 @@ fn parse_arp(frame: &[u8], at: usize) -> Result<Arp, ParseError> {
     })
 }
 
-/// One's-complement sum check of an IPv4 header: a correct header sums to 0xFFFF.
+/// One's-complement sum check of an IPv4 header: a correct header sums to 0xFFFF. Sums
+/// 32-bit native-endian words with end-around carry; the test against 0xFFFF does not depend
+/// on byte order, and IPv4 header lengths are multiples of four.
 #[inline]
 fn ipv4_header_checksum_ok(header: &[u8]) -> bool {
-    let mut sum: u32 = 0;
-    let mut i = 0;
-    while i + 1 < header.len() {
-        sum += u32::from(u16::from_be_bytes([header[i], header[i + 1]]));
-        i += 2;
+    debug_assert!(header.len() % 4 == 0);
+    let mut sum: u64 = 0;
+    for w in header.chunks_exact(4) {
+        sum += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
     }
-    while sum > 0xFFFF {
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    }
-    sum == 0xFFFF
+    sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
+    sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
+    let mut s = (sum & 0xFFFF) + (sum >> 16);
+    s = (s & 0xFFFF) + (s >> 16);
+    s = (s & 0xFFFF) + (s >> 16);
+    s == 0xFFFF
 }
 
 fn check_options(options: &[u8]) -> Result<(), ParseError> {
@@ -274,7 +291,12 @@ fn check_options(options: &[u8]) -> Result<(), ParseError> {
 /// Parse an IPv4 packet whose header starts at `at`; used for frames and for the datagram
 /// quoted inside ICMP errors (where `quoted` relaxes the length rules: an ICMP error carries
 /// only the start of the original datagram).
+#[inline(always)]
 fn parse_ipv4_at(frame: &[u8], at: usize, quoted: bool) -> Result<Ipv4, ParseError> {
+    // Frames are bounded by u16 offsets; anything longer is not a frame we handle.
+    if frame.len() > usize::from(u16::MAX) {
+        return Err(ParseError::Ipv4BadTotalLength);
+    }
     if frame.len() < at + 20 {
         return Err(ParseError::Ipv4Truncated);
     }
@@ -323,9 +345,9 @@ fn parse_ipv4_at(frame: &[u8], at: usize, quoted: bool) -> Result<Ipv4, ParseErr
         parse_l4(proto, l4_bytes, l4_at, quoted)?
     };
     Ok(Ipv4 {
-        offset: at,
-        header_len,
-        total_len,
+        offset: at as u16,
+        header_len: header_len as u16,
+        total_len: total_len as u16,
         src: be32(frame, at + 12),
         dst: be32(frame, at + 16),
         proto,
@@ -334,6 +356,7 @@ fn parse_ipv4_at(frame: &[u8], at: usize, quoted: bool) -> Result<Ipv4, ParseErr
     })
 }
 
+#[inline(always)]
 fn parse_ipv4(frame: &[u8], at: usize) -> Result<Ipv4, ParseError> {
     parse_ipv4_at(frame, at, false)
 }
@@ -343,6 +366,7 @@ pub fn parse_quoted_ipv4(frame: &[u8], at: usize) -> Result<Ipv4, ParseError> {
     parse_ipv4_at(frame, at, true)
 }
 
+#[inline(always)]
 fn parse_l4(proto: u8, l4: &[u8], l4_at: usize, quoted: bool) -> Result<L4, ParseError> {
     match proto {
         PROTO_TCP => {
@@ -388,7 +412,7 @@ fn parse_l4(proto: u8, l4: &[u8], l4_at: usize, quoted: bool) -> Result<L4, Pars
                 | ICMP_PARAMETER_PROBLEM
                     if !quoted =>
                 {
-                    L4::IcmpError { icmp_type, code, inner_offset: l4_at + 8 }
+                    L4::IcmpError { icmp_type, code, inner_offset: (l4_at + 8) as u16 }
                 }
                 _ => L4::IcmpOther { icmp_type, code },
             })
@@ -445,6 +469,14 @@ mod tests {
         let good = ipv4_frame(PROTO_UDP, &udp);
         assert!(parse_frame(&good).is_ok());
 
+        // Every single-bit error in the header is caught.
+        for byte in 14..34 {
+            for bit in 0..8 {
+                let mut bad = good.clone();
+                bad[byte] ^= 1 << bit;
+                assert!(parse_frame(&bad).is_err(), "flip of byte {byte} bit {bit} accepted");
+            }
+        }
         let mut bad = good.clone();
         bad[14 + 10] ^= 0xFF;
         assert_eq!(parse_frame(&bad), Err(ParseError::Ipv4BadChecksum));

@@ -19,7 +19,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { path: path.into(), message: message.into() }
+        FieldError {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -111,9 +114,10 @@ pub(crate) struct ErrorSink {
 }
 
 impl ErrorSink {
-    pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    /// Records an error; `path` is formatted only here, so callers pass lazy paths freely.
+    pub(crate) fn push(&mut self, path: impl std::fmt::Display, message: impl Into<String>) {
         if self.errors.len() < MAX_REPORTED_ERRORS {
-            self.errors.push(FieldError::new(path, message));
+            self.errors.push(FieldError::new(path.to_string(), message));
         } else {
             self.dropped += 1;
         }
@@ -131,7 +135,10 @@ impl ErrorSink {
         if self.dropped > 0 {
             errors.push(FieldError::new(
                 "",
-                format!("{} more errors not shown; fix the ones above first", self.dropped),
+                format!(
+                    "{} more errors not shown; fix the ones above first",
+                    self.dropped
+                ),
             ));
         }
         Err(PolicyErrors(errors))
@@ -162,13 +169,21 @@ mod tests {
         }
         let errors = sink.into_result(()).unwrap_err();
         assert_eq!(errors.len(), MAX_REPORTED_ERRORS + 1);
-        assert!(errors.0.last().unwrap().message.starts_with("5 more errors"));
+        assert!(errors
+            .0
+            .last()
+            .unwrap()
+            .message
+            .starts_with("5 more errors"));
     }
 
     #[test]
     fn errors_serialize_as_a_list_of_path_and_message() {
         let errors = PolicyErrors::single("default_action", "expected \"allow\" or \"deny\"");
         let json = serde_json::to_string(&errors).unwrap();
-        assert_eq!(json, r#"[{"path":"default_action","message":"expected \"allow\" or \"deny\""}]"#);
+        assert_eq!(
+            json,
+            r#"[{"path":"default_action","message":"expected \"allow\" or \"deny\""}]"#
+        );
     }
 }

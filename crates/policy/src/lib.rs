@@ -36,8 +36,7 @@
 //!   `_` (service names), and may not be IPv4 literals (DNS never resolves those; use
 //!   `dst_cidrs`). `*.com` is accepted. Duplicate patterns in one rule are kept as written
 //!   and count once for the rule key.
-//! - Ids are case-sensitive.
-//! - Group and rule ids use `[A-Za-z0-9_.-]`, 1..=64 characters.
+//! - Group and rule ids use `[A-Za-z0-9_.-]`, 1..=64 characters, and are case-sensitive.
 //! - Duplicate keys inside one JSON object cannot be reported: the JSON reader keeps the
 //!   last one.
 //! - At most 1000 errors are reported, plus one line saying how many more there were.
@@ -73,4 +72,6 @@ pub use decode::{parse_policy, MAX_GROUPS, MAX_ID_LEN, MAX_LIST_ENTRIES, MAX_RUL
 pub use dns::DnsDecision;
 pub use error::{FieldError, PolicyErrors};
 pub use explain::{ExplainQuery, Explanation};
-pub use model::{GroupMode, Ipv4Cidr, PolicyDocument, PortRange, Protocol, Rule, RuleMatch, SourceGroup, Sources};
+pub use model::{
+    GroupMode, Ipv4Cidr, PolicyDocument, PortRange, Protocol, Rule, RuleMatch, SourceGroup, Sources,
+};

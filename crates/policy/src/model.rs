@@ -19,6 +19,16 @@ pub struct PolicyDocument {
     pub source_groups: Vec<SourceGroup>,
 }
 
+impl Default for PolicyDocument {
+    /// No groups and deny by default: the document `{}`.
+    fn default() -> Self {
+        PolicyDocument {
+            default_action: Action::Deny,
+            source_groups: Vec::new(),
+        }
+    }
+}
+
 /// Deserialising goes through the same validating decoder as [`crate::parse_policy`], so no
 /// path produces an unvalidated document; the error text lists every problem.
 impl<'de> Deserialize<'de> for PolicyDocument {
@@ -149,7 +159,10 @@ pub struct PortRange {
 
 impl PortRange {
     pub fn single(port: u16) -> Self {
-        PortRange { first: port, last: port }
+        PortRange {
+            first: port,
+            last: port,
+        }
     }
 
     pub fn contains(&self, port: u16) -> bool {

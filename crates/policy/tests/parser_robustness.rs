@@ -30,8 +30,30 @@ const KEYS: &[&str] = &[
 
 /// Values the decoder gives meaning to, valid and not.
 const STRINGS: &[&str] = &[
-    "allow", "deny", "audit", "enforce", "tcp", "udp", "icmp", "any", "10.0.0.0/8", "10.0.0.1/8", "0.0.0.0/0",
-    "1.2.3.4", "1-2", "9-1", "0-0", "65535-65535", "*.example.com", "*", "a.*.b", "example.com.", "", "g", "ü", "-",
+    "allow",
+    "deny",
+    "audit",
+    "enforce",
+    "tcp",
+    "udp",
+    "icmp",
+    "any",
+    "10.0.0.0/8",
+    "10.0.0.1/8",
+    "0.0.0.0/0",
+    "1.2.3.4",
+    "1-2",
+    "9-1",
+    "0-0",
+    "65535-65535",
+    "*.example.com",
+    "*",
+    "a.*.b",
+    "example.com.",
+    "",
+    "g",
+    "ü",
+    "-",
 ];
 
 fn leaf() -> impl Strategy<Value = Value> {
@@ -50,8 +72,14 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf().prop_recursive(5, 64, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec((prop::sample::select(KEYS), inner), 0..6)
-                .prop_map(|fields| Value::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Map<_, _>>())),
+            prop::collection::vec((prop::sample::select(KEYS), inner), 0..6).prop_map(|fields| {
+                Value::Object(
+                    fields
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect::<Map<_, _>>(),
+                )
+            }),
         ]
     })
 }
@@ -66,7 +94,11 @@ fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
         }
         Value::Object(fields) => {
             for (key, item) in fields {
-                pointers(item, format!("{at}/{}", key.replace('~', "~0").replace('/', "~1")), out);
+                pointers(
+                    item,
+                    format!("{at}/{}", key.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
             }
         }
         _ => {}
@@ -80,15 +112,23 @@ fn check_outcome(text: &str) -> Result<(), TestCaseError> {
         Ok(doc) => {
             let again = parse_policy(&serde_json::to_string(&doc).unwrap());
             prop_assert_eq!(again.as_ref(), Ok(&doc), "round trip of {}", text);
-            prop_assert!(compile(&doc).is_ok(), "accepted document must compile: {}", text);
+            prop_assert!(
+                compile(&doc).is_ok(),
+                "accepted document must compile: {}",
+                text
+            );
         }
         Err(PolicyErrors(errors)) => {
             prop_assert!(!errors.is_empty());
             for error in &errors {
                 prop_assert!(!error.message.is_empty());
                 prop_assert!(
-                    error.path.is_empty() || error.path.starts_with("source_groups") || error.path.starts_with("default_action") || !error.path.contains('.'),
-                    "unexpected path {}", error.path
+                    error.path.is_empty()
+                        || error.path.starts_with("source_groups")
+                        || error.path.starts_with("default_action")
+                        || !error.path.contains('.'),
+                    "unexpected path {}",
+                    error.path
                 );
             }
         }

@@ -6,7 +6,7 @@ use crate::counters::{Counter, DropReason};
 use crate::flow::{Dir, Flow, FlowKey, FlowState, Origin, NO_PIN};
 use crate::nat::allocate_port;
 use crate::packet::Packet;
-use crate::parse::{parse_frame, Ipv4, ParsedFrame, L3, L4, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::parse::{Ipv4, ParsedFrame, L4, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use crate::policy_handle::PublishedPolicy;
 use crate::tcp::{is_finished, is_opening_syn, tcp_next};
 use sluice_policy::{Action as PolicyAction, Cause, FlowQuery, Verdict};
@@ -30,15 +30,6 @@ pub(super) fn key_of(ip: &Ipv4) -> Option<FlowKey> {
         _ => return None,
     };
     Some(FlowKey { src: ip.src, dst: ip.dst, sport, dport, proto: ip.proto })
-}
-
-/// Key for prefetching only: any mistake costs a wasted prefetch, nothing else.
-#[inline]
-pub(super) fn quick_key(_from: PortId, frame: &[u8]) -> Option<FlowKey> {
-    match parse_frame(frame) {
-        Ok(ParsedFrame { l3: L3::Ipv4(ip), .. }) => key_of(&ip),
-        _ => None,
-    }
 }
 
 /// What policy is asked about a flow with this inside key.
@@ -86,6 +77,7 @@ impl Engine {
         p: &mut P,
         eth: &ParsedFrame,
         ip: &Ipv4,
+        hash: u32,
         now: u64,
     ) -> Action {
         let int = self.cfg.internal;
@@ -100,7 +92,7 @@ impl Engine {
         if int.contains(ip.dst) {
             return Action::Drop(DropReason::NoRoute);
         }
-        self.outbound(pol, p, eth, ip, Origin::Internal, now)
+        self.outbound(pol, p, eth, ip, hash, Origin::Internal, now)
     }
 
     pub(super) fn from_host<P: Packet>(
@@ -109,6 +101,7 @@ impl Engine {
         p: &mut P,
         eth: &ParsedFrame,
         ip: &Ipv4,
+        hash: u32,
         now: u64,
     ) -> Action {
         if is_martian(ip.src) || is_martian(ip.dst) {
@@ -126,16 +119,19 @@ impl Engine {
             decrement_ttl(p.data_mut(), ip);
             return self.emit(p, eth, PortId::Internal, ip.dst, now);
         }
-        self.outbound(pol, p, eth, ip, Origin::Host, now)
+        self.outbound(pol, p, eth, ip, hash, Origin::Host, now)
     }
 
-    /// Inside (or host) to outside: existing flow or a new one.
+    /// Inside (or host) to outside: existing flow or a new one. `h` is the hash of the
+    /// packet's flow key, computed when the burst was parsed.
+    #[allow(clippy::too_many_arguments)]
     fn outbound<P: Packet>(
         &mut self,
         pol: &PublishedPolicy,
         p: &mut P,
         eth: &ParsedFrame,
         ip: &Ipv4,
+        h: u32,
         origin: Origin,
         now: u64,
     ) -> Action {
@@ -159,7 +155,7 @@ impl Engine {
             L4::Tcp { flags, .. } => Some(flags),
             _ => None,
         };
-        let h = self.flows.hash(&key);
+        debug_assert_eq!(h, self.flows.hash(&key));
         let mut found = None;
         if let Some((idx, dir)) = self.flows.lookup(&key, h) {
             if dir != Dir::Orig {
@@ -308,6 +304,7 @@ impl Engine {
         match self.flows.insert(flow) {
             Ok(idx) => {
                 self.counters.inc(Counter::FlowsOpened);
+                self.opened_since_sweep += 1;
                 if origin == Origin::Host {
                     self.counters.inc(Counter::HostOriginatedFlows);
                 }
@@ -326,6 +323,7 @@ impl Engine {
         p: &mut P,
         eth: &ParsedFrame,
         ip: &Ipv4,
+        hash: u32,
         now: u64,
     ) -> Action {
         if is_martian(ip.src) || is_martian(ip.dst) {
@@ -337,7 +335,8 @@ impl Engine {
         let Some(key) = key_of(ip) else {
             return Action::Drop(DropReason::UnsupportedProtocol);
         };
-        let idx = match self.flows.lookup(&key, self.flows.hash(&key)) {
+        debug_assert_eq!(hash, self.flows.hash(&key));
+        let idx = match self.flows.lookup(&key, hash) {
             Some((idx, Dir::Reply)) => idx,
             _ => return Action::Drop(DropReason::InboundNoFlow),
         };

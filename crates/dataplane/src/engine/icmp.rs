@@ -36,8 +36,8 @@ impl Engine {
         let L4::IcmpError { inner_offset, .. } = ip.l4 else {
             return Action::Drop(DropReason::IcmpErrorNoFlow);
         };
-        let end = ip.offset + ip.total_len;
-        let inner = match parse_quoted_ipv4(&p.data()[..end], inner_offset) {
+        let end = ip.end();
+        let inner = match parse_quoted_ipv4(&p.data()[..end], usize::from(inner_offset)) {
             Ok(i) => i,
             Err(_) => return Action::Drop(DropReason::IcmpErrorNoFlow),
         };
@@ -67,7 +67,7 @@ impl Engine {
         let mut icmp_csum = get16(frame, icmp_at + 2);
 
         // Quoted datagram: source address back to the inside host.
-        let i = inner.offset;
+        let i = inner.at();
         let inner_old_csum = get16(frame, i + 10);
         let inner_new_csum = update32(inner_old_csum, inner.src, f.orig.src);
         frame[i + 12..i + 16].copy_from_slice(&f.orig.src.to_be_bytes());
@@ -77,7 +77,7 @@ impl Engine {
 
         // Quoted transport header: source port (echo id) back, and its checksum if quoted.
         let l4 = inner.l4_offset();
-        let quoted_end = frame.len().min(i + inner.total_len).min(end);
+        let quoted_end = frame.len().min(inner.end()).min(end);
         let (port_at, csum_at, pseudo) = match inner.l4 {
             L4::Tcp { .. } => (l4, l4 + 16, true),
             L4::Udp { .. } => (l4, l4 + 6, true),
@@ -102,7 +102,7 @@ impl Engine {
         put16(frame, icmp_at + 2, icmp_csum);
 
         // Outer header: destination to the inside host, TTL down, header checksum.
-        let o = ip.offset;
+        let o = ip.at();
         let mut c = get16(frame, o + 10);
         let old_word = get16(frame, o + 8);
         frame[o + 8] = ip.ttl - 1;
@@ -129,7 +129,7 @@ impl Engine {
             return;
         }
         let cfg = *self.port(port);
-        let original = &frame[ip.offset..ip.offset + ip.total_len];
+        let original = &frame[ip.at()..ip.end()];
         let id = self.icmp_ip_id;
         self.icmp_ip_id = id.wrapping_add(1);
         let ok = self.generated.push(port, |buf| {

@@ -61,6 +61,7 @@ impl Engine {
             // Not about us: we neither answer nor learn from other hosts' conversations.
             return Action::Consumed;
         }
+        self.hop_cache[from as usize] = Default::default();
         let nbr = self.neighbor_mut(from);
         if arp.sender_ip != 0 {
             nbr.learn(arp.sender_ip, arp.sender_mac, now);
@@ -191,7 +192,7 @@ impl Engine {
         }
         let dst_mac = match egress {
             PortId::Host => self.cfg.host_lane.map(|l| l.host_mac),
-            _ => self.neighbors[egress as usize].lookup(next_hop, now),
+            _ => self.resolve(egress, next_hop, now),
         };
         let f = p.data_mut();
         f[6..12].copy_from_slice(&src_mac);
@@ -203,6 +204,17 @@ impl Engine {
             }
             None => self.park(p, egress, next_hop, now),
         }
+    }
+
+    #[inline]
+    fn resolve(&mut self, port: PortId, next_hop: u32, now: u64) -> Option<[u8; 6]> {
+        let c = &self.hop_cache[port as usize];
+        if c.ip == next_hop && now < c.until {
+            return Some(c.mac);
+        }
+        let mac = self.neighbors[port as usize].lookup(next_hop, now)?;
+        self.hop_cache[port as usize] = super::HopCache { ip: next_hop, mac, until: now + super::HOP_CACHE_NS };
+        Some(mac)
     }
 
     fn park<P: Packet>(&mut self, p: &mut P, egress: PortId, next_hop: u32, now: u64) -> Action {

@@ -32,7 +32,7 @@ use crate::counters::{Counter, CounterBlock, Counters, DropReason};
 use crate::flow::{Flow, FlowTable, FlowState, NO_PIN};
 use crate::neighbor::NeighborCache;
 use crate::packet::Packet;
-use crate::parse::{parse_frame, L3};
+use crate::parse::{parse_frame, ParseError, ParsedFrame, L3};
 use crate::policy_handle::{PolicyReader, PublishedPolicy};
 
 pub use rewrite::Endpoint;
@@ -102,7 +102,24 @@ pub struct Engine {
     icmp_bucket: TokenBucket,
     icmp_ip_id: u16,
     last_neighbor_poll: u64,
+    /// Flows opened since the last expiry slice (sizes the next one).
+    opened_since_sweep: usize,
+    /// Last resolved next hop per data port (see [`HopCache`]).
+    hop_cache: [HopCache; 2],
 }
+
+/// A one-entry cache in front of a port's neighbour table: nearly every outbound packet
+/// goes to the gateway, so this saves a hash lookup per packet. It is cleared whenever the
+/// port learns from ARP and trusted for [`HOP_CACHE_NS`] at most, so a changed or expired
+/// neighbour is noticed within that time.
+#[derive(Clone, Copy, Default)]
+struct HopCache {
+    ip: u32,
+    mac: [u8; 6],
+    until: u64,
+}
+
+const HOP_CACHE_NS: u64 = 10_000_000;
 
 /// The allowlist as the policy compiler sees it, at one instant.
 struct Learned<'a> {
@@ -147,7 +164,11 @@ impl Engine {
         let slot_len = cfg.neighbor.max_frame_len.max(640);
         Ok(Engine {
             flows: FlowTable::new(cfg.flow_capacity, cfg.hash_seed),
-            neighbors: [NeighborCache::new(cfg.neighbor.clone()), NeighborCache::new(cfg.neighbor.clone())],
+            neighbors: [0x1A7E_4A11u64, 0xE87E_4A11].map(|salt| {
+                let mut n = cfg.neighbor.clone();
+                n.hash_seed ^= cfg.hash_seed.rotate_left(13) ^ salt;
+                NeighborCache::new(n)
+            }),
             generated: l2::Generated::new(cfg.max_generated, slot_len),
             counters: Counters::default(),
             published: Arc::new(CounterBlock::default()),
@@ -159,6 +180,8 @@ impl Engine {
             },
             icmp_ip_id: 1,
             last_neighbor_poll: 0,
+            opened_since_sweep: 0,
+            hop_cache: [HopCache::default(); 2],
             current,
             policy,
             allowlist,
@@ -229,13 +252,33 @@ impl Engine {
         // One reference per burst, not per packet: the count lives on a line shared by all
         // workers.
         let current = Arc::clone(&self.current);
+        let mut parsed = [Err(ParseError::EthernetTruncated); MAX_BURST];
+        let mut hashes = [0u32; MAX_BURST];
         for (chunk, acts) in frames.chunks_mut(MAX_BURST).zip(actions.chunks_mut(MAX_BURST)) {
-            self.prefetch_burst(from, chunk);
-            for (p, a) in chunk.iter_mut().zip(acts.iter_mut()) {
-                *a = self.process_one(from, p, now, &current);
-                if let Action::Drop(r) = *a {
+            let n = chunk.len();
+            // Stage 1: parse everything and prefetch each packet's index slot; stage 2:
+            // prefetch the flow records those slots point at. By the time stage 3 looks a
+            // flow up, its two cache misses have overlapped with the rest of the burst's.
+            for i in 0..n {
+                parsed[i] = parse_frame(chunk[i].data());
+                if let Ok(ParsedFrame { l3: L3::Ipv4(ip), .. }) = &parsed[i] {
+                    if let Some(k) = forward::key_of(ip) {
+                        hashes[i] = self.flows.hash(&k);
+                        self.flows.prefetch(hashes[i]);
+                    }
+                }
+            }
+            for i in 0..n {
+                if let Ok(ParsedFrame { l3: L3::Ipv4(_), .. }) = &parsed[i] {
+                    self.flows.prefetch_flow(hashes[i]);
+                }
+            }
+            for i in 0..n {
+                let a = self.process_one(from, &mut chunk[i], &parsed[i], hashes[i], now, &current);
+                if let Action::Drop(r) = a {
                     self.counters.drop(r);
                 }
+                acts[i] = a;
             }
         }
         self.finish_burst();
@@ -252,10 +295,17 @@ impl Engine {
         self.counters.set(Counter::PolicyGeneration, u64::from(self.current.generation));
         if let Some(a) = self.allowlist.as_mut() {
             a.drain(now, self.cfg.allowlist_budget);
-            a.sweep(now, self.cfg.allowlist_budget);
+            if !a.is_empty() {
+                a.sweep(now, self.cfg.allowlist_sweep_budget);
+            }
             self.counters.set(Counter::AllowlistEntries, a.len() as u64);
         }
-        self.expire_flows(now, self.cfg.sweep_budget);
+        // Expiry keeps pace with creation: a base slice, plus two records examined for every
+        // flow opened since the last sweep, so a churning table never fills with dead flows.
+        // (Lookups treat expired flows as gone, so a slow sweep only delays reuse of memory.)
+        let budget = self.cfg.sweep_budget + 2 * self.opened_since_sweep;
+        self.opened_since_sweep = 0;
+        self.expire_flows(now, budget);
         // ARP timers are coarse (seconds): poll them every millisecond at most.
         if now.wrapping_sub(self.last_neighbor_poll) >= 1_000_000 || now < self.last_neighbor_poll {
             self.last_neighbor_poll = now;
@@ -310,25 +360,16 @@ impl Engine {
         self.counters.inc(why);
     }
 
-    fn prefetch_burst<P: Packet>(&self, from: PortId, chunk: &[P]) {
-        // Only worth it when the table is far larger than the caches.
-        if self.flows.capacity() < 1 << 16 {
-            return;
-        }
-        let mut hashes = [0u32; MAX_BURST];
-        for (p, h) in chunk.iter().zip(hashes.iter_mut()) {
-            if let Some(k) = forward::quick_key(from, p.data()) {
-                *h = self.flows.hash(&k);
-                self.flows.prefetch(*h);
-            }
-        }
-        for h in &hashes[..chunk.len()] {
-            self.flows.prefetch_flow(*h);
-        }
-    }
-
     #[inline]
-    fn process_one<P: Packet>(&mut self, from: PortId, p: &mut P, now: u64, current: &PublishedPolicy) -> Action {
+    fn process_one<P: Packet>(
+        &mut self,
+        from: PortId,
+        p: &mut P,
+        parsed: &Result<ParsedFrame, ParseError>,
+        hash: u32,
+        now: u64,
+        current: &PublishedPolicy,
+    ) -> Action {
         let len = p.data().len() as u64;
         let (cp, cb) = match from {
             PortId::Internal => (Counter::InternalRxPackets, Counter::InternalRxBytes),
@@ -338,9 +379,9 @@ impl Engine {
         self.counters.inc(cp);
         self.counters.add(cb, len);
 
-        let eth = match parse_frame(p.data()) {
+        let eth = match parsed {
             Ok(e) => e,
-            Err(e) => return Action::Drop(e.into()),
+            Err(e) => return Action::Drop((*e).into()),
         };
         let (our_mac, our_vlan) = match from {
             PortId::Host => match self.cfg.host_lane {
@@ -355,21 +396,21 @@ impl Engine {
         if eth.vlan != our_vlan {
             return Action::Drop(DropReason::VlanMismatch);
         }
-        match eth.l3 {
+        match &eth.l3 {
             L3::Arp(arp) => {
                 if eth.dst_mac != our_mac && eth.dst_mac != [0xFF; 6] {
                     return Action::Drop(DropReason::NotForUs);
                 }
-                self.handle_arp(from, &eth, &arp, now)
+                self.handle_arp(from, eth, arp, now)
             }
             L3::Ipv4(ip) => {
                 if eth.dst_mac != our_mac {
                     return Action::Drop(DropReason::NotForUs);
                 }
                 match from {
-                    PortId::Internal => self.from_internal(current, p, &eth, &ip, now),
-                    PortId::External => self.from_external(current, p, &eth, &ip, now),
-                    PortId::Host => self.from_host(current, p, &eth, &ip, now),
+                    PortId::Internal => self.from_internal(current, p, eth, ip, hash, now),
+                    PortId::External => self.from_external(current, p, eth, ip, hash, now),
+                    PortId::Host => self.from_host(current, p, eth, ip, hash, now),
                 }
             }
         }

@@ -35,7 +35,7 @@ pub enum Endpoint {
 #[inline]
 pub fn translate(frame: &mut [u8], ip: &Ipv4, which: Endpoint, addr: u32, port: u16) {
     debug_assert!(ip.ttl > 1);
-    let o = ip.offset;
+    let o = ip.at();
     let mut ip_csum = get16(frame, o + 10);
 
     // TTL shares a 16-bit word with the protocol number.
@@ -91,7 +91,7 @@ pub fn translate(frame: &mut [u8], ip: &Ipv4, which: Endpoint, addr: u32, port: 
 #[inline]
 pub fn decrement_ttl(frame: &mut [u8], ip: &Ipv4) {
     debug_assert!(ip.ttl > 1);
-    let o = ip.offset;
+    let o = ip.at();
     let old_word = get16(frame, o + 8);
     frame[o + 8] = ip.ttl - 1;
     let c = update16(get16(frame, o + 10), old_word, get16(frame, o + 8));

@@ -4,23 +4,45 @@
 //!
 //! [`FieldError`]: crate::FieldError
 
+use std::fmt;
+
 use serde_json::{Map, Value};
 
 use crate::decision::Action;
 use crate::error::ErrorSink;
 
-/// Path of field `name` inside the value at `parent`.
-pub(crate) fn field_path(parent: &str, name: &str) -> String {
-    if parent.is_empty() {
-        name.to_string()
-    } else {
-        format!("{parent}.{name}")
+/// Where a value sits in the document, e.g. `source_groups[0].rules[2].match`.
+///
+/// A chain of borrowed segments on the stack, turned into text only when an error is
+/// recorded: a large valid document then decodes without one allocation per field.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Path<'a> {
+    Root,
+    Field(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl<'a> Path<'a> {
+    /// Path of field `name` inside the value at `self`.
+    pub(crate) fn field(&'a self, name: &'a str) -> Path<'a> {
+        Path::Field(self, name)
+    }
+
+    /// Path of element `index` of the array at `self`.
+    pub(crate) fn index(&'a self, index: usize) -> Path<'a> {
+        Path::Index(self, index)
     }
 }
 
-/// Path of element `index` of the array at `parent`.
-pub(crate) fn index_path(parent: &str, index: usize) -> String {
-    format!("{parent}[{index}]")
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Root => Ok(()),
+            Path::Field(Path::Root, name) => f.write_str(name),
+            Path::Field(parent, name) => write!(f, "{parent}.{name}"),
+            Path::Index(parent, index) => write!(f, "{parent}[{index}]"),
+        }
+    }
 }
 
 /// How a JSON value is described in "expected X, found Y" messages.
@@ -44,14 +66,17 @@ fn quote_short(text: &str) -> String {
     }
 }
 
-pub(crate) fn type_error(sink: &mut ErrorSink, path: &str, expected: &str, found: &Value) {
-    sink.push(path, format!("expected {expected}, found {}", describe(found)));
+pub(crate) fn type_error(sink: &mut ErrorSink, path: &Path<'_>, expected: &str, found: &Value) {
+    sink.push(
+        path,
+        format!("expected {expected}, found {}", describe(found)),
+    );
 }
 
 /// A JSON object being decoded, with its allowed field names.
 pub(crate) struct Object<'a> {
     map: &'a Map<String, Value>,
-    path: &'a str,
+    path: Path<'a>,
 }
 
 impl<'a> Object<'a> {
@@ -59,23 +84,23 @@ impl<'a> Object<'a> {
     pub(crate) fn open(
         sink: &mut ErrorSink,
         value: &'a Value,
-        path: &'a str,
+        path: Path<'a>,
         allowed: &'static [&'static str],
     ) -> Option<Self> {
         let Value::Object(map) = value else {
-            type_error(sink, path, "an object", value);
+            type_error(sink, &path, "an object", value);
             return None;
         };
         for key in map.keys() {
             if !allowed.contains(&key.as_str()) {
-                sink.push(field_path(path, key), unknown_field_message(key, allowed));
+                sink.push(path.field(key), unknown_field_message(key, allowed));
             }
         }
         Some(Object { map, path })
     }
 
-    pub(crate) fn path_of(&self, name: &str) -> String {
-        field_path(self.path, name)
+    pub(crate) fn path_of<'p>(&'p self, name: &'p str) -> Path<'p> {
+        self.path.field(name)
     }
 
     /// A field that must be present; null counts as missing-with-wrong-type, reported by the
@@ -97,7 +122,10 @@ impl<'a> Object<'a> {
 
 fn unknown_field_message(key: &str, allowed: &[&str]) -> String {
     let expected: Vec<String> = allowed.iter().map(|f| format!("`{f}`")).collect();
-    let mut message = format!("unknown field `{key}`; expected one of {}", expected.join(", "));
+    let mut message = format!(
+        "unknown field `{key}`; expected one of {}",
+        expected.join(", ")
+    );
     if let Some(close) = allowed.iter().find(|f| edit_distance(key, f) <= 2) {
         message.push_str(&format!(" (did you mean `{close}`?)"));
     }
@@ -119,7 +147,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
-pub(crate) fn string<'a>(sink: &mut ErrorSink, value: &'a Value, path: &str) -> Option<&'a str> {
+pub(crate) fn string<'a>(
+    sink: &mut ErrorSink,
+    value: &'a Value,
+    path: &Path<'_>,
+) -> Option<&'a str> {
     match value {
         Value::String(s) => Some(s),
         other => {
@@ -133,10 +165,13 @@ pub(crate) fn string<'a>(sink: &mut ErrorSink, value: &'a Value, path: &str) -> 
 pub(crate) fn keyword<T: Copy>(
     sink: &mut ErrorSink,
     value: &Value,
-    path: &str,
+    path: &Path<'_>,
     choices: &[(&str, T)],
 ) -> Option<T> {
-    let quoted: Vec<String> = choices.iter().map(|(word, _)| format!("\"{word}\"")).collect();
+    let quoted: Vec<String> = choices
+        .iter()
+        .map(|(word, _)| format!("\"{word}\""))
+        .collect();
     let expected = quoted.join(" or ");
     let Value::String(text) = value else {
         type_error(sink, path, &expected, value);
@@ -145,16 +180,31 @@ pub(crate) fn keyword<T: Copy>(
     if let Some((_, choice)) = choices.iter().find(|(word, _)| word == text) {
         return Some(*choice);
     }
-    sink.push(path, format!("unknown value {}; expected {expected}", quote_short(text)));
+    sink.push(
+        path,
+        format!("unknown value {}; expected {expected}", quote_short(text)),
+    );
     None
 }
 
-pub(crate) fn action(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<Action> {
-    keyword(sink, value, path, &[("allow", Action::Allow), ("deny", Action::Deny)])
+pub(crate) fn action(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Action> {
+    keyword(
+        sink,
+        value,
+        path,
+        &[("allow", Action::Allow), ("deny", Action::Deny)],
+    )
 }
 
 /// A whole number in `min..=max`; `what` names it in the out-of-range message.
-pub(crate) fn integer(sink: &mut ErrorSink, value: &Value, path: &str, what: &str, min: u64, max: u64) -> Option<u64> {
+pub(crate) fn integer(
+    sink: &mut ErrorSink,
+    value: &Value,
+    path: &Path<'_>,
+    what: &str,
+    min: u64,
+    max: u64,
+) -> Option<u64> {
     let Value::Number(number) = value else {
         type_error(sink, path, "an integer", value);
         return None;
@@ -171,7 +221,10 @@ pub(crate) fn integer(sink: &mut ErrorSink, value: &Value, path: &str, what: &st
             None
         }
         None => {
-            sink.push(path, format!("expected an integer, found the number {number}"));
+            sink.push(
+                path,
+                format!("expected an integer, found the number {number}"),
+            );
             None
         }
     }
@@ -183,7 +236,7 @@ pub(crate) fn integer(sink: &mut ErrorSink, value: &Value, path: &str, what: &st
 pub(crate) fn bounded_array<'a>(
     sink: &mut ErrorSink,
     value: &'a Value,
-    path: &str,
+    path: &Path<'_>,
     max: usize,
     empty_hint: Option<&str>,
 ) -> Option<&'a [Value]> {
@@ -198,7 +251,10 @@ pub(crate) fn bounded_array<'a>(
         }
     }
     if items.len() > max {
-        sink.push(path, format!("has {} entries; at most {max} are allowed", items.len()));
+        sink.push(
+            path,
+            format!("has {} entries; at most {max} are allowed", items.len()),
+        );
         return None;
     }
     Some(items)
@@ -210,15 +266,22 @@ mod tests {
 
     #[test]
     fn paths_compose() {
-        assert_eq!(field_path("", "source_groups"), "source_groups");
-        assert_eq!(index_path("source_groups", 2), "source_groups[2]");
-        assert_eq!(field_path("source_groups[2]", "id"), "source_groups[2].id");
+        let root = Path::Root;
+        let groups = root.field("source_groups");
+        let group = groups.index(2);
+        assert_eq!(root.to_string(), "");
+        assert_eq!(groups.to_string(), "source_groups");
+        assert_eq!(group.to_string(), "source_groups[2]");
+        assert_eq!(group.field("id").to_string(), "source_groups[2].id");
     }
 
     #[test]
     fn unknown_field_suggests_a_close_name() {
         let message = unknown_field_message("prot", &["proto", "dst_ports"]);
-        assert_eq!(message, "unknown field `prot`; expected one of `proto`, `dst_ports` (did you mean `proto`?)");
+        assert_eq!(
+            message,
+            "unknown field `prot`; expected one of `proto`, `dst_ports` (did you mean `proto`?)"
+        );
         assert!(!unknown_field_message("colour", &["proto"]).contains("did you mean"));
     }
 
@@ -232,11 +295,61 @@ mod tests {
     #[test]
     fn integer_reports_range_sign_and_fraction() {
         let mut sink = ErrorSink::default();
-        assert_eq!(integer(&mut sink, &serde_json::json!(443), "p", "port", 1, 65535), Some(443));
-        assert_eq!(integer(&mut sink, &serde_json::json!(0), "p", "port", 1, 65535), None);
-        assert_eq!(integer(&mut sink, &serde_json::json!(-1), "p", "port", 1, 65535), None);
-        assert_eq!(integer(&mut sink, &serde_json::json!(1.5), "p", "port", 1, 65535), None);
-        assert_eq!(integer(&mut sink, &serde_json::json!("80"), "p", "port", 1, 65535), None);
+        assert_eq!(
+            integer(
+                &mut sink,
+                &serde_json::json!(443),
+                &Path::Root.field("p"),
+                "port",
+                1,
+                65535
+            ),
+            Some(443)
+        );
+        assert_eq!(
+            integer(
+                &mut sink,
+                &serde_json::json!(0),
+                &Path::Root.field("p"),
+                "port",
+                1,
+                65535
+            ),
+            None
+        );
+        assert_eq!(
+            integer(
+                &mut sink,
+                &serde_json::json!(-1),
+                &Path::Root.field("p"),
+                "port",
+                1,
+                65535
+            ),
+            None
+        );
+        assert_eq!(
+            integer(
+                &mut sink,
+                &serde_json::json!(1.5),
+                &Path::Root.field("p"),
+                "port",
+                1,
+                65535
+            ),
+            None
+        );
+        assert_eq!(
+            integer(
+                &mut sink,
+                &serde_json::json!("80"),
+                &Path::Root.field("p"),
+                "port",
+                1,
+                65535
+            ),
+            None
+        );
         let errors = sink.into_result(()).unwrap_err();
         let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
         assert_eq!(

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::cidr::Ipv4Cidr;
 use crate::error::{ErrorSink, PolicyErrors};
 use crate::model::{GroupMode, PolicyDocument, SourceGroup, Sources};
-use json::{field_path, index_path, Object};
+use json::{Object, Path};
 
 /// At most this many source groups: group indices are `u16` in [`crate::Cause`], and a
 /// document this large is already far beyond any real deployment.
@@ -27,14 +27,22 @@ pub const MAX_LIST_ENTRIES: usize = 256;
 pub const MAX_ID_LEN: usize = 64;
 
 const DOCUMENT_FIELDS: &[&str] = &["default_action", "source_groups"];
-const GROUP_FIELDS: &[&str] = &["id", "priority", "mode", "sources", "rules", "default_action"];
+const GROUP_FIELDS: &[&str] = &[
+    "id",
+    "priority",
+    "mode",
+    "sources",
+    "rules",
+    "default_action",
+];
 const SOURCES_FIELDS: &[&str] = &["cidrs"];
 
 /// Reads and validates a policy document from JSON text.
 pub fn parse_policy(json: &str) -> Result<PolicyDocument, PolicyErrors> {
     // serde_json bounds nesting depth itself (128 levels), so hostile text cannot overflow
     // the stack here, and the walk below only descends as deep as the schema does.
-    let value: Value = serde_json::from_str(json).map_err(|e| PolicyErrors::single("", format!("invalid JSON: {e}")))?;
+    let value: Value = serde_json::from_str(json)
+        .map_err(|e| PolicyErrors::single("", format!("invalid JSON: {e}")))?;
     decode_document(&value)
 }
 
@@ -55,24 +63,20 @@ pub(crate) fn decode_document(value: &Value) -> Result<PolicyDocument, PolicyErr
     }
 }
 
-impl Default for PolicyDocument {
-    /// No groups and deny by default: the document `{}`.
-    fn default() -> Self {
-        PolicyDocument { default_action: crate::Action::Deny, source_groups: Vec::new() }
-    }
-}
-
 fn read_document(sink: &mut ErrorSink, value: &Value) -> Option<PolicyDocument> {
-    let object = Object::open(sink, value, "", DOCUMENT_FIELDS)?;
+    let object = Object::open(sink, value, Path::Root, DOCUMENT_FIELDS)?;
     let default_action = match object.optional("default_action") {
         None => Some(crate::Action::Deny),
-        Some(v) => json::action(sink, v, "default_action"),
+        Some(v) => json::action(sink, v, &object.path_of("default_action")),
     };
     let source_groups = match object.optional("source_groups") {
         None => Some(Vec::new()),
-        Some(v) => read_groups(sink, v, "source_groups"),
+        Some(v) => read_groups(sink, v, &object.path_of("source_groups")),
     };
-    Some(PolicyDocument { default_action: default_action?, source_groups: source_groups? })
+    Some(PolicyDocument {
+        default_action: default_action?,
+        source_groups: source_groups?,
+    })
 }
 
 /// What could be read of one group, kept even when the group as a whole is invalid so that
@@ -83,20 +87,26 @@ struct GroupParts {
     group: Option<SourceGroup>,
 }
 
-fn read_groups(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<Vec<SourceGroup>> {
+fn read_groups(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Vec<SourceGroup>> {
     let items = json::bounded_array(sink, value, path, MAX_GROUPS, None)?;
-    let parts: Vec<GroupParts> =
-        items.iter().enumerate().map(|(i, item)| read_group(sink, item, &index_path(path, i))).collect();
+    let parts: Vec<GroupParts> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| read_group(sink, item, &path.index(i)))
+        .collect();
 
     let mut ids: HashMap<&str, usize> = HashMap::new();
     let mut priorities: HashMap<u32, usize> = HashMap::new();
     for (i, part) in parts.iter().enumerate() {
-        let group_path = index_path(path, i);
+        let group_path = path.index(i);
         if let Some(id) = part.id.as_deref() {
             if let Some(&first) = ids.get(id) {
                 sink.push(
-                    field_path(&group_path, "id"),
-                    format!("duplicate group id `{id}` (already used by {})", index_path(path, first)),
+                    group_path.field("id"),
+                    format!(
+                        "duplicate group id `{id}` (already used by {})",
+                        path.index(first)
+                    ),
                 );
             } else {
                 ids.insert(id, i);
@@ -105,10 +115,10 @@ fn read_groups(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<Vec<So
         if let Some(priority) = part.priority {
             if let Some(&first) = priorities.get(&priority) {
                 sink.push(
-                    field_path(&group_path, "priority"),
+                    group_path.field("priority"),
                     format!(
                         "priority {priority} is already used by {}; priorities must be unique so the order groups are tried in is explicit",
-                        index_path(path, first)
+                        path.index(first)
                     ),
                 );
             } else {
@@ -119,14 +129,29 @@ fn read_groups(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<Vec<So
     parts.into_iter().map(|p| p.group).collect()
 }
 
-fn read_group(sink: &mut ErrorSink, value: &Value, path: &str) -> GroupParts {
-    let Some(object) = Object::open(sink, value, path, GROUP_FIELDS) else {
-        return GroupParts { id: None, priority: None, group: None };
+fn read_group(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> GroupParts {
+    let Some(object) = Object::open(sink, value, *path, GROUP_FIELDS) else {
+        return GroupParts {
+            id: None,
+            priority: None,
+            group: None,
+        };
     };
-    let id = object.required(sink, "id").and_then(|v| read_id(sink, v, &object.path_of("id")));
+    let id = object
+        .required(sink, "id")
+        .and_then(|v| read_id(sink, v, &object.path_of("id")));
     let priority = object
         .required(sink, "priority")
-        .and_then(|v| json::integer(sink, v, &object.path_of("priority"), "priority", 0, u64::from(u32::MAX)))
+        .and_then(|v| {
+            json::integer(
+                sink,
+                v,
+                &object.path_of("priority"),
+                "priority",
+                0,
+                u64::from(u32::MAX),
+            )
+        })
         .map(|p| p as u32);
     let mode = match object.optional("mode") {
         None => Some(GroupMode::Enforce),
@@ -137,7 +162,9 @@ fn read_group(sink: &mut ErrorSink, value: &Value, path: &str) -> GroupParts {
             &[("enforce", GroupMode::Enforce), ("audit", GroupMode::Audit)],
         ),
     };
-    let sources = object.required(sink, "sources").and_then(|v| read_sources(sink, v, &object.path_of("sources")));
+    let sources = object
+        .required(sink, "sources")
+        .and_then(|v| read_sources(sink, v, &object.path_of("sources")));
     let rules = match object.optional("rules") {
         None => Some(Vec::new()),
         Some(v) => rule::read_rules(sink, v, &object.path_of("rules")),
@@ -156,31 +183,46 @@ fn read_group(sink: &mut ErrorSink, value: &Value, path: &str) -> GroupParts {
             default_action: default_action?,
         })
     })();
-    GroupParts { id, priority, group }
+    GroupParts {
+        id,
+        priority,
+        group,
+    }
 }
 
-fn read_sources(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<Sources> {
-    let object = Object::open(sink, value, path, SOURCES_FIELDS)?;
+fn read_sources(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Sources> {
+    let object = Object::open(sink, value, *path, SOURCES_FIELDS)?;
     let cidrs_path = object.path_of("cidrs");
     let cidrs = object.required(sink, "cidrs").and_then(|v| {
-        read_cidrs(sink, v, &cidrs_path, "a source group needs at least one CIDR (use 0.0.0.0/0 for every source)")
+        read_cidrs(
+            sink,
+            v,
+            &cidrs_path,
+            "a source group needs at least one CIDR (use 0.0.0.0/0 for every source)",
+        )
     })?;
     Some(Sources { cidrs })
 }
 
 /// A non-empty list of CIDRs; `empty_hint` tells the operator what to write instead.
-pub(crate) fn read_cidrs(sink: &mut ErrorSink, value: &Value, path: &str, empty_hint: &str) -> Option<Vec<Ipv4Cidr>> {
+pub(crate) fn read_cidrs(
+    sink: &mut ErrorSink,
+    value: &Value,
+    path: &Path<'_>,
+    empty_hint: &str,
+) -> Option<Vec<Ipv4Cidr>> {
     let items = json::bounded_array(sink, value, path, MAX_LIST_ENTRIES, Some(empty_hint))?;
     let mut cidrs = Some(Vec::with_capacity(items.len()));
     for (i, item) in items.iter().enumerate() {
-        let item_path = index_path(path, i);
-        let cidr = json::string(sink, item, &item_path).and_then(|text| match text.parse::<Ipv4Cidr>() {
-            Ok(cidr) => Some(cidr),
-            Err(e) => {
-                sink.push(&item_path, e.0);
-                None
-            }
-        });
+        let item_path = path.index(i);
+        let cidr =
+            json::string(sink, item, &item_path).and_then(|text| match text.parse::<Ipv4Cidr>() {
+                Ok(cidr) => Some(cidr),
+                Err(e) => {
+                    sink.push(item_path, e.0);
+                    None
+                }
+            });
         match (cidr, cidrs.as_mut()) {
             (Some(cidr), Some(list)) => list.push(cidr),
             _ => cidrs = None,
@@ -190,18 +232,30 @@ pub(crate) fn read_cidrs(sink: &mut ErrorSink, value: &Value, path: &str, empty_
 }
 
 /// A group or rule id: what operators, logs and the API use to name it.
-pub(crate) fn read_id(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<String> {
+pub(crate) fn read_id(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<String> {
     let id = json::string(sink, value, path)?;
     if id.is_empty() {
         sink.push(path, "must not be empty");
         return None;
     }
     if id.chars().count() > MAX_ID_LEN {
-        sink.push(path, format!("is {} characters long; at most {MAX_ID_LEN} are allowed", id.chars().count()));
+        sink.push(
+            path,
+            format!(
+                "is {} characters long; at most {MAX_ID_LEN} are allowed",
+                id.chars().count()
+            ),
+        );
         return None;
     }
-    if let Some(bad) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
-        sink.push(path, format!("`{id}` contains `{bad}`; ids may only use letters, digits, `_`, `.` and `-`"));
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        sink.push(
+            path,
+            format!("`{id}` contains `{bad}`; ids may only use letters, digits, `_`, `.` and `-`"),
+        );
         return None;
     }
     Some(id.to_string())

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::json::{self, field_path, index_path, Object};
+use super::json::{self, Object, Path};
 use super::{read_cidrs, read_id, MAX_LIST_ENTRIES, MAX_RULES_PER_GROUP};
 use crate::error::ErrorSink;
 use crate::hostname::normalise_pattern;
@@ -13,25 +13,38 @@ use crate::model::{PortRange, Protocol, Rule, RuleMatch};
 const RULE_FIELDS: &[&str] = &["id", "action", "match"];
 const MATCH_FIELDS: &[&str] = &["proto", "dst_ports", "icmp_types", "dst_cidrs", "hostnames"];
 
-pub(super) fn read_rules(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<Vec<Rule>> {
+pub(super) fn read_rules(
+    sink: &mut ErrorSink,
+    value: &Value,
+    path: &Path<'_>,
+) -> Option<Vec<Rule>> {
     let Value::Array(items) = value else {
         json::type_error(sink, path, "an array", value);
         return None;
     };
     if items.len() > MAX_RULES_PER_GROUP {
-        sink.push(path, format!("has {} rules; at most {MAX_RULES_PER_GROUP} are allowed per group", items.len()));
+        sink.push(
+            path,
+            format!(
+                "has {} rules; at most {MAX_RULES_PER_GROUP} are allowed per group",
+                items.len()
+            ),
+        );
         return None;
     }
     let mut ids: HashMap<String, usize> = HashMap::new();
     let mut rules = Some(Vec::with_capacity(items.len()));
     for (i, item) in items.iter().enumerate() {
-        let rule_path = index_path(path, i);
+        let rule_path = path.index(i);
         let (id, rule) = read_rule(sink, item, &rule_path);
         if let Some(id) = id {
             if let Some(&first) = ids.get(&id) {
                 sink.push(
-                    field_path(&rule_path, "id"),
-                    format!("duplicate rule id `{id}` in this group (already used by {})", index_path(path, first)),
+                    rule_path.field("id"),
+                    format!(
+                        "duplicate rule id `{id}` in this group (already used by {})",
+                        path.index(first)
+                    ),
                 );
             } else {
                 ids.insert(id, i);
@@ -46,22 +59,36 @@ pub(super) fn read_rules(sink: &mut ErrorSink, value: &Value, path: &str) -> Opt
 }
 
 /// The rule's id is returned separately so duplicates are found even in invalid rules.
-fn read_rule(sink: &mut ErrorSink, value: &Value, path: &str) -> (Option<String>, Option<Rule>) {
-    let Some(object) = Object::open(sink, value, path, RULE_FIELDS) else {
+fn read_rule(
+    sink: &mut ErrorSink,
+    value: &Value,
+    path: &Path<'_>,
+) -> (Option<String>, Option<Rule>) {
+    let Some(object) = Object::open(sink, value, *path, RULE_FIELDS) else {
         return (None, None);
     };
-    let id = object.required(sink, "id").and_then(|v| read_id(sink, v, &object.path_of("id")));
-    let action = object.required(sink, "action").and_then(|v| json::action(sink, v, &object.path_of("action")));
-    let matches = object.required(sink, "match").and_then(|v| read_match(sink, v, &object.path_of("match")));
+    let id = object
+        .required(sink, "id")
+        .and_then(|v| read_id(sink, v, &object.path_of("id")));
+    let action = object
+        .required(sink, "action")
+        .and_then(|v| json::action(sink, v, &object.path_of("action")));
+    let matches = object
+        .required(sink, "match")
+        .and_then(|v| read_match(sink, v, &object.path_of("match")));
     let rule = match (id.clone(), action, matches) {
-        (Some(id), Some(action), Some(matches)) => Some(Rule { id, action, matches }),
+        (Some(id), Some(action), Some(matches)) => Some(Rule {
+            id,
+            action,
+            matches,
+        }),
         _ => None,
     };
     (id, rule)
 }
 
-fn read_match(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<RuleMatch> {
-    let object = Object::open(sink, value, path, MATCH_FIELDS)?;
+fn read_match(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<RuleMatch> {
+    let object = Object::open(sink, value, *path, MATCH_FIELDS)?;
     let mut valid = true;
 
     let proto = match object.optional("proto") {
@@ -70,7 +97,12 @@ fn read_match(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<RuleMat
             sink,
             v,
             &object.path_of("proto"),
-            &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp), ("icmp", Protocol::Icmp), ("any", Protocol::Any)],
+            &[
+                ("tcp", Protocol::Tcp),
+                ("udp", Protocol::Udp),
+                ("icmp", Protocol::Icmp),
+                ("any", Protocol::Any),
+            ],
         ),
     };
     valid &= proto.is_some();
@@ -81,8 +113,11 @@ fn read_match(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<RuleMat
         match proto {
             Some(p) if !p.has_ports() => {
                 sink.push(
-                    &ports_path,
-                    format!("`dst_ports` needs `proto` \"tcp\" or \"udp\" (proto is \"{}\")", p.name()),
+                    ports_path,
+                    format!(
+                        "`dst_ports` needs `proto` \"tcp\" or \"udp\" (proto is \"{}\")",
+                        p.name()
+                    ),
                 );
                 valid = false;
             }
@@ -98,7 +133,13 @@ fn read_match(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<RuleMat
         let types_path = object.path_of("icmp_types");
         match proto {
             Some(p) if p != Protocol::Icmp => {
-                sink.push(&types_path, format!("`icmp_types` needs `proto` \"icmp\" (proto is \"{}\")", p.name()));
+                sink.push(
+                    types_path,
+                    format!(
+                        "`icmp_types` needs `proto` \"icmp\" (proto is \"{}\")",
+                        p.name()
+                    ),
+                );
                 valid = false;
             }
             _ => match read_icmp_types(sink, v, &types_path) {
@@ -134,17 +175,28 @@ fn read_match(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<RuleMat
     }
 
     let proto = proto?;
-    valid.then_some(RuleMatch { proto, dst_ports, icmp_types, dst_cidrs, hostnames })
+    valid.then_some(RuleMatch {
+        proto,
+        dst_ports,
+        icmp_types,
+        dst_cidrs,
+        hostnames,
+    })
 }
 
-fn read_ports(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<Vec<PortRange>> {
+fn read_ports(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Vec<PortRange>> {
     let hint = "leave `dst_ports` out to match every port";
     let items = json::bounded_array(sink, value, path, MAX_LIST_ENTRIES, Some(hint))?;
-    collect_all(items.iter().enumerate().map(|(i, item)| read_port(sink, item, &index_path(path, i))))
+    collect_all(
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| read_port(sink, item, &path.index(i))),
+    )
 }
 
 /// A port number, or a string `"lo-hi"` for an inclusive range.
-fn read_port(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<PortRange> {
+fn read_port(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<PortRange> {
     if let Value::String(text) = value {
         return match parse_port_range(text) {
             Ok(range) => Some(range),
@@ -155,14 +207,20 @@ fn read_port(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<PortRang
         };
     }
     if !value.is_number() {
-        json::type_error(sink, path, "a port number or a \"lo-hi\" range string", value);
+        json::type_error(
+            sink,
+            path,
+            "a port number or a \"lo-hi\" range string",
+            value,
+        );
         return None;
     }
     json::integer(sink, value, path, "port", 1, 65535).map(|p| PortRange::single(p as u16))
 }
 
 fn parse_port_range(text: &str) -> Result<PortRange, String> {
-    let malformed = || format!("`{text}` is not a port range; expected \"lo-hi\" such as \"8000-8999\"");
+    let malformed =
+        || format!("`{text}` is not a port range; expected \"lo-hi\" such as \"8000-8999\"");
     let (lo, hi) = text.split_once('-').ok_or_else(malformed)?;
     let parse = |part: &str| -> Result<u16, String> {
         let part = part.trim();
@@ -176,29 +234,30 @@ fn parse_port_range(text: &str) -> Result<PortRange, String> {
     };
     let (first, last) = (parse(lo)?, parse(hi)?);
     if first > last {
-        return Err(format!("range `{text}` is reversed; write \"{last}-{first}\""));
+        return Err(format!(
+            "range `{text}` is reversed; write \"{last}-{first}\""
+        ));
     }
     Ok(PortRange { first, last })
 }
 
-fn read_icmp_types(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<Vec<u8>> {
+fn read_icmp_types(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Vec<u8>> {
     let hint = "leave `icmp_types` out to match every ICMP type";
     let items = json::bounded_array(sink, value, path, MAX_LIST_ENTRIES, Some(hint))?;
-    collect_all(
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| json::integer(sink, item, &index_path(path, i), "icmp type", 0, 255).map(|t| t as u8)),
-    )
+    collect_all(items.iter().enumerate().map(|(i, item)| {
+        json::integer(sink, item, &path.index(i), "icmp type", 0, 255).map(|t| t as u8)
+    }))
 }
 
-fn read_hostnames(sink: &mut ErrorSink, value: &Value, path: &str) -> Option<Vec<String>> {
+fn read_hostnames(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Vec<String>> {
     let hint = "leave `hostnames` out for a rule that matches by address";
     let items = json::bounded_array(sink, value, path, MAX_LIST_ENTRIES, Some(hint))?;
     collect_all(items.iter().enumerate().map(|(i, item)| {
-        let item_path = index_path(path, i);
+        let item_path = path.index(i);
         let text = json::string(sink, item, &item_path)?;
-        normalise_pattern(text).map_err(|message| sink.push(&item_path, message)).ok()
+        normalise_pattern(text)
+            .map_err(|message| sink.push(item_path, message))
+            .ok()
     }))
 }
 
@@ -222,13 +281,31 @@ mod tests {
 
     #[test]
     fn port_ranges_parse_and_explain_mistakes() {
-        assert_eq!(parse_port_range("8000-8999"), Ok(PortRange { first: 8000, last: 8999 }));
+        assert_eq!(
+            parse_port_range("8000-8999"),
+            Ok(PortRange {
+                first: 8000,
+                last: 8999
+            })
+        );
         assert_eq!(parse_port_range("80-80"), Ok(PortRange::single(80)));
-        assert_eq!(parse_port_range("200-100").unwrap_err(), "range `200-100` is reversed; write \"100-200\"");
-        assert!(parse_port_range("0-10").unwrap_err().contains("out of range"));
-        assert!(parse_port_range("1-70000").unwrap_err().contains("out of range"));
+        assert_eq!(
+            parse_port_range("200-100").unwrap_err(),
+            "range `200-100` is reversed; write \"100-200\""
+        );
+        assert!(parse_port_range("0-10")
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(parse_port_range("1-70000")
+            .unwrap_err()
+            .contains("out of range"));
         for bad in ["80", "-", "a-b", "1-2-3", "+1-2", "1--2"] {
-            assert!(parse_port_range(bad).unwrap_err().contains("is not a port range"), "{bad}");
+            assert!(
+                parse_port_range(bad)
+                    .unwrap_err()
+                    .contains("is not a port range"),
+                "{bad}"
+            );
         }
     }
 }
