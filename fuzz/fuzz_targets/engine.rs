@@ -3,11 +3,14 @@
 //! and a length byte. No input may panic the engine or break its flow-table invariants.
 #![no_main]
 
+use std::sync::{Arc, OnceLock};
+
 use libfuzzer_sys::fuzz_target;
 use sluice_dataplane::config::{EngineConfig, HostLaneConfig, PortConfig};
 use sluice_dataplane::engine::{Engine, PortId};
 use sluice_dataplane::policy_handle::PolicyHandle;
 use sluice_dataplane::ring::RingNode;
+use sluice_policy::CompiledPolicy;
 
 const POLICY: &str = r#"{"default_action":"deny","source_groups":[{"id":"c","priority":1,
  "sources":{"cidrs":["10.10.0.0/24"]},"rules":[
@@ -24,7 +27,10 @@ fn node() -> RingNode {
     cfg.flow_capacity = 64;
     cfg.nat_port_min = 40000;
     cfg.nat_port_max = 40015;
-    let policy = PolicyHandle::new(sluice_policy::compile_json(POLICY).unwrap());
+    // Compiled once per process: compiling per input would dominate the run time.
+    static COMPILED: OnceLock<Arc<CompiledPolicy>> = OnceLock::new();
+    let compiled = COMPILED.get_or_init(|| Arc::new(sluice_policy::compile_json(POLICY).unwrap()));
+    let policy = PolicyHandle::new(Arc::clone(compiled));
     RingNode::new(Engine::new(cfg, policy.reader(), None).unwrap(), 64)
 }
 

@@ -67,8 +67,7 @@ pub fn command(suite: &Suite, quick: bool, extra: &[String]) -> std::process::Co
 pub fn run(name: &str, quick: bool, extra: &[String]) -> Result<()> {
     let suite = find(name)?;
     let dir = run::root().join("target").join("bench");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::failed(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::failed(format!("cannot create {}: {e}", dir.display())))?;
     run::run(&mut command(suite, quick, extra)).map_err(|mut e| {
         e.message = format!("bench suite `{}` failed: {}", suite.name, e.message);
         e
@@ -105,11 +104,7 @@ mod tests {
     #[test]
     fn suite_names_are_unique() {
         for (i, a) in SUITES.iter().enumerate() {
-            assert!(
-                SUITES[i + 1..].iter().all(|b| b.name != a.name),
-                "{}",
-                a.name
-            );
+            assert!(SUITES[i + 1..].iter().all(|b| b.name != a.name), "{}", a.name);
         }
     }
 }

@@ -42,10 +42,7 @@ pub fn check_sanitizer(name: &str) -> Result<()> {
     if SANITIZERS.contains(&name) {
         Ok(())
     } else {
-        Err(Error::usage(format!(
-            "unknown sanitizer `{name}` (one of: {})",
-            SANITIZERS.join(", ")
-        )))
+        Err(Error::usage(format!("unknown sanitizer `{name}` (one of: {})", SANITIZERS.join(", "))))
     }
 }
 
@@ -56,8 +53,7 @@ fn fuzz_dir() -> PathBuf {
 /// Target names: the file stems of `fuzz/fuzz_targets/*.rs`, sorted.
 pub fn targets() -> Result<Vec<String>> {
     let dir = fuzz_dir().join("fuzz_targets");
-    let entries = std::fs::read_dir(&dir)
-        .map_err(|e| Error::failed(format!("cannot list {}: {e}", dir.display())))?;
+    let entries = std::fs::read_dir(&dir).map_err(|e| Error::failed(format!("cannot list {}: {e}", dir.display())))?;
     let mut names: Vec<String> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
@@ -92,16 +88,9 @@ pub fn run(opts: &Options) -> Result<()> {
         prereq::ensure_tool(prereq::FUZZ)?;
     }
     let all = targets()?;
-    let chosen = if opts.targets.is_empty() {
-        all.clone()
-    } else {
-        opts.targets.clone()
-    };
+    let chosen = if opts.targets.is_empty() { all.clone() } else { opts.targets.clone() };
     if let Some(unknown) = chosen.iter().find(|t| !all.contains(t)) {
-        return Err(Error::usage(format!(
-            "unknown fuzz target `{unknown}` (known: {})",
-            all.join(", ")
-        )));
+        return Err(Error::usage(format!("unknown fuzz target `{unknown}` (known: {})", all.join(", "))));
     }
     if chosen.is_empty() {
         return Err(Error::failed("no fuzz targets under fuzz/fuzz_targets/"));
@@ -128,10 +117,7 @@ pub fn run(opts: &Options) -> Result<()> {
             );
             e
         })?;
-        println!(
-            "--> fuzz target {target} clean after {}",
-            run::duration(start.elapsed())
-        );
+        println!("--> fuzz target {target} clean after {}", run::duration(start.elapsed()));
     }
     Ok(())
 }
@@ -147,22 +133,13 @@ mod tests {
 
     #[test]
     fn command_uses_stable_with_bootstrap_and_both_corpus_dirs() {
-        let opts = Options {
-            seconds: 20,
-            libfuzzer_args: vec!["-max_len=1600".into()],
-            ..Options::default()
-        };
+        let opts = Options { seconds: 20, libfuzzer_args: vec!["-max_len=1600".into()], ..Options::default() };
         let seeds = fuzz_dir().join("seeds").join("parse_frame");
         let line = run::show(&command("parse_frame", &opts, Some(&seeds)));
-        assert!(
-            line.starts_with("RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer address parse_frame ")
-        );
+        assert!(line.starts_with("RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer address parse_frame "));
         assert!(line.contains("fuzz/corpus/parse_frame "), "{line}");
         assert!(line.contains("fuzz/seeds/parse_frame -- "), "{line}");
-        assert!(
-            line.ends_with("-- -max_total_time=20 -max_len=1600"),
-            "{line}"
-        );
+        assert!(line.ends_with("-- -max_total_time=20 -max_len=1600"), "{line}");
     }
 
     #[test]

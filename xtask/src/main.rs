@@ -83,8 +83,7 @@ Usage: cargo xtask demo
 
 Not implemented yet: the demo arrives with the packet-I/O work.";
 
-const DEMO_MISSING: &str =
-    "cargo xtask demo: not implemented yet: the demo arrives with the packet-I/O work.";
+const DEMO_MISSING: &str = "cargo xtask demo: not implemented yet: the demo arrives with the packet-I/O work.";
 
 fn bench_help() -> String {
     format!(
@@ -171,9 +170,7 @@ fn dispatch(args: &[String]) -> Result<u8> {
                 return print(INSTALL_HELP);
             }
             if let Some(extra) = rest.first() {
-                return Err(Error::usage(format!(
-                    "unexpected argument `{extra}` for `cargo xtask install`"
-                )));
+                return Err(Error::usage(format!("unexpected argument `{extra}` for `cargo xtask install`")));
             }
             prereq::ensure(&[prereq::NEXTEST, prereq::FUZZ])?;
             Ok(0)
@@ -217,11 +214,7 @@ fn parse_test(args: &[String]) -> Result<pipeline::Options> {
                 opts.skip_fuzz = true;
                 opts.skip_bench = true;
             }
-            other => {
-                return Err(Error::usage(format!(
-                    "unknown option `{other}` for `cargo xtask test`"
-                )))
-            }
+            other => return Err(Error::usage(format!("unknown option `{other}` for `cargo xtask test`"))),
         }
     }
     Ok(opts)
@@ -255,10 +248,7 @@ fn parse_bench(args: &[String]) -> Result<Option<(String, bool, Vec<String>)>> {
             bench::find(&suite)?;
             Ok(Some((suite, quick, extra)))
         }
-        None => Err(Error::usage(format!(
-            "name a suite: cargo xtask bench <SUITE> [--quick]\n{}",
-            bench::list()
-        ))),
+        None => Err(Error::usage(format!("name a suite: cargo xtask bench <SUITE> [--quick]\n{}", bench::list()))),
     }
 }
 
@@ -286,11 +276,11 @@ fn parse_fuzz(args: &[String]) -> Result<FuzzCommand> {
             "--list" => list = true,
             "--seconds" => {
                 let v = take_value(flag, inline, &mut iter)?;
-                opts.seconds = v.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
-                    Error::usage(format!(
-                        "--seconds wants a positive whole number, not `{v}`"
-                    ))
-                })?;
+                opts.seconds = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| Error::usage(format!("--seconds wants a positive whole number, not `{v}`")))?;
             }
             "--sanitizer" => {
                 let v = take_value(flag, inline, &mut iter)?;
@@ -305,22 +295,12 @@ fn parse_fuzz(args: &[String]) -> Result<FuzzCommand> {
             target => opts.targets.push(target.to_string()),
         }
     }
-    Ok(if list {
-        FuzzCommand::List
-    } else {
-        FuzzCommand::Run(opts)
-    })
+    Ok(if list { FuzzCommand::List } else { FuzzCommand::Run(opts) })
 }
 
 /// The value of `--flag=value` or `--flag value`.
-fn take_value<'a>(
-    flag: &str,
-    inline: Option<String>,
-    rest: &mut impl Iterator<Item = &'a String>,
-) -> Result<String> {
-    inline
-        .or_else(|| rest.next().cloned())
-        .ok_or_else(|| Error::usage(format!("{flag} needs a value")))
+fn take_value<'a>(flag: &str, inline: Option<String>, rest: &mut impl Iterator<Item = &'a String>) -> Result<String> {
+    inline.or_else(|| rest.next().cloned()).ok_or_else(|| Error::usage(format!("{flag} needs a value")))
 }
 
 #[cfg(test)]
@@ -353,14 +333,10 @@ mod tests {
 
     #[test]
     fn fuzz_arguments() {
-        assert_eq!(
-            parse_fuzz(&[]).unwrap(),
-            FuzzCommand::Run(fuzz::Options::default())
-        );
-        let FuzzCommand::Run(opts) = parse_fuzz(&args(
-            "parse_frame --seconds 5 --sanitizer=none -- -max_len=64",
-        ))
-        .unwrap() else {
+        assert_eq!(parse_fuzz(&[]).unwrap(), FuzzCommand::Run(fuzz::Options::default()));
+        let FuzzCommand::Run(opts) =
+            parse_fuzz(&args("parse_frame --seconds 5 --sanitizer=none -- -max_len=64")).unwrap()
+        else {
             panic!("expected a run");
         };
         assert_eq!(opts.targets, ["parse_frame"]);
@@ -383,14 +359,8 @@ mod tests {
     #[test]
     fn every_command_has_help() {
         for name in ["test", "bench", "fuzz", "install", "demo", "help"] {
-            assert!(
-                command_help(name).unwrap().contains("cargo xtask"),
-                "{name}"
-            );
-            assert!(
-                USAGE.contains(&format!("  {name} ")),
-                "{name} missing from usage"
-            );
+            assert!(command_help(name).unwrap().contains("cargo xtask"), "{name}");
+            assert!(USAGE.contains(&format!("  {name} ")), "{name} missing from usage");
         }
         assert_eq!(command_help("nope").unwrap_err().code, 2);
     }

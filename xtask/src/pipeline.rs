@@ -29,15 +29,8 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 7] = [
-        Step::Prerequisites,
-        Step::Fmt,
-        Step::Clippy,
-        Step::Nextest,
-        Step::Doctest,
-        Step::Fuzz,
-        Step::Bench,
-    ];
+    pub const ALL: [Step; 7] =
+        [Step::Prerequisites, Step::Fmt, Step::Clippy, Step::Nextest, Step::Doctest, Step::Fuzz, Step::Bench];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -90,10 +83,8 @@ impl Tally {
                 continue;
             };
             tally.seen = true;
-            let words: Vec<&str> = counts
-                .split_whitespace()
-                .map(|w| w.trim_matches(|c: char| ";,.()".contains(c)))
-                .collect();
+            let words: Vec<&str> =
+                counts.split_whitespace().map(|w| w.trim_matches(|c: char| ";,.()".contains(c))).collect();
             for pair in words.windows(2) {
                 let Ok(n) = pair[0].parse::<u64>() else {
                     continue;
@@ -156,46 +147,27 @@ fn run_step(step: Step, opts: &Options, tally: &mut Tally) -> Result<()> {
         Step::Fmt => {
             run::run(run::cargo().args(["fmt", "--all", "--", "--check"]))?;
             // The fuzz project is not a workspace member; check its sources directly.
-            let mut targets: Vec<String> = fuzz::targets()?
-                .iter()
-                .map(|t| format!("fuzz/fuzz_targets/{t}.rs"))
-                .collect();
+            let mut targets: Vec<String> =
+                fuzz::targets()?.iter().map(|t| format!("fuzz/fuzz_targets/{t}.rs")).collect();
             targets.sort();
             if targets.is_empty() {
                 return Ok(());
             }
-            run::run(
-                run::program("rustfmt")
-                    .args(["--check", "--edition", "2021"])
-                    .args(&targets),
-            )
+            run::run(run::program("rustfmt").args(["--check", "--edition", "2021"]).args(&targets))
         }
-        Step::Clippy => run::run(run::cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ])),
+        Step::Clippy => run::run(run::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])),
         Step::Nextest => {
             if !prereq::tool_present(prereq::NEXTEST) {
                 return Err(prereq::missing_tool(prereq::NEXTEST));
             }
             let output = run::run_tee(
-                run::cargo()
-                    .args(["nextest", "run", "--workspace", "--no-fail-fast"])
-                    .args(color_args()),
+                run::cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]).args(color_args()),
             )?;
             tally.add(Tally::read(&output));
             Ok(())
         }
         Step::Doctest => {
-            let output = run::run_tee(
-                run::cargo()
-                    .args(["test", "--workspace", "--doc"])
-                    .args(color_args()),
-            )?;
+            let output = run::run_tee(run::cargo().args(["test", "--workspace", "--doc"]).args(color_args()))?;
             tally.add(Tally::read(&output));
             Ok(())
         }
@@ -209,10 +181,8 @@ fn run_step(step: Step, opts: &Options, tally: &mut Tally) -> Result<()> {
 }
 
 fn summary(done: &[(Step, Duration)], skipped: &[Step]) -> String {
-    let mut parts: Vec<String> = done
-        .iter()
-        .map(|(step, d)| format!("{} {}", step.name(), run::duration(*d)))
-        .collect();
+    let mut parts: Vec<String> =
+        done.iter().map(|(step, d)| format!("{} {}", step.name(), run::duration(*d))).collect();
     if parts.is_empty() {
         parts.push("none".into());
     }
@@ -227,10 +197,7 @@ fn summary(done: &[(Step, Duration)], skipped: &[Step]) -> String {
 pub fn run(opts: &Options) -> Result<()> {
     let started = Instant::now();
     let steps = plan(opts);
-    let skipped: Vec<Step> = Step::ALL
-        .into_iter()
-        .filter(|s| !steps.contains(s))
-        .collect();
+    let skipped: Vec<Step> = Step::ALL.into_iter().filter(|s| !steps.contains(s)).collect();
     let mut done: Vec<(Step, Duration)> = Vec::new();
     let mut tally = Tally::default();
     for (i, &step) in steps.iter().enumerate() {
@@ -250,25 +217,15 @@ pub fn run(opts: &Options) -> Result<()> {
                 run::duration(started.elapsed()),
                 summary(&done, &skipped)
             );
-            return Err(Error {
-                message: format!("step `{}` failed: {}", step.name(), err.message),
-                code: 1,
-            });
+            return Err(Error { message: format!("step `{}` failed: {}", step.name(), err.message), code: 1 });
         }
         println!("==> {label} passed in {}", run::duration(took));
     }
     println!();
     if tally.seen {
-        println!(
-            "tests: {} passed, {} failed, {} skipped",
-            tally.passed, tally.failed, tally.skipped
-        );
+        println!("tests: {} passed, {} failed, {} skipped", tally.passed, tally.failed, tally.skipped);
     }
-    println!(
-        "xtask test: all steps passed in {}; {}",
-        run::duration(started.elapsed()),
-        summary(&done, &skipped)
-    );
+    println!("xtask test: all steps passed in {}; {}", run::duration(started.elapsed()), summary(&done, &skipped));
     Ok(())
 }
 
@@ -279,15 +236,8 @@ mod tests {
     #[test]
     fn plans_follow_the_flags() {
         assert_eq!(plan(&Options::default()), Step::ALL.to_vec());
-        let fast = Options {
-            no_install: true,
-            skip_fuzz: true,
-            skip_bench: true,
-        };
-        assert_eq!(
-            plan(&fast),
-            [Step::Fmt, Step::Clippy, Step::Nextest, Step::Doctest]
-        );
+        let fast = Options { no_install: true, skip_fuzz: true, skip_bench: true };
+        assert_eq!(plan(&fast), [Step::Fmt, Step::Clippy, Step::Nextest, Step::Doctest]);
     }
 
     #[test]
@@ -301,27 +251,13 @@ mod tests {
 test result: ok. 3 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.01s
 test result: \u{1b}[32mok\u{1b}[0m. 4 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out
 ";
-        assert_eq!(
-            Tally::read(output),
-            Tally {
-                passed: 17,
-                failed: 2,
-                skipped: 3,
-                seen: true
-            }
-        );
+        assert_eq!(Tally::read(output), Tally { passed: 17, failed: 2, skipped: 3, seen: true });
         assert!(!Tally::read("nothing here\n").seen);
     }
 
     #[test]
     fn summary_names_every_step() {
-        let done = [
-            (Step::Fmt, Duration::from_millis(300)),
-            (Step::Clippy, Duration::from_secs(75)),
-        ];
-        assert_eq!(
-            summary(&done, &[Step::Fuzz, Step::Bench]),
-            "ran fmt 0.3s, clippy 1m15s; skipped fuzz, bench"
-        );
+        let done = [(Step::Fmt, Duration::from_millis(300)), (Step::Clippy, Duration::from_secs(75))];
+        assert_eq!(summary(&done, &[Step::Fuzz, Step::Bench]), "ran fmt 0.3s, clippy 1m15s; skipped fuzz, bench");
     }
 }

@@ -14,15 +14,9 @@ pub struct CargoTool {
     pub krate: &'static str,
 }
 
-pub const NEXTEST: CargoTool = CargoTool {
-    subcommand: "nextest",
-    krate: "cargo-nextest",
-};
+pub const NEXTEST: CargoTool = CargoTool { subcommand: "nextest", krate: "cargo-nextest" };
 
-pub const FUZZ: CargoTool = CargoTool {
-    subcommand: "fuzz",
-    krate: "cargo-fuzz",
-};
+pub const FUZZ: CargoTool = CargoTool { subcommand: "fuzz", krate: "cargo-fuzz" };
 
 /// rustup components, checked as `cargo <subcommand> --version`.
 const COMPONENTS: &[(&str, &str)] = &[("rustfmt", "fmt"), ("clippy", "clippy")];
@@ -52,11 +46,7 @@ fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
             packages.join(" ")
         )));
     }
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| !apt_installed(p))
-        .collect();
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !apt_installed(p)).collect();
     if missing.is_empty() {
         println!("Debian packages present: {}", packages.join(" "));
         return Ok(());
@@ -109,11 +99,7 @@ fn ensure_components() -> Result<()> {
         println!("rustup components present: rustfmt clippy");
         return Ok(());
     }
-    run::run(
-        run::program("rustup")
-            .args(["component", "add"])
-            .args(&missing),
-    )
+    run::run(run::program("rustup").args(["component", "add"]).args(&missing))
 }
 
 /// True when `cargo <subcommand> --version` works.
@@ -124,18 +110,13 @@ pub fn tool_present(tool: CargoTool) -> bool {
 /// Install `tool` with `cargo install --locked` unless it is already there.
 pub fn ensure_tool(tool: CargoTool) -> Result<()> {
     if tool_present(tool) {
-        let version =
-            run::output(run::cargo().args([tool.subcommand, "--version"])).unwrap_or_default();
+        let version = run::output(run::cargo().args([tool.subcommand, "--version"])).unwrap_or_default();
         println!("{} present: {}", tool.krate, version.trim());
         return Ok(());
     }
     let start = std::time::Instant::now();
     run::run(run::cargo().args(["install", tool.krate, "--locked"]))?;
-    println!(
-        "installed {} in {}",
-        tool.krate,
-        run::duration(start.elapsed())
-    );
+    println!("installed {} in {}", tool.krate, run::duration(start.elapsed()));
     Ok(())
 }
 

@@ -18,18 +18,12 @@ pub struct Error {
 impl Error {
     /// Something ran and failed: exit 1.
     pub fn failed(message: impl Into<String>) -> Self {
-        Error {
-            message: message.into(),
-            code: 1,
-        }
+        Error { message: message.into(), code: 1 }
     }
 
     /// The command line was wrong: exit 2.
     pub fn usage(message: impl Into<String>) -> Self {
-        Error {
-            message: message.into(),
-            code: 2,
-        }
+        Error { message: message.into(), code: 2 }
     }
 }
 
@@ -47,10 +41,7 @@ pub fn root() -> PathBuf {
     let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    manifest_dir
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or(manifest_dir)
+    manifest_dir.parent().map(Path::to_path_buf).unwrap_or(manifest_dir)
 }
 
 /// A `cargo` command run from the workspace root, using the same cargo that runs xtask.
@@ -73,25 +64,17 @@ pub fn show(cmd: &Command) -> String {
     let mut parts = Vec::new();
     for (key, value) in cmd.get_envs() {
         if let Some(value) = value {
-            parts.push(format!(
-                "{}={}",
-                key.to_string_lossy(),
-                quote(&value.to_string_lossy())
-            ));
+            parts.push(format!("{}={}", key.to_string_lossy(), quote(&value.to_string_lossy())));
         }
     }
-    let program = Path::new(cmd.get_program())
-        .file_name()
-        .unwrap_or_else(|| cmd.get_program());
+    let program = Path::new(cmd.get_program()).file_name().unwrap_or_else(|| cmd.get_program());
     parts.push(quote(&program.to_string_lossy()));
     parts.extend(cmd.get_args().map(|a| quote(&a.to_string_lossy())));
     parts.join(" ")
 }
 
 fn quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    let plain = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
     if plain {
         s.to_string()
     } else {
@@ -119,10 +102,7 @@ fn check(cmd: &Command, status: ExitStatus) -> Result<()> {
 pub fn run(cmd: &mut Command) -> Result<()> {
     println!("$ {}", show(cmd));
     flush();
-    let status = cmd
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| spawn_error(cmd, e))?;
+    let status = cmd.stdin(Stdio::null()).status().map_err(|e| spawn_error(cmd, e))?;
     check(cmd, status)
 }
 
@@ -175,23 +155,13 @@ where
 
 /// True when the command runs and exits 0; its output is discarded. For presence checks.
 pub fn succeeds(cmd: &mut Command) -> bool {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 /// The command's stdout when it runs and exits 0. For queries.
 pub fn output(cmd: &mut Command) -> Option<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 pub fn flush() {
@@ -218,17 +188,8 @@ mod tests {
     #[test]
     fn shows_commands_like_a_shell_line() {
         let mut cmd = Command::new("/usr/bin/cargo");
-        cmd.env("RUSTC_BOOTSTRAP", "1").args([
-            "fuzz",
-            "run",
-            "parse_frame",
-            "--",
-            "-max_total_time=20",
-        ]);
-        assert_eq!(
-            show(&cmd),
-            "RUSTC_BOOTSTRAP=1 cargo fuzz run parse_frame -- -max_total_time=20"
-        );
+        cmd.env("RUSTC_BOOTSTRAP", "1").args(["fuzz", "run", "parse_frame", "--", "-max_total_time=20"]);
+        assert_eq!(show(&cmd), "RUSTC_BOOTSTRAP=1 cargo fuzz run parse_frame -- -max_total_time=20");
         let mut cmd = Command::new("dpkg-query");
         cmd.args(["-W", "-f=${Status}", "it's"]);
         assert_eq!(show(&cmd), r"dpkg-query -W '-f=${Status}' 'it'\''s'");

@@ -23,7 +23,7 @@ pub const OUTSIDE_IP: u32 = 0xCB00_7102; // 203.0.113.2/24
 pub const GATEWAY_IP: u32 = 0xCB00_7101; // 203.0.113.1
 /// Bursts handed to the engine, as a DPDK worker would.
 pub const BURST: usize = 32;
-/// Fake time advanced per burst (the engine never reads a clock).
+/// Fake time advanced per burst by default (the engine never reads a clock).
 pub const NS_PER_BURST: u64 = 1_000;
 
 /// The policy the figures use: `groups` source groups (10.(g+1).0.0/16) of `rules` rules
@@ -107,6 +107,8 @@ pub fn engine_config(capacity: usize) -> EngineConfig {
 pub struct Bench {
     pub engine: Engine,
     pub now: u64,
+    /// Fake time advanced per burst.
+    pub ns_per_burst: u64,
     pub policy: PolicyHandle,
     _allowlist_writer: AllowlistWriter,
     burst: Vec<BufPacket>,
@@ -116,12 +118,12 @@ pub struct Bench {
 impl Bench {
     pub fn new(cfg: EngineConfig, policy: CompiledPolicy) -> Bench {
         let handle = PolicyHandle::new(policy);
-        let (writer, mut readers) =
-            allowlist_channel(1, &AllowlistConfig { capacity: 65_536, channel_capacity: 1024 });
+        let (writer, mut readers) = allowlist_channel(1, &AllowlistConfig { capacity: 65_536, channel_capacity: 1024 });
         let engine = Engine::new(cfg, handle.reader(), readers.pop()).expect("engine config");
         let mut b = Bench {
             engine,
             now: 1_000_000_000,
+            ns_per_burst: NS_PER_BURST,
             policy: handle,
             _allowlist_writer: writer,
             burst: (0..BURST).map(|_| BufPacket::with_capacity(128)).collect(),
@@ -160,7 +162,7 @@ impl Bench {
             p.set_frame(pool.frame((first + k) % pool.len()));
         }
         self.engine.process_burst(port, &mut self.burst, &mut self.actions, self.now);
-        self.now += NS_PER_BURST;
+        self.now += self.ns_per_burst;
         self.actions.iter().filter(|a| matches!(a, Action::Forward(_))).count()
     }
 
@@ -221,9 +223,8 @@ pub fn established(n: usize) -> (Bench, FramePool) {
         let out = inspect(b.last()).expect("forwarded SYN parses");
         assert_eq!(out.ip().src, OUTSIDE_IP, "SYN of flow {i} not source-NATed");
         let nat_port = out.tcp().sport;
-        let synack = FrameBuilder::tcp(GATEWAY_MAC, NODE_OUTSIDE_MAC, dst, OUTSIDE_IP, 443, nat_port)
-            .flags(SYN | ACK)
-            .build();
+        let synack =
+            FrameBuilder::tcp(GATEWAY_MAC, NODE_OUTSIDE_MAC, dst, OUTSIDE_IP, 443, nat_port).flags(SYN | ACK).build();
         assert_eq!(b.run_one(PortId::External, &synack), Action::Forward(PortId::Internal), "SYN-ACK {i}");
         let ack = tcp_frame(src, dst, sport, 443, ACK);
         assert_eq!(b.run_one(PortId::Internal, &ack), Action::Forward(PortId::External), "ACK {i}");
@@ -256,10 +257,12 @@ pub fn established(n: usize) -> (Bench, FramePool) {
 /// flows expire and the table churns (NAT allocation and expiry included in the figure).
 pub fn new_flows(pool_size: usize) -> (Bench, FramePool) {
     let mut cfg = engine_config(1 << 17);
-    // Flows live ~500 bursts of fake time, so the table holds ~16 k of them and the sweeper
-    // removes as many as are created.
-    cfg.timeouts.tcp_syn = 500 * NS_PER_BURST;
-    let b = Bench::new(cfg, realistic_policy());
+    // Flows live ~500 bursts of fake time (10 us each: flow timestamps have ~1 ms ticks), so
+    // the table holds ~16-20 k of them and the sweeper removes as many as are created.
+    let ns_per_burst = 10_000;
+    cfg.timeouts.tcp_syn = 500 * ns_per_burst;
+    let mut b = Bench::new(cfg, realistic_policy());
+    b.ns_per_burst = ns_per_burst;
     let mut pool = FramePool::new(64);
     for i in 0..pool_size {
         let (src, dst, sport) = flow_endpoints(i);
@@ -267,7 +270,7 @@ pub fn new_flows(pool_size: usize) -> (Bench, FramePool) {
     }
     // The pool must span several flow lifetimes so that a reused SYN never meets its own
     // flow still alive (an expired one found by lookup is replaced by a new flow).
-    assert!(pool_size / BURST > 2 * 500, "pool too small for the churn");
+    assert!(pool_size / BURST > 3 * 600, "pool too small for the churn");
     (b, pool)
 }
 

@@ -95,11 +95,7 @@ pub enum AllowlistUpdate {
     /// `ip` was answered for a name matching `rule`, valid until `expires_at`. An existing entry's
     /// expiry becomes the later of the two. A `Learn` that has already expired when a worker
     /// applies it is ignored (counted in [`AllowlistStats::stale`]).
-    Learn {
-        rule: RuleKey,
-        ip: u32,
-        expires_at: u64,
-    },
+    Learn { rule: RuleKey, ip: u32, expires_at: u64 },
     /// Remove one entry; if flows have it pinned, mark it expired and remove it at the last unpin.
     Forget { rule: RuleKey, ip: u32 },
     /// [`AllowlistUpdate::Forget`] every entry of `rule`.
@@ -136,9 +132,9 @@ impl fmt::Display for AllowlistSendError {
                 "allowlist update not queued: a dataplane worker's update channel stayed full \
                  for the whole timeout (the worker is not draining)",
             ),
-            AllowlistSendError::Disconnected => f.write_str(
-                "allowlist update not queued: every dataplane worker has dropped its allowlist",
-            ),
+            AllowlistSendError::Disconnected => {
+                f.write_str("allowlist update not queued: every dataplane worker has dropped its allowlist")
+            }
         }
     }
 }
@@ -176,39 +172,24 @@ struct Message {
 ///
 /// Panics if `workers` is 0, `cfg.capacity` is not in `1..=MAX_CAPACITY` or
 /// `cfg.channel_capacity` is 0.
-pub fn allowlist_channel(
-    workers: usize,
-    cfg: &AllowlistConfig,
-) -> (AllowlistWriter, Vec<Allowlist>) {
+pub fn allowlist_channel(workers: usize, cfg: &AllowlistConfig) -> (AllowlistWriter, Vec<Allowlist>) {
     assert!(workers > 0, "allowlist: need at least one worker");
     assert!(
         (1..=MAX_CAPACITY).contains(&cfg.capacity),
         "allowlist: capacity {} not in 1..={MAX_CAPACITY}",
         cfg.capacity
     );
-    assert!(
-        cfg.channel_capacity > 0,
-        "allowlist: channel_capacity must be at least 1"
-    );
+    assert!(cfg.channel_capacity > 0, "allowlist: channel_capacity must be at least 1");
     let mut links = Vec::with_capacity(workers);
     let mut lists = Vec::with_capacity(workers);
     for _ in 0..workers {
         let (tx, rx) = crossbeam_channel::bounded(cfg.channel_capacity);
-        let shared = Arc::new(WorkerShared {
-            applied: AtomicU64::new(0),
-            alive: AtomicBool::new(true),
-        });
-        links.push(WorkerLink {
-            tx,
-            shared: Arc::clone(&shared),
-        });
+        let shared = Arc::new(WorkerShared { applied: AtomicU64::new(0), alive: AtomicBool::new(true) });
+        links.push(WorkerLink { tx, shared: Arc::clone(&shared) });
         lists.push(Allowlist::new(cfg.capacity, rx, shared));
     }
     let writer = AllowlistWriter {
-        shared: Arc::new(WriterShared {
-            workers: links.into_boxed_slice(),
-            last_seq: Mutex::new(0),
-        }),
+        shared: Arc::new(WriterShared { workers: links.into_boxed_slice(), last_seq: Mutex::new(0) }),
     };
     (writer, lists)
 }
@@ -233,11 +214,7 @@ impl fmt::Debug for AllowlistWriter {
 impl AllowlistWriter {
     /// Queues `update` to every live worker, waiting up to `timeout` for room, and returns its
     /// ticket. All or nothing: on error no worker received it.
-    pub fn send(
-        &self,
-        update: AllowlistUpdate,
-        timeout: Duration,
-    ) -> Result<Ticket, AllowlistSendError> {
+    pub fn send(&self, update: AllowlistUpdate, timeout: Duration) -> Result<Ticket, AllowlistSendError> {
         let deadline = Deadline::after(timeout);
         let mut last_seq = self.lock_seq(deadline)?;
         // Wait until every live worker has room. Only the holder of `last_seq` sends and workers
@@ -279,9 +256,7 @@ impl AllowlistWriter {
                 // Dropped its allowlist since the check; it is excluded from tickets.
                 Err(TrySendError::Disconnected(_)) => {}
                 Err(TrySendError::Full(_)) => {
-                    unreachable!(
-                        "allowlist: worker channel filled up while the writer held the lock"
-                    )
+                    unreachable!("allowlist: worker channel filled up while the writer held the lock")
                 }
             }
         }
@@ -300,23 +275,16 @@ impl AllowlistWriter {
         expires_at: u64,
         timeout: Duration,
     ) -> Result<Ticket, AllowlistSendError> {
-        self.send(
-            AllowlistUpdate::Learn {
-                rule,
-                ip,
-                expires_at,
-            },
-            timeout,
-        )
+        self.send(AllowlistUpdate::Learn { rule, ip, expires_at }, timeout)
     }
 
     /// True once every live worker has applied the update (and so every update before it).
     /// Workers that dropped their allowlist are ignored; with none left this is true.
     pub fn is_applied(&self, ticket: Ticket) -> bool {
-        self.shared.workers.iter().all(|w| {
-            w.shared.applied.load(Ordering::Acquire) >= ticket.0
-                || !w.shared.alive.load(Ordering::Acquire)
-        })
+        self.shared
+            .workers
+            .iter()
+            .all(|w| w.shared.applied.load(Ordering::Acquire) >= ticket.0 || !w.shared.alive.load(Ordering::Acquire))
     }
 
     /// Waits up to `timeout` for [`AllowlistWriter::is_applied`]; returns whether it became true.
@@ -336,11 +304,7 @@ impl AllowlistWriter {
 
     /// Workers that still hold their allowlist.
     pub fn live_workers(&self) -> usize {
-        self.shared
-            .workers
-            .iter()
-            .filter(|w| w.shared.alive.load(Ordering::Acquire))
-            .count()
+        self.shared.workers.iter().filter(|w| w.shared.alive.load(Ordering::Acquire)).count()
     }
 
     /// The sequence lock, waited for with the caller's deadline rather than indefinitely (another
@@ -430,10 +394,7 @@ impl PinHandle {
 
     /// Rebuilds a handle from [`PinHandle::to_raw`], to unpin it. Pass each raw value back once.
     pub fn from_raw(raw: u32) -> Self {
-        debug_assert!(
-            (raw as usize) < MAX_CAPACITY,
-            "allowlist: not a raw PinHandle"
-        );
+        debug_assert!((raw as usize) < MAX_CAPACITY, "allowlist: not a raw PinHandle");
         PinHandle(raw)
     }
 }
@@ -550,11 +511,7 @@ impl Allowlist {
                 rule: 0,
                 expires_at: 0,
                 ip: 0,
-                pins_or_next: if i + 1 < capacity {
-                    (i + 1) as u32
-                } else {
-                    NIL
-                },
+                pins_or_next: if i + 1 < capacity { (i + 1) as u32 } else { NIL },
                 hash: 0,
                 used: false,
             })
@@ -588,16 +545,9 @@ impl Allowlist {
             units -= 1;
             if self.bulk.is_none() {
                 let Ok(msg) = self.rx.try_recv() else { break };
-                debug_assert!(
-                    msg.seq > self.applied_seq,
-                    "allowlist: updates out of order"
-                );
+                debug_assert!(msg.seq > self.applied_seq, "allowlist: updates out of order");
                 match msg.update {
-                    AllowlistUpdate::Learn {
-                        rule,
-                        ip,
-                        expires_at,
-                    } => {
+                    AllowlistUpdate::Learn { rule, ip, expires_at } => {
                         self.learn(rule.0, ip, expires_at, now);
                     }
                     AllowlistUpdate::Forget { rule, ip } => {
@@ -606,18 +556,10 @@ impl Allowlist {
                         }
                     }
                     AllowlistUpdate::ForgetRule { rule } => {
-                        self.bulk = Some(BulkForget {
-                            seq: msg.seq,
-                            rule: Some(rule.0),
-                            next: 0,
-                        });
+                        self.bulk = Some(BulkForget { seq: msg.seq, rule: Some(rule.0), next: 0 });
                     }
                     AllowlistUpdate::Clear => {
-                        self.bulk = Some(BulkForget {
-                            seq: msg.seq,
-                            rule: None,
-                            next: 0,
-                        });
+                        self.bulk = Some(BulkForget { seq: msg.seq, rule: None, next: 0 });
                     }
                 }
                 if self.bulk.is_none() {
@@ -631,9 +573,7 @@ impl Allowlist {
             }
         }
         if completed > 0 {
-            self.shared
-                .applied
-                .store(self.applied_seq, Ordering::Release);
+            self.shared.applied.store(self.applied_seq, Ordering::Release);
         }
         completed
     }
@@ -642,8 +582,7 @@ impl Allowlist {
     /// stays true past its expiry and after a `Forget`, until its last unpin).
     #[inline]
     pub fn contains(&self, rule: RuleKey, ip: u32, now: u64) -> bool {
-        self.find(rule.0, ip)
-            .is_some_and(|e| self.entries[e as usize].holds(now))
+        self.find(rule.0, ip).is_some_and(|e| self.entries[e as usize].holds(now))
     }
 
     /// True if `(rule, ip)` is present and `expires_at > now`, whatever its pins: unlike
@@ -652,8 +591,7 @@ impl Allowlist {
     /// decide.
     #[inline]
     pub fn is_live(&self, rule: RuleKey, ip: u32, now: u64) -> bool {
-        self.find(rule.0, ip)
-            .is_some_and(|e| self.entries[e as usize].expires_at > now)
+        self.find(rule.0, ip).is_some_and(|e| self.entries[e as usize].expires_at > now)
     }
 
     /// A flow starts using `(rule, ip)`: the entry is kept while pinned, even past its expiry
@@ -679,10 +617,7 @@ impl Allowlist {
     #[inline]
     pub fn unpin(&mut self, handle: PinHandle) {
         let entry = handle.0;
-        let valid = self
-            .entries
-            .get(entry as usize)
-            .is_some_and(|e| e.in_use() && e.pins_or_next > 0);
+        let valid = self.entries.get(entry as usize).is_some_and(|e| e.in_use() && e.pins_or_next > 0);
         debug_assert!(valid, "allowlist: unpin of an entry that is not pinned");
         if !valid {
             return;
@@ -736,10 +671,7 @@ impl Allowlist {
     }
 
     pub fn stats(&self) -> AllowlistStats {
-        AllowlistStats {
-            entries: self.len,
-            ..self.stats
-        }
+        AllowlistStats { entries: self.len, ..self.stats }
     }
 
     /// Calls `f(rule, ip, expires_at, pins)` for every entry present, in slot order. Visits every
@@ -783,9 +715,7 @@ impl Allowlist {
 
     #[inline]
     fn find(&self, rule: u64, ip: u32) -> Option<u32> {
-        self.probe(rule, ip, self.hash(rule, ip))
-            .ok()
-            .map(|pos| self.index[pos])
+        self.probe(rule, ip, self.hash(rule, ip)).ok().map(|pos| self.index[pos])
     }
 
     fn learn(&mut self, rule: u64, ip: u32, expires_at: u64, now: u64) {
@@ -818,14 +748,7 @@ impl Allowlist {
         let e = &mut self.entries[entry as usize];
         debug_assert!(!e.in_use(), "allowlist: free list holds a used entry");
         self.free_head = e.pins_or_next;
-        *e = Entry {
-            rule,
-            expires_at,
-            ip,
-            pins_or_next: 0,
-            hash,
-            used: true,
-        };
+        *e = Entry { rule, expires_at, ip, pins_or_next: 0, hash, used: true };
         self.index[pos] = entry;
         self.len += 1;
         self.stats.learned += 1;
@@ -851,11 +774,7 @@ impl Allowlist {
             debug_assert!(false, "allowlist: no bulk update pending");
             return false;
         };
-        let end = if self.len == 0 {
-            self.entries.len()
-        } else {
-            (op.next + slots).min(self.entries.len())
-        };
+        let end = if self.len == 0 { self.entries.len() } else { (op.next + slots).min(self.entries.len()) };
         for slot in op.next..end {
             let e = &self.entries[slot];
             if e.in_use() && op.rule.is_none_or(|rule| rule == e.rule) {
@@ -876,16 +795,10 @@ impl Allowlist {
     /// Removes an unpinned entry from the index and returns it to the free list.
     fn remove_entry(&mut self, entry: u32) {
         let e = self.entries[entry as usize];
-        debug_assert!(
-            e.in_use() && e.pins_or_next == 0,
-            "allowlist: removing a pinned or free entry"
-        );
+        debug_assert!(e.in_use() && e.pins_or_next == 0, "allowlist: removing a pinned or free entry");
         let mut pos = e.hash as usize & self.mask;
         while self.index[pos] != entry {
-            debug_assert!(
-                self.index[pos] != EMPTY,
-                "allowlist: entry missing from the index"
-            );
+            debug_assert!(self.index[pos] != EMPTY, "allowlist: entry missing from the index");
             pos = (pos + 1) & self.mask;
         }
         self.remove_index_at(pos);
@@ -928,10 +841,7 @@ mod tests {
     const R2: RuleKey = RuleKey(0x2222);
 
     fn cfg(capacity: usize, channel_capacity: usize) -> AllowlistConfig {
-        AllowlistConfig {
-            capacity,
-            channel_capacity,
-        }
+        AllowlistConfig { capacity, channel_capacity }
     }
 
     /// One worker with generous channel room.
@@ -948,16 +858,7 @@ mod tests {
     }
 
     fn learn(w: &AllowlistWriter, a: &mut Allowlist, now: u64, rule: RuleKey, ip: u32, exp: u64) {
-        apply(
-            w,
-            a,
-            now,
-            AllowlistUpdate::Learn {
-                rule,
-                ip,
-                expires_at: exp,
-            },
-        );
+        apply(w, a, now, AllowlistUpdate::Learn { rule, ip, expires_at: exp });
     }
 
     /// Checks the index invariants: every used entry is reachable from its home, the index
@@ -995,10 +896,7 @@ mod tests {
     fn allowlist_learn_contains_and_expiry_boundaries() {
         let (w, mut a) = single(16);
         let t = w.learn(R1, 0x0a00_0001, 100, T).unwrap();
-        assert!(
-            !a.contains(R1, 0x0a00_0001, 0),
-            "visible before the worker drained"
-        );
+        assert!(!a.contains(R1, 0x0a00_0001, 0), "visible before the worker drained");
         assert!(!w.is_applied(t));
         assert_eq!(a.drain(0, 8), 1);
         assert!(w.is_applied(t));
@@ -1109,10 +1007,7 @@ mod tests {
             assert!(!w.is_applied(after));
             let len = a.len();
             a.drain(0, 1);
-            assert!(
-                len - a.len() <= BULK_SLOTS_PER_UNIT,
-                "one unit examines at most 64 slots"
-            );
+            assert!(len - a.len() <= BULK_SLOTS_PER_UNIT, "one unit examines at most 64 slots");
             drains += 1;
             assert!(drains <= 1024 / BULK_SLOTS_PER_UNIT);
         }
@@ -1277,10 +1172,7 @@ mod tests {
                 })
             })
             .collect();
-        assert!(
-            !w.wait_applied(t, Duration::from_millis(20)),
-            "nobody drained yet"
-        );
+        assert!(!w.wait_applied(t, Duration::from_millis(20)), "nobody drained yet");
         go.store(true, Ordering::Release);
         assert!(w.wait_applied(t, Duration::from_secs(10)));
         for h in workers {
@@ -1322,14 +1214,8 @@ mod tests {
         })
         .join();
         assert!(res.is_err());
-        assert!(
-            w.wait_applied(t3, Duration::from_secs(10)),
-            "no live workers: vacuously applied"
-        );
-        assert_eq!(
-            w.learn(R1, 8, 100, T),
-            Err(AllowlistSendError::Disconnected)
-        );
+        assert!(w.wait_applied(t3, Duration::from_secs(10)), "no live workers: vacuously applied");
+        assert_eq!(w.learn(R1, 8, 100, T), Err(AllowlistSendError::Disconnected));
     }
 
     #[test]
@@ -1353,9 +1239,7 @@ mod tests {
         assert!(w.is_applied(t2));
         let t4 = w.learn(R1, 4, 100, T).unwrap();
         assert_eq!(t4.seq(), t2.seq() + 1);
-        assert!(AllowlistSendError::Disconnected
-            .to_string()
-            .contains("dropped"));
+        assert!(AllowlistSendError::Disconnected.to_string().contains("dropped"));
     }
 
     #[test]
@@ -1425,11 +1309,7 @@ mod tests {
                     let want = model.get(&(rule, ip)).is_some_and(|m| holds(m, now));
                     let live = model.get(&(rule, ip)).is_some_and(|m| m.0 > now);
                     assert_eq!(a.is_live(RuleKey(rule), ip, now), live);
-                    assert_eq!(
-                        a.contains(RuleKey(rule), ip, now),
-                        want,
-                        "({rule}, {ip}) at {now}"
-                    );
+                    assert_eq!(a.contains(RuleKey(rule), ip, now), want, "({rule}, {ip}) at {now}");
                 }
             }
             let mut present = 0;
@@ -1471,24 +1351,16 @@ mod tests {
                         }
                     }
                     Op::Forget { rule, ip } => {
-                        let update = AllowlistUpdate::Forget {
-                            rule: RuleKey(rule),
-                            ip,
-                        };
+                        let update = AllowlistUpdate::Forget { rule: RuleKey(rule), ip };
                         apply(&w, &mut a, now, update);
                         if let Some(m) = model.get_mut(&(rule, ip)) {
                             m.0 = 0;
                         }
                     }
                     Op::ForgetRule { rule } => {
-                        let update = AllowlistUpdate::ForgetRule {
-                            rule: RuleKey(rule),
-                        };
+                        let update = AllowlistUpdate::ForgetRule { rule: RuleKey(rule) };
                         apply(&w, &mut a, now, update);
-                        model
-                            .iter_mut()
-                            .filter(|(k, _)| k.0 == rule)
-                            .for_each(|(_, m)| m.0 = 0);
+                        model.iter_mut().filter(|(k, _)| k.0 == rule).for_each(|(_, m)| m.0 = 0);
                     }
                     Op::Clear => {
                         apply(&w, &mut a, now, AllowlistUpdate::Clear);

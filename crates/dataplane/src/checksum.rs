@@ -97,11 +97,7 @@ pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
 /// [`update16`] for a 32-bit field (e.g. an IPv4 address) at an even offset.
 #[inline]
 pub fn update32(csum: u16, old: u32, new: u32) -> u16 {
-    let s = u32::from(!csum)
-        + u32::from(!(old >> 16) as u16)
-        + u32::from(!(old as u16))
-        + (new >> 16)
-        + (new & 0xFFFF);
+    let s = u32::from(!csum) + u32::from(!(old >> 16) as u16) + u32::from(!(old as u16)) + (new >> 16) + (new & 0xFFFF);
     fold(s)
 }
 
@@ -134,11 +130,7 @@ mod tests {
         let mut i = 0;
         while i < data.len() {
             let hi = u32::from(data[i]);
-            let lo = if i + 1 < data.len() {
-                u32::from(data[i + 1])
-            } else {
-                0
-            };
+            let lo = if i + 1 < data.len() { u32::from(data[i + 1]) } else { 0 };
             s += (hi << 8) | lo;
             s = (s & 0xFFFF) + (s >> 16);
             i += 2;
@@ -161,8 +153,8 @@ mod tests {
     #[test]
     fn ipv4_header_example() {
         let mut hdr = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
-            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+            0x00, 0xc7,
         ];
         assert_eq!(checksum(&hdr), 0xb861);
         hdr[10..12].copy_from_slice(&0xb861u16.to_be_bytes());
@@ -222,11 +214,7 @@ mod tests {
         (8usize..200)
             .prop_flat_map(|len| {
                 let words = len / 2;
-                (
-                    proptest::collection::vec(any::<u8>(), len),
-                    0..words,
-                    0..words - 1,
-                )
+                (proptest::collection::vec(any::<u8>(), len), 0..words, 0..words - 1)
             })
             .prop_map(|(data, c, f)| {
                 // Two distinct even offsets, each with room for a 32-bit field after f.

@@ -98,7 +98,7 @@ impl EngineConfig {
             max_generated: 128,
             icmp_errors_per_sec: 1000,
             icmp_error_burst: 100,
-            hash_seed: 0x5EED_0F_F10E,
+            hash_seed: 0x005E_ED0F_F10E,
         }
     }
 

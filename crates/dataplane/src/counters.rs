@@ -269,10 +269,24 @@ mod tests {
     fn every_parse_error_has_a_drop_reason_with_the_same_name() {
         use ParseError::*;
         for e in [
-            EthernetTruncated, StackedVlan, UnsupportedEthertype, Ipv6, ArpMalformed, Ipv4Truncated,
-            Ipv4BadVersion, Ipv4BadHeaderLength, Ipv4BadTotalLength, Ipv4BadChecksum, Ipv4Fragment,
-            Ipv4SourceRoute, Ipv4BadOptions, TcpTruncated, TcpBadDataOffset, UdpTruncated,
-            UdpBadLength, IcmpTruncated,
+            EthernetTruncated,
+            StackedVlan,
+            UnsupportedEthertype,
+            Ipv6,
+            ArpMalformed,
+            Ipv4Truncated,
+            Ipv4BadVersion,
+            Ipv4BadHeaderLength,
+            Ipv4BadTotalLength,
+            Ipv4BadChecksum,
+            Ipv4Fragment,
+            Ipv4SourceRoute,
+            Ipv4BadOptions,
+            TcpTruncated,
+            TcpBadDataOffset,
+            UdpTruncated,
+            UdpBadLength,
+            IcmpTruncated,
         ] {
             assert_eq!(DropReason::from(e).name(), e.as_str());
         }

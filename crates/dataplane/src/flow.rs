@@ -65,6 +65,22 @@ pub enum FlowState {
     IcmpEcho,
 }
 
+impl FlowState {
+    /// Every state, in discriminant order (tables indexed by state use it).
+    pub const ALL: [FlowState; 10] = [
+        FlowState::TcpSynSent,
+        FlowState::TcpSynReceived,
+        FlowState::TcpEstablished,
+        FlowState::TcpFinOrig,
+        FlowState::TcpFinReply,
+        FlowState::TcpClosing,
+        FlowState::TcpClosed,
+        FlowState::UdpNew,
+        FlowState::UdpReplied,
+        FlowState::IcmpEcho,
+    ];
+}
+
 /// Where a flow came from: a client behind the internal port, or the node's own host stack
 /// through the service lane (the DNS proxy's upstream queries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,13 +93,31 @@ pub enum Origin {
 /// Marker for "no allowlist pin".
 pub const NO_PIN: u32 = u32::MAX;
 
-/// One tracked flow. Kept small: the 1 M-flow figure depends on it (see `bytes_per_flow`).
+/// Engine time in flow records: nanoseconds >> 20 (about 1.05 ms per tick), wrapping
+/// after ~52 days; idle times are computed with wrapping arithmetic and every timeout is far
+/// shorter than that.
+pub const TICK_SHIFT: u32 = 20;
+
+#[inline]
+pub fn ticks(now_ns: u64) -> u32 {
+    (now_ns >> TICK_SHIFT) as u32
+}
+
+/// A timeout in ticks, rounded up so a flow never expires early.
+#[inline]
+pub fn timeout_ticks(timeout_ns: u64) -> u32 {
+    timeout_ns.div_ceil(1 << TICK_SHIFT).min(u64::from(u32::MAX / 2)) as u32
+}
+
+/// One tracked flow: 32 bytes, aligned so that two share a cache line and none straddles
+/// one (the 1 M-flow figure depends on it; see `bytes_per_flow`). The translated address is
+/// the table's (one SNAT address per engine), not stored per flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(32))]
 pub struct Flow {
     /// The inside tuple.
     pub orig: FlowKey,
-    /// Translated source address and port (equal to the originals without SNAT).
-    pub nat_ip: u32,
+    /// Translated source port (the original one without SNAT).
     pub nat_port: u16,
     pub state: FlowState,
     pub origin: Origin,
@@ -91,31 +125,8 @@ pub struct Flow {
     pub generation: u32,
     /// Allowlist pin held for a flow allowed by a hostname rule, or [`NO_PIN`].
     pub pin: u32,
-    /// The policy decision, for the flows view and counters: packed [`sluice_policy::Cause`].
-    pub cause: u32,
-    pub last_seen: u64,
-}
-
-impl Flow {
-    /// The key its replies carry on the outside.
-    #[inline]
-    pub fn reply_key(&self) -> FlowKey {
-        FlowKey {
-            src: self.orig.dst,
-            dst: self.nat_ip,
-            sport: self.orig.dport,
-            dport: self.nat_port,
-            proto: self.orig.proto,
-        }
-    }
-
-    #[inline]
-    pub fn key(&self, dir: Dir) -> FlowKey {
-        match dir {
-            Dir::Orig => self.orig,
-            Dir::Reply => self.reply_key(),
-        }
-    }
+    /// Last packet, in [`ticks`].
+    pub last_seen: u32,
 }
 
 /// The table refused a new flow: every record is in use.
@@ -144,6 +155,8 @@ fn slot_ref(slot: u64) -> (u32, Dir) {
 }
 
 pub struct FlowTable {
+    /// The address inside sources are translated to, or None without SNAT.
+    snat_ip: Option<u32>,
     flows: Vec<Flow>,
     live: Vec<bool>,
     free: Vec<u32>,
@@ -159,22 +172,22 @@ pub const MAX_FLOW_CAPACITY: usize = 1 << 30;
 
 impl FlowTable {
     /// Allocates everything the table will ever use. `seed` keys the hash so a remote party
-    /// cannot aim packets at one probe chain.
-    pub fn new(capacity: usize, seed: u64) -> FlowTable {
+    /// cannot aim packets at one probe chain. `snat_ip` is the address inside sources are
+    /// translated to (None: no translation).
+    pub fn new(capacity: usize, seed: u64, snat_ip: Option<u32>) -> FlowTable {
         assert!(capacity > 0 && capacity <= MAX_FLOW_CAPACITY, "flow capacity {capacity} out of range");
         let slots = (capacity * 4).next_power_of_two();
         let empty = Flow {
             orig: FlowKey::default(),
-            nat_ip: 0,
             nat_port: 0,
             state: FlowState::TcpClosed,
             origin: Origin::Internal,
             generation: 0,
             pin: NO_PIN,
-            cause: 0,
             last_seen: 0,
         };
         FlowTable {
+            snat_ip,
             flows: vec![empty; capacity],
             live: vec![false; capacity],
             // Popped from the end: hand out low indices first, which keeps a small working
@@ -190,6 +203,26 @@ impl FlowTable {
 
     pub fn capacity(&self) -> usize {
         self.flows.len()
+    }
+
+    /// The translated source address of a flow.
+    #[inline]
+    pub fn nat_ip(&self, f: &Flow) -> u32 {
+        self.snat_ip.unwrap_or(f.orig.src)
+    }
+
+    /// The key a flow's replies carry on the outside.
+    #[inline]
+    pub fn reply_key(&self, f: &Flow) -> FlowKey {
+        FlowKey { src: f.orig.dst, dst: self.nat_ip(f), sport: f.orig.dport, dport: f.nat_port, proto: f.orig.proto }
+    }
+
+    #[inline]
+    pub fn key(&self, f: &Flow, dir: Dir) -> FlowKey {
+        match dir {
+            Dir::Orig => f.orig,
+            Dir::Reply => self.reply_key(f),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -209,11 +242,11 @@ impl FlowTable {
         total.div_ceil(self.capacity())
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn hash(&self, k: &FlowKey) -> u32 {
         let a = ((u64::from(k.src) << 32) | u64::from(k.dst)) ^ self.seed;
-        let b = ((u64::from(k.sport) << 24) | (u64::from(k.dport) << 8) | u64::from(k.proto))
-            ^ self.seed.rotate_left(29);
+        let b =
+            ((u64::from(k.sport) << 24) | (u64::from(k.dport) << 8) | u64::from(k.proto)) ^ self.seed.rotate_left(29);
         let mut x = a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F).rotate_left(31);
         x ^= x >> 32;
         x = x.wrapping_mul(0xD6E8_FEB8_6659_FD93);
@@ -240,7 +273,7 @@ impl FlowTable {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, key: &FlowKey, hash: u32) -> Option<(u32, Dir)> {
         let mut i = hash as usize & self.mask;
         loop {
@@ -250,7 +283,7 @@ impl FlowTable {
             }
             if slot_hash(s) == hash {
                 let (idx, dir) = slot_ref(s);
-                if self.flows[idx as usize].key(dir) == *key {
+                if self.key(&self.flows[idx as usize], dir) == *key {
                     return Some((idx, dir));
                 }
             }
@@ -278,16 +311,23 @@ impl FlowTable {
     /// Insert a flow. The caller guarantees neither of its keys is present (NAT allocation
     /// checks the reply key; the orig key missed just before).
     pub fn insert(&mut self, flow: Flow) -> Result<u32, TableFull> {
+        let h_orig = self.hash(&flow.orig);
+        let h_reply = self.hash(&self.reply_key(&flow));
+        self.insert_hashed(flow, h_orig, h_reply)
+    }
+
+    /// [`insert`](Self::insert) with both key hashes already computed.
+    pub fn insert_hashed(&mut self, flow: Flow, h_orig: u32, h_reply: u32) -> Result<u32, TableFull> {
+        debug_assert_eq!(h_orig, self.hash(&flow.orig));
+        debug_assert_eq!(h_reply, self.hash(&self.reply_key(&flow)));
         let idx = self.free.pop().ok_or(TableFull)?;
         debug_assert!(!self.live[idx as usize]);
         debug_assert!(!self.contains_key(&flow.orig), "orig key already present");
-        debug_assert!(!self.contains_key(&flow.reply_key()), "reply key already present");
-        let orig = flow.orig;
-        let reply = flow.reply_key();
+        debug_assert!(!self.contains_key(&self.reply_key(&flow)), "reply key already present");
         self.flows[idx as usize] = flow;
         self.live[idx as usize] = true;
-        self.index_insert(self.hash(&orig), idx, Dir::Orig);
-        self.index_insert(self.hash(&reply), idx, Dir::Reply);
+        self.index_insert(h_orig, idx, Dir::Orig);
+        self.index_insert(h_reply, idx, Dir::Reply);
         self.len += 1;
         debug_assert!(self.len <= self.capacity());
         Ok(idx)
@@ -298,7 +338,7 @@ impl FlowTable {
         assert!(self.live[idx as usize], "removing a free flow record");
         let flow = self.flows[idx as usize];
         self.index_remove(self.hash(&flow.orig), idx, Dir::Orig);
-        self.index_remove(self.hash(&flow.reply_key()), idx, Dir::Reply);
+        self.index_remove(self.hash(&self.reply_key(&flow)), idx, Dir::Reply);
         self.live[idx as usize] = false;
         self.free.push(idx);
         self.len -= 1;
@@ -380,7 +420,7 @@ impl FlowTable {
         }
         for (idx, f) in self.iter() {
             for dir in [Dir::Orig, Dir::Reply] {
-                let k = f.key(dir);
+                let k = self.key(f, dir);
                 if self.lookup(&k, self.hash(&k)) != Some((idx, dir)) {
                     return Err(format!("flow {idx} not found by its {dir:?} key {k:?}"));
                 }
@@ -394,27 +434,27 @@ impl FlowTable {
 mod tests {
     use super::*;
 
+    const SNAT: Option<u32> = Some(0xCB00_7102);
+
     fn flow(src: u32, sport: u16, nat_port: u16) -> Flow {
         Flow {
             orig: FlowKey { src, dst: 0xC000_0201, sport, dport: 443, proto: 6 },
-            nat_ip: 0xCB00_7102,
             nat_port,
             state: FlowState::TcpSynSent,
             origin: Origin::Internal,
             generation: 1,
             pin: NO_PIN,
-            cause: 0,
             last_seen: 0,
         }
     }
 
     #[test]
     fn both_keys_find_the_flow_and_removal_frees_them() {
-        let mut t = FlowTable::new(8, 7);
+        let mut t = FlowTable::new(8, 7, SNAT);
         let f = flow(0x0A0A_0002, 40000, 1025);
         let idx = t.insert(f).unwrap();
         assert_eq!(t.lookup(&f.orig, t.hash(&f.orig)), Some((idx, Dir::Orig)));
-        let r = f.reply_key();
+        let r = t.reply_key(&f);
         assert_eq!(r.dst, 0xCB00_7102);
         assert_eq!(r.dport, 1025);
         assert_eq!(t.lookup(&r, t.hash(&r)), Some((idx, Dir::Reply)));
@@ -427,7 +467,7 @@ mod tests {
 
     #[test]
     fn full_table_refuses_and_recovers() {
-        let mut t = FlowTable::new(4, 1);
+        let mut t = FlowTable::new(4, 1, SNAT);
         let ids: Vec<u32> = (0..4).map(|i| t.insert(flow(i, 1000, 2000 + i as u16)).unwrap()).collect();
         assert_eq!(t.insert(flow(99, 1000, 3000)), Err(TableFull));
         t.remove(ids[2]);
@@ -437,7 +477,7 @@ mod tests {
 
     #[test]
     fn sweep_is_bounded_and_eventually_complete() {
-        let mut t = FlowTable::new(100, 3);
+        let mut t = FlowTable::new(100, 3, SNAT);
         for i in 0..100 {
             t.insert(flow(i, 1, i as u16)).unwrap();
         }
@@ -453,8 +493,8 @@ mod tests {
 
     #[test]
     fn record_stays_small() {
-        assert!(std::mem::size_of::<Flow>() <= 48, "Flow is {} bytes", std::mem::size_of::<Flow>());
-        let t = FlowTable::new(1 << 16, 0);
+        assert_eq!(std::mem::size_of::<Flow>(), 32, "Flow is {} bytes", std::mem::size_of::<Flow>());
+        let t = FlowTable::new(1 << 16, 0, SNAT);
         assert!(t.bytes_per_flow() <= 128, "{} bytes per flow", t.bytes_per_flow());
     }
 }

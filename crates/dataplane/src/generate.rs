@@ -39,13 +39,7 @@ fn l2_len(vlan: Option<u16>) -> usize {
 /// Writes the Ethernet header (and tag); returns the offset of the L3 header. `buf` must have
 /// been checked to be long enough.
 #[inline]
-fn write_eth(
-    buf: &mut [u8],
-    vlan: Option<u16>,
-    dst: [u8; 6],
-    src: [u8; 6],
-    ethertype: u16,
-) -> usize {
+fn write_eth(buf: &mut [u8], vlan: Option<u16>, dst: [u8; 6], src: [u8; 6], ethertype: u16) -> usize {
     buf[0..6].copy_from_slice(&dst);
     buf[6..12].copy_from_slice(&src);
     match vlan {
@@ -108,13 +102,7 @@ fn write_arp(
 /// Broadcast ARP request "who has `target_ip`? tell `src_ip`" (target hardware address zero).
 /// With `target_ip == src_ip` it is a gratuitous ARP announcement.
 #[inline]
-pub fn write_arp_request(
-    buf: &mut [u8],
-    vlan: Option<u16>,
-    src_mac: [u8; 6],
-    src_ip: u32,
-    target_ip: u32,
-) -> usize {
+pub fn write_arp_request(buf: &mut [u8], vlan: Option<u16>, src_mac: [u8; 6], src_ip: u32, target_ip: u32) -> usize {
     write_arp(buf, vlan, 1, [0xFF; 6], src_mac, src_ip, [0; 6], target_ip)
 }
 
@@ -135,14 +123,8 @@ pub fn write_arp_reply(
 /// (dropping link padding) and to what fits in a 576-byte error.
 #[inline]
 fn quote(original: &[u8]) -> &[u8] {
-    debug_assert!(
-        original.len() >= IP_HEADER_LEN,
-        "quoted datagram shorter than an IP header"
-    );
-    debug_assert!(
-        original.first().is_some_and(|b| b >> 4 == 4),
-        "quoted datagram not IPv4"
-    );
+    debug_assert!(original.len() >= IP_HEADER_LEN, "quoted datagram shorter than an IP header");
+    debug_assert!(original.first().is_some_and(|b| b >> 4 == 4), "quoted datagram not IPv4");
     let mut len = original.len();
     if len >= 4 {
         let total = usize::from(u16::from_be_bytes([original[2], original[3]]));
@@ -238,9 +220,7 @@ pub fn write_icmp_error(
     ip_id: u16,
     original: &[u8],
 ) -> usize {
-    write_icmp(
-        buf, vlan, src_mac, dst_mac, src_ip, dst_ip, icmp_type, code, 0, ip_id, original,
-    )
+    write_icmp(buf, vlan, src_mac, dst_mac, src_ip, dst_ip, icmp_type, code, 0, ip_id, original)
 }
 
 /// [`write_icmp_error`] with type 11 code 0: time to live exceeded in transit.
@@ -256,9 +236,7 @@ pub fn write_icmp_time_exceeded(
     ip_id: u16,
     original: &[u8],
 ) -> usize {
-    write_icmp(
-        buf, vlan, src_mac, dst_mac, src_ip, dst_ip, 11, 0, 0, ip_id, original,
-    )
+    write_icmp(buf, vlan, src_mac, dst_mac, src_ip, dst_ip, 11, 0, 0, ip_id, original)
 }
 
 /// [`write_icmp_error`] with type 3 code 4: fragmentation needed and DF set, advertising
@@ -276,19 +254,7 @@ pub fn write_icmp_frag_needed(
     ip_id: u16,
     original: &[u8],
 ) -> usize {
-    write_icmp(
-        buf,
-        vlan,
-        src_mac,
-        dst_mac,
-        src_ip,
-        dst_ip,
-        3,
-        4,
-        u32::from(mtu),
-        ip_id,
-        original,
-    )
+    write_icmp(buf, vlan, src_mac, dst_mac, src_ip, dst_ip, 3, 4, u32::from(mtu), ip_id, original)
 }
 
 /// RFC 1812 §4.3.2.7: may an ICMP error be sent about `original` (an IPv4 packet from its

@@ -227,10 +227,7 @@ struct List {
     tail: u32,
 }
 
-const EMPTY: List = List {
-    head: NIL,
-    tail: NIL,
-};
+const EMPTY: List = List { head: NIL, tail: NIL };
 
 /// The cache. See the [module documentation](self).
 pub struct NeighborCache {
@@ -259,10 +256,7 @@ pub struct NeighborCache {
 
 impl fmt::Debug for NeighborCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NeighborCache")
-            .field("cfg", &self.cfg)
-            .field("stats", &self.stats())
-            .finish_non_exhaustive()
+        f.debug_struct("NeighborCache").field("cfg", &self.cfg).field("stats", &self.stats()).finish_non_exhaustive()
     }
 }
 
@@ -273,20 +267,11 @@ impl NeighborCache {
         assert!(cfg.capacity >= 1, "neighbour capacity must be at least 1");
         assert!(cfg.capacity <= 1 << 30, "neighbour capacity too large");
         assert!(cfg.pending_total < NIL as usize, "pending_total too large");
-        assert!(
-            cfg.max_frame_len <= u32::MAX as usize,
-            "max_frame_len too large"
-        );
+        assert!(cfg.max_frame_len <= u32::MAX as usize, "max_frame_len too large");
         assert!(cfg.max_probes >= 1, "max_probes must be at least 1");
-        assert!(
-            cfg.retry_interval_ns > 0,
-            "retry_interval_ns must be positive"
-        );
+        assert!(cfg.retry_interval_ns > 0, "retry_interval_ns must be positive");
         assert!(cfg.poll_budget >= 1, "poll_budget must be at least 1");
-        let store = cfg
-            .pending_total
-            .checked_mul(cfg.max_frame_len)
-            .expect("frame store size overflows");
+        let store = cfg.pending_total.checked_mul(cfg.max_frame_len).expect("frame store size overflows");
 
         let index_len = (cfg.capacity * 2).next_power_of_two().max(8);
         let bits = index_len.trailing_zeros();
@@ -294,11 +279,7 @@ impl NeighborCache {
         let slots = (0..cfg.pending_total)
             .map(|s| Slot {
                 len: 0,
-                next: if s + 1 < cfg.pending_total {
-                    (s + 1) as u32
-                } else {
-                    NIL
-                },
+                next: if s + 1 < cfg.pending_total { (s + 1) as u32 } else { NIL },
                 ip: 0,
                 mac: [0; 6],
             })
@@ -349,11 +330,7 @@ impl NeighborCache {
         let mac = entry.mac;
         if self.cfg.refresh_before_ns > 0
             && entry.refresh == Refresh::Idle
-            && age
-                >= self
-                    .cfg
-                    .reachable_ns
-                    .saturating_sub(self.cfg.refresh_before_ns)
+            && age >= self.cfg.reachable_ns.saturating_sub(self.cfg.refresh_before_ns)
         {
             self.queue_refresh(e);
         }
@@ -411,11 +388,9 @@ impl NeighborCache {
             debug_assert_eq!(entry.q_len, 0);
         }
 
-        let queued =
-            self.entries[eu].q_len < self.cfg.pending_per_neighbor as u32 && self.enqueue(e, frame);
+        let queued = self.entries[eu].q_len < self.cfg.pending_per_neighbor as u32 && self.enqueue(e, frame);
         let entry = &mut self.entries[eu];
-        let send_probe =
-            queued && entry.probes < self.cfg.max_probes && (!linked || now >= entry.due);
+        let send_probe = queued && entry.probes < self.cfg.max_probes && (!linked || now >= entry.due);
         if send_probe {
             entry.probes += 1;
             entry.due = now.saturating_add(self.cfg.retry_interval_ns);
@@ -480,11 +455,7 @@ impl NeighborCache {
             let slot = self.slots[s as usize];
             self.released.head = slot.next;
             let start = s as usize * mfl;
-            f(
-                slot.ip,
-                slot.mac,
-                &mut self.frames[start..start + slot.len as usize],
-            );
+            f(slot.ip, slot.mac, &mut self.frames[start..start + slot.len as usize]);
             self.free_slot(s);
             self.releasable -= 1;
             self.stats.released += 1;
@@ -622,10 +593,7 @@ impl NeighborCache {
     fn index_insert(&mut self, ip: u32, e: u32) {
         let mut i = self.bucket(ip);
         while self.index[i] != NIL {
-            debug_assert_ne!(
-                self.entries[self.index[i] as usize].ip, ip,
-                "duplicate entry"
-            );
+            debug_assert_ne!(self.entries[self.index[i] as usize].ip, ip, "duplicate entry");
             i = (i + 1) & self.index_mask;
         }
         self.index[i] = e;
@@ -648,11 +616,7 @@ impl NeighborCache {
             }
             let home = self.bucket(self.entries[other as usize].ip);
             // `other` may move back to `hole` unless its home lies cyclically in (hole, j].
-            let stays = if hole <= j {
-                hole < home && home <= j
-            } else {
-                hole < home || home <= j
-            };
+            let stays = if hole <= j { hole < home && home <= j } else { hole < home || home <= j };
             if !stays {
                 self.index[hole] = other;
                 hole = j;
@@ -896,10 +860,7 @@ impl NeighborCache {
                 continue;
             }
             assert_eq!(self.find(e.ip), Some(i as u32), "entry {i} not findable");
-            assert!(
-                e.q_len as usize <= cfg.pending_per_neighbor,
-                "per-neighbour cap"
-            );
+            assert!(e.q_len as usize <= cfg.pending_per_neighbor, "per-neighbour cap");
             if e.state != St::Incomplete {
                 assert_eq!(e.q_len, 0, "frames on a {:?} entry", e.state);
             } else {
@@ -920,11 +881,7 @@ impl NeighborCache {
         assert_eq!(queued, self.pending);
         // Lists partition the in-use entries by state; LRU and FAILED are time-ordered.
         let mut listed = 0;
-        for (list, state) in [
-            (LRU, St::Reachable),
-            (PROBE, St::Incomplete),
-            (FAILED, St::Failed),
-        ] {
+        for (list, state) in [(LRU, St::Reachable), (PROBE, St::Incomplete), (FAILED, St::Failed)] {
             let mut e = self.lists[list].head;
             let mut prev = NIL;
             let mut last_time = 0;
@@ -932,11 +889,7 @@ impl NeighborCache {
                 let entry = &self.entries[e as usize];
                 assert_eq!(entry.state, state, "entry {e} in the wrong list");
                 assert_eq!(entry.prev, prev);
-                let t = if list == LRU {
-                    entry.confirmed
-                } else {
-                    entry.due
-                };
+                let t = if list == LRU { entry.confirmed } else { entry.due };
                 if list != PROBE {
                     assert!(t >= last_time, "list {list} out of order");
                 }
@@ -962,11 +915,7 @@ impl NeighborCache {
             free += 1;
             s = self.slots[s as usize].next;
         }
-        assert_eq!(
-            self.pending + self.releasable + free,
-            cfg.pending_total,
-            "slots leaked"
-        );
+        assert_eq!(self.pending + self.releasable + free, cfg.pending_total, "slots leaked");
         assert!(self.ring_len <= self.refresh_ring.len());
     }
 }
@@ -998,10 +947,7 @@ mod tests {
     #[test]
     fn index_survives_collisions_and_removal() {
         // Many addresses through a small table: insert/remove in mixed order, check lookups.
-        let mut c = NeighborCache::new(NeighborConfig {
-            capacity: 64,
-            ..small()
-        });
+        let mut c = NeighborCache::new(NeighborConfig { capacity: 64, ..small() });
         let ips: Vec<u32> = (0..64u32).map(|i| 0x0A00_0000 | (i * 97)).collect();
         for (n, &ip) in ips.iter().enumerate() {
             c.learn(ip, [n as u8; 6], n as u64);
@@ -1081,10 +1027,7 @@ mod tests {
         let read = |s: u32| {
             let start = s as usize * c.cfg.max_frame_len;
             let f = &c.frames[start..start + 8];
-            (
-                u32::from_be_bytes(f[0..4].try_into().unwrap()),
-                u32::from_be_bytes(f[4..8].try_into().unwrap()),
-            )
+            (u32::from_be_bytes(f[0..4].try_into().unwrap()), u32::from_be_bytes(f[4..8].try_into().unwrap()))
         };
         let mut out = Vec::new();
         for e in &c.entries {
@@ -1099,10 +1042,7 @@ mod tests {
         let mut s = c.released.head;
         while s != NIL {
             let (id, ip) = read(s);
-            assert_eq!(
-                ip, c.slots[s as usize].ip,
-                "released frame has the wrong address"
-            );
+            assert_eq!(ip, c.slots[s as usize].ip, "released frame has the wrong address");
             out.push((id, ip, true));
             s = c.slots[s as usize].next;
         }
@@ -1128,28 +1068,16 @@ mod tests {
             let stored = stored(c);
             let mut present = HashSet::new();
             for &(id, ip, released) in &stored {
-                assert_eq!(
-                    self.outstanding.get(&id),
-                    Some(&ip),
-                    "frame {id} unknown or already gone"
-                );
+                assert_eq!(self.outstanding.get(&id), Some(&ip), "frame {id} unknown or already gone");
                 assert!(present.insert(id), "frame {id} stored twice");
                 if released && !self.release_mac.contains_key(&id) {
                     self.release_mac.insert(id, self.mac_of[&ip]);
                 }
             }
-            let gone: Vec<u32> = self
-                .outstanding
-                .keys()
-                .filter(|id| !present.contains(id))
-                .copied()
-                .collect();
+            let gone: Vec<u32> = self.outstanding.keys().filter(|id| !present.contains(id)).copied().collect();
             for id in gone {
                 // Frames leave the store only through take_released (handled there) or a drop.
-                assert!(
-                    !self.release_mac.contains_key(&id),
-                    "released frame {id} vanished"
-                );
+                assert!(!self.release_mac.contains_key(&id), "released frame {id} vanished");
                 self.outstanding.remove(&id);
                 self.vanished += 1;
             }
@@ -1158,16 +1086,8 @@ mod tests {
         fn taken(&mut self, ip: u32, mac: [u8; 6], frame: &mut [u8]) {
             let id = u32::from_be_bytes(frame[0..4].try_into().unwrap());
             assert_eq!(u32::from_be_bytes(frame[4..8].try_into().unwrap()), ip);
-            assert_eq!(
-                self.outstanding.remove(&id),
-                Some(ip),
-                "frame {id} released twice or unknown"
-            );
-            assert_eq!(
-                self.release_mac.remove(&id),
-                Some(mac),
-                "frame {id} released with the wrong MAC"
-            );
+            assert_eq!(self.outstanding.remove(&id), Some(ip), "frame {id} released twice or unknown");
+            assert_eq!(self.release_mac.remove(&id), Some(mac), "frame {id} released with the wrong MAC");
             assert!(self.taken.insert(id));
             if let Some(prev) = self.last_taken.insert(ip, id) {
                 assert!(prev < id, "frames of one neighbour out of order");

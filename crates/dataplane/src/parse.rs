@@ -157,13 +157,30 @@ impl Ipv4 {
 /// key of its replies, as with TCP and UDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum L4 {
-    Tcp { sport: u16, dport: u16, flags: u8 },
-    Udp { sport: u16, dport: u16 },
-    IcmpEcho { request: bool, id: u16 },
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    IcmpEcho {
+        request: bool,
+        id: u16,
+    },
     /// ICMP error carrying a quoted datagram, which starts at `inner_offset` in the frame.
-    IcmpError { icmp_type: u8, code: u8, inner_offset: u16 },
+    IcmpError {
+        icmp_type: u8,
+        code: u8,
+        inner_offset: u16,
+    },
     /// Any other ICMP message.
-    IcmpOther { icmp_type: u8, code: u8 },
+    IcmpOther {
+        icmp_type: u8,
+        code: u8,
+    },
     /// Another IP protocol: the engine drops it.
     Other,
 }
@@ -233,11 +250,7 @@ fn parse_arp(frame: &[u8], at: usize) -> Result<Arp, ParseError> {
     }
     // Ethernet hardware (1), IPv4 protocol, 6-byte and 4-byte address lengths: anything else
     // is not an ARP the node can answer.
-    if be16(frame, at) != 1
-        || be16(frame, at + 2) != ETHERTYPE_IPV4
-        || frame[at + 4] != 6
-        || frame[at + 5] != 4
-    {
+    if be16(frame, at) != 1 || be16(frame, at + 2) != ETHERTYPE_IPV4 || frame[at + 4] != 6 || frame[at + 5] != 4 {
         return Err(ParseError::ArpMalformed);
     }
     Ok(Arp {
@@ -254,7 +267,7 @@ fn parse_arp(frame: &[u8], at: usize) -> Result<Arp, ParseError> {
 /// on byte order, and IPv4 header lengths are multiples of four.
 #[inline]
 fn ipv4_header_checksum_ok(header: &[u8]) -> bool {
-    debug_assert!(header.len() % 4 == 0);
+    debug_assert!(header.len().is_multiple_of(4));
     let mut sum: u64 = 0;
     for w in header.chunks_exact(4) {
         sum += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
@@ -339,11 +352,7 @@ fn parse_ipv4_at(frame: &[u8], at: usize, quoted: bool) -> Result<Ipv4, ParseErr
     let proto = frame[at + 9];
     let l4_at = at + header_len;
     let l4_bytes = &frame[l4_at..end];
-    let l4 = if quoted && frag_offset != 0 {
-        L4::Other
-    } else {
-        parse_l4(proto, l4_bytes, l4_at, quoted)?
-    };
+    let l4 = if quoted && frag_offset != 0 { L4::Other } else { parse_l4(proto, l4_bytes, l4_at, quoted)? };
     Ok(Ipv4 {
         offset: at as u16,
         header_len: header_len as u16,
@@ -406,12 +415,7 @@ fn parse_l4(proto: u8, l4: &[u8], l4_at: usize, quoted: bool) -> Result<L4, Pars
                 ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY => {
                     L4::IcmpEcho { request: icmp_type == ICMP_ECHO_REQUEST, id: be16(l4, 4) }
                 }
-                ICMP_DEST_UNREACHABLE
-                | ICMP_SOURCE_QUENCH
-                | ICMP_TIME_EXCEEDED
-                | ICMP_PARAMETER_PROBLEM
-                    if !quoted =>
-                {
+                ICMP_DEST_UNREACHABLE | ICMP_SOURCE_QUENCH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM if !quoted => {
                     L4::IcmpError { icmp_type, code, inner_offset: (l4_at + 8) as u16 }
                 }
                 _ => L4::IcmpOther { icmp_type, code },

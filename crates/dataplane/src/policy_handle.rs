@@ -15,7 +15,7 @@ use sluice_policy::CompiledPolicy;
 /// A compiled policy together with its generation.
 pub struct PublishedPolicy {
     pub generation: u32,
-    pub policy: CompiledPolicy,
+    pub policy: Arc<CompiledPolicy>,
 }
 
 #[derive(Clone)]
@@ -26,19 +26,16 @@ pub struct PolicyHandle {
 
 impl PolicyHandle {
     /// Start with `initial` as generation 1.
-    pub fn new(initial: CompiledPolicy) -> PolicyHandle {
-        let published = Arc::new(PublishedPolicy { generation: 1, policy: initial });
-        PolicyHandle {
-            current: Arc::new(ArcSwap::new(published)),
-            next_generation: Arc::new(AtomicU32::new(2)),
-        }
+    pub fn new(initial: impl Into<Arc<CompiledPolicy>>) -> PolicyHandle {
+        let published = Arc::new(PublishedPolicy { generation: 1, policy: initial.into() });
+        PolicyHandle { current: Arc::new(ArcSwap::new(published)), next_generation: Arc::new(AtomicU32::new(2)) }
     }
 
     /// Make `policy` current for every worker at its next burst; returns its generation.
-    pub fn publish(&self, policy: CompiledPolicy) -> u32 {
+    pub fn publish(&self, policy: impl Into<Arc<CompiledPolicy>>) -> u32 {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         assert!(generation != 0, "policy generation wrapped");
-        self.current.store(Arc::new(PublishedPolicy { generation, policy }));
+        self.current.store(Arc::new(PublishedPolicy { generation, policy: policy.into() }));
         generation
     }
 

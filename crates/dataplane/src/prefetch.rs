@@ -10,9 +10,7 @@ pub fn prefetch_read<T>(value: &T) {
     // from a live reference.
     #[allow(unused_unsafe)]
     unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-            value as *const T as *const i8,
-        );
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(value as *const T as *const i8);
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = value;

@@ -77,9 +77,7 @@ pub fn tcp_next(state: FlowState, dir: Dir, flags: u8) -> FlowState {
     let fin = flags & TCP_FIN != 0;
     match (state, dir) {
         (TcpSynSent, Dir::Reply) if flags & TCP_SYN != 0 => TcpSynReceived,
-        (TcpSynReceived, Dir::Orig) if flags & TCP_ACK != 0 && flags & TCP_SYN == 0 && !fin => {
-            TcpEstablished
-        }
+        (TcpSynReceived, Dir::Orig) if flags & TCP_ACK != 0 && flags & TCP_SYN == 0 && !fin => TcpEstablished,
         (TcpSynSent | TcpSynReceived | TcpEstablished, Dir::Orig) if fin => TcpFinOrig,
         (TcpSynSent | TcpSynReceived | TcpEstablished, Dir::Reply) if fin => TcpFinReply,
         (TcpFinOrig, Dir::Reply) if fin => TcpClosing,

@@ -6,7 +6,10 @@ mod common;
 use common::*;
 use sluice_dataplane::counters::{Counter, DropReason};
 use sluice_dataplane::engine::{Action, PortId};
-use sluice_dataplane::flow::FlowState;
+use sluice_dataplane::flow::{FlowState, TICK_SHIFT};
+
+/// Flow timestamps have this granularity: timeouts are honoured to within two ticks.
+const TICK: u64 = 1 << TICK_SHIFT;
 use sluice_dataplane::testing::{inspect, ACK, FIN, RST, SYN};
 
 /// Open an established TCP flow and return its translated port.
@@ -37,7 +40,7 @@ fn orderly_close_ends_the_flow_after_the_linger() {
     // The last ACK still passes during the linger.
     assert_eq!(lab.send(PortId::Internal, &tcp(CLIENT, WEB, 40000, 443, ACK)), Action::Forward(PortId::External));
     let linger = lab.engine().config().timeouts.tcp_linger;
-    lab.advance(linger + 1);
+    lab.advance(linger + TICK);
     lab.sweep_all();
     assert_eq!(lab.engine().flows().len(), 0);
     assert_eq!(lab.counter(Counter::FlowsClosed), 1);
@@ -65,12 +68,12 @@ fn idle_flows_expire_incrementally() {
     assert_eq!(lab.engine().flows().len(), 1);
     let timeout = lab.engine().config().timeouts.udp_new;
     // Just before the timeout it is alive; the reply refreshes it.
-    lab.advance(timeout - 1);
+    lab.advance(timeout - TICK);
     lab.sweep_all();
     assert_eq!(lab.send(PortId::External, &udp_in(WEB, 53, nat)), Action::Forward(PortId::Internal));
     assert_eq!(only_flow_state(&lab), FlowState::UdpReplied);
     let timeout = lab.engine().config().timeouts.udp_replied;
-    lab.advance(timeout);
+    lab.advance(timeout + 2 * TICK);
     // Even before the sweeper gets to it, an expired flow is not used.
     assert_eq!(lab.send(PortId::External, &udp_in(WEB, 53, nat)), Action::Drop(DropReason::InboundNoFlow));
     assert_eq!(lab.engine().flows().len(), 0);

@@ -16,7 +16,10 @@ const WEB_ONLY_80: &str = r#"{ "default_action": "deny", "source_groups": [
 fn a_policy_swap_drops_flows_it_no_longer_allows_and_keeps_the_rest() {
     let mut lab = Lab::resolved();
     for dport in [443u16, 80] {
-        assert_eq!(lab.send(PortId::Internal, &tcp(CLIENT, WEB, 40000 + dport, dport, SYN)), Action::Forward(PortId::External));
+        assert_eq!(
+            lab.send(PortId::Internal, &tcp(CLIENT, WEB, 40000 + dport, dport, SYN)),
+            Action::Forward(PortId::External)
+        );
     }
     let nat443 = inspect(&lab.out(PortId::External)[0]).unwrap().tcp().sport;
     let generation = lab.publish(WEB_ONLY_80);
@@ -55,16 +58,27 @@ fn audit_mode_lets_denied_traffic_pass_and_counts_it() {
 fn hostname_rules_pass_only_learned_ips_on_their_ports_until_expiry() {
     let mut lab = Lab::resolved();
     // Nothing learned yet: denied.
-    assert_eq!(lab.send(PortId::Internal, &tcp(CLIENT, API_IP, 40000, 443, SYN)), Action::Drop(DropReason::PolicyDenied));
+    assert_eq!(
+        lab.send(PortId::Internal, &tcp(CLIENT, API_IP, 40000, 443, SYN)),
+        Action::Drop(DropReason::PolicyDenied)
+    );
     lab.learn(CLIENT, "api.example.com", API_IP, 30 * SEC);
     assert_eq!(lab.send(PortId::Internal, &tcp(CLIENT, API_IP, 40001, 443, SYN)), Action::Forward(PortId::External));
     let nat = inspect(&lab.out(PortId::External)[0]).unwrap().tcp().sport;
-    let synack = sluice_dataplane::testing::FrameBuilder::tcp(GW_MAC, NODE_OUT_MAC, API_IP, NODE_OUT, 443, nat).flags(SYN | ACK).build();
+    let synack = sluice_dataplane::testing::FrameBuilder::tcp(GW_MAC, NODE_OUT_MAC, API_IP, NODE_OUT, 443, nat)
+        .flags(SYN | ACK)
+        .build();
     assert_eq!(lab.send(PortId::External, &synack), Action::Forward(PortId::Internal));
     assert_eq!(lab.send(PortId::Internal, &tcp(CLIENT, API_IP, 40001, 443, ACK)), Action::Forward(PortId::External));
     // Only on the rule's port, only to the learned address.
-    assert_eq!(lab.send(PortId::Internal, &tcp(CLIENT, API_IP, 40002, 80, SYN)), Action::Drop(DropReason::PolicyDenied));
-    assert_eq!(lab.send(PortId::Internal, &tcp(CLIENT, ip(192, 0, 2, 51), 40003, 443, SYN)), Action::Drop(DropReason::PolicyDenied));
+    assert_eq!(
+        lab.send(PortId::Internal, &tcp(CLIENT, API_IP, 40002, 80, SYN)),
+        Action::Drop(DropReason::PolicyDenied)
+    );
+    assert_eq!(
+        lab.send(PortId::Internal, &tcp(CLIENT, ip(192, 0, 2, 51), 40003, 443, SYN)),
+        Action::Drop(DropReason::PolicyDenied)
+    );
     lab.drain_all();
     // After the TTL the live flow keeps its entry alive (design: entries stay alive while a
     // flow uses them), also across a policy swap that keeps the rule.
@@ -75,14 +89,17 @@ fn hostname_rules_pass_only_learned_ips_on_their_ports_until_expiry() {
     assert_eq!(lab.engine().allowlist().unwrap().len(), 1, "pinned entry kept");
     // Once the flow is gone, the expired entry goes too and new flows are refused.
     lab.send(PortId::Internal, &tcp(CLIENT, API_IP, 40001, 443, sluice_dataplane::testing::RST));
-    lab.advance(lab.engine().config().timeouts.tcp_linger + 1);
+    lab.advance(lab.engine().config().timeouts.tcp_linger + 2 * (1 << sluice_dataplane::flow::TICK_SHIFT));
     lab.sweep_all();
     assert_eq!(lab.engine().flows().len(), 0);
     for _ in 0..64 {
         lab.node.poll(lab.now);
     }
     assert_eq!(lab.engine().allowlist().unwrap().len(), 0, "unpinned expired entry removed");
-    assert_eq!(lab.send(PortId::Internal, &tcp(CLIENT, API_IP, 40004, 443, SYN)), Action::Drop(DropReason::PolicyDenied));
+    assert_eq!(
+        lab.send(PortId::Internal, &tcp(CLIENT, API_IP, 40004, 443, SYN)),
+        Action::Drop(DropReason::PolicyDenied)
+    );
 }
 
 #[test]

@@ -11,10 +11,7 @@ fn arp_request_is_broadcast_and_padded() {
         assert_eq!(n, 60);
         let f = &buf[..n];
         let i = inspect(f).unwrap();
-        assert_eq!(
-            (i.dst_mac, i.src_mac, i.vlan, i.ethertype),
-            (MAC_BROADCAST, MAC_INTERNAL, vlan, ETHERTYPE_ARP)
-        );
+        assert_eq!((i.dst_mac, i.src_mac, i.vlan, i.ethertype), (MAC_BROADCAST, MAC_INTERNAL, vlan, ETHERTYPE_ARP));
         let a = i.arp();
         assert_eq!(
             (a.op, a.sender_mac, a.sender_ip, a.target_mac, a.target_ip),
@@ -25,9 +22,7 @@ fn arp_request_is_broadcast_and_padded() {
         assert!(f[body_end..].iter().all(|&b| b == 0));
         assert_eq!(buf[60], 0xEE, "wrote past the frame");
         // Same bytes as the toolkit's builder.
-        let expected = FrameBuilder::arp_request(MAC_INTERNAL, IP_INTERNAL, IP_CLIENT)
-            .vlan(vlan)
-            .build();
+        let expected = FrameBuilder::arp_request(MAC_INTERNAL, IP_INTERNAL, IP_CLIENT).vlan(vlan).build();
         assert_eq!(f, &expected[..]);
     }
 }
@@ -35,14 +30,7 @@ fn arp_request_is_broadcast_and_padded() {
 #[test]
 fn arp_reply_is_unicast() {
     let mut buf = [0u8; 60];
-    let n = write_arp_reply(
-        &mut buf,
-        Some(7),
-        MAC_INTERNAL,
-        IP_INTERNAL,
-        MAC_CLIENT,
-        IP_CLIENT,
-    );
+    let n = write_arp_reply(&mut buf, Some(7), MAC_INTERNAL, IP_INTERNAL, MAC_CLIENT, IP_CLIENT);
     assert_eq!(n, 60);
     let i = inspect(&buf).unwrap();
     assert_eq!((i.dst_mac, i.vlan), (MAC_CLIENT, Some(7)));
@@ -51,66 +39,24 @@ fn arp_reply_is_unicast() {
         (a.op, a.sender_mac, a.sender_ip, a.target_mac, a.target_ip),
         (ARP_REPLY, MAC_INTERNAL, IP_INTERNAL, MAC_CLIENT, IP_CLIENT)
     );
-    let expected = FrameBuilder::arp_reply(MAC_INTERNAL, IP_INTERNAL, MAC_CLIENT, IP_CLIENT)
-        .vlan(Some(7))
-        .build();
+    let expected = FrameBuilder::arp_reply(MAC_INTERNAL, IP_INTERNAL, MAC_CLIENT, IP_CLIENT).vlan(Some(7)).build();
     assert_eq!(&buf[..], &expected[..]);
 }
 
 #[test]
 fn small_buffers_give_zero() {
     let mut buf = [0u8; 59];
-    assert_eq!(
-        write_arp_request(&mut buf, None, MAC_INTERNAL, IP_INTERNAL, IP_CLIENT),
-        0
-    );
-    assert_eq!(
-        write_arp_reply(
-            &mut buf,
-            None,
-            MAC_INTERNAL,
-            IP_INTERNAL,
-            MAC_CLIENT,
-            IP_CLIENT
-        ),
-        0
-    );
-    let orig = FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2)
-        .payload(&[9; 100])
-        .build();
+    assert_eq!(write_arp_request(&mut buf, None, MAC_INTERNAL, IP_INTERNAL, IP_CLIENT), 0);
+    assert_eq!(write_arp_reply(&mut buf, None, MAC_INTERNAL, IP_INTERNAL, MAC_CLIENT, IP_CLIENT), 0);
+    let orig = FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2).payload(&[9; 100]).build();
     let ip = ip_packet(&orig);
     let need = icmp_error_len(Some(3), ip);
     assert_eq!(need, 18 + 20 + 8 + ip.len());
     let mut buf = vec![0u8; need - 1];
-    assert_eq!(
-        write_icmp_error(
-            &mut buf,
-            Some(3),
-            MAC_INTERNAL,
-            MAC_CLIENT,
-            IP_INTERNAL,
-            IP_CLIENT,
-            3,
-            13,
-            1,
-            ip
-        ),
-        0
-    );
+    assert_eq!(write_icmp_error(&mut buf, Some(3), MAC_INTERNAL, MAC_CLIENT, IP_INTERNAL, IP_CLIENT, 3, 13, 1, ip), 0);
     let mut buf = vec![0u8; need];
     assert_eq!(
-        write_icmp_error(
-            &mut buf,
-            Some(3),
-            MAC_INTERNAL,
-            MAC_CLIENT,
-            IP_INTERNAL,
-            IP_CLIENT,
-            3,
-            13,
-            1,
-            ip
-        ),
+        write_icmp_error(&mut buf, Some(3), MAC_INTERNAL, MAC_CLIENT, IP_INTERNAL, IP_CLIENT, 3, 13, 1, ip),
         need
     );
 }
@@ -128,49 +74,23 @@ fn time_exceeded_quotes_the_whole_small_packet() {
     let mut with_padding = ip_packet(&orig).to_vec();
     with_padding.extend_from_slice(&[0xAA; 6]);
     let mut buf = [0u8; 2048];
-    let n = write_icmp_time_exceeded(
-        &mut buf,
-        None,
-        MAC_INTERNAL,
-        MAC_CLIENT,
-        IP_INTERNAL,
-        IP_CLIENT,
-        999,
-        &with_padding,
-    );
+    let n =
+        write_icmp_time_exceeded(&mut buf, None, MAC_INTERNAL, MAC_CLIENT, IP_INTERNAL, IP_CLIENT, 999, &with_padding);
     assert_eq!(n, 14 + 20 + 8 + 40);
     let f = &buf[..n];
     verify_checksums(f).unwrap();
     let i = inspect(f).unwrap();
-    assert_eq!(
-        (i.src_mac, i.dst_mac, i.vlan),
-        (MAC_INTERNAL, MAC_CLIENT, None)
-    );
+    assert_eq!((i.src_mac, i.dst_mac, i.vlan), (MAC_INTERNAL, MAC_CLIENT, None));
     let ip = i.ip();
-    assert_eq!(
-        (ip.src, ip.dst, ip.ttl, ip.proto, ip.id, ip.tos),
-        (IP_INTERNAL, IP_CLIENT, 64, PROTO_ICMP, 999, 0xC0)
-    );
+    assert_eq!((ip.src, ip.dst, ip.ttl, ip.proto, ip.id, ip.tos), (IP_INTERNAL, IP_CLIENT, 64, PROTO_ICMP, 999, 0xC0));
     assert!(!ip.df && !ip.mf && ip.frag_offset == 0 && ip.header_len == 20);
     let icmp = i.icmp();
-    assert_eq!(
-        (icmp.icmp_type, icmp.code, icmp.rest),
-        (ICMP_TIME_EXCEEDED, 0, 0)
-    );
+    assert_eq!((icmp.icmp_type, icmp.code, icmp.rest), (ICMP_TIME_EXCEEDED, 0, 0));
     let q = i.quoted();
     assert_eq!(q.bytes, ip_packet(&orig));
     assert_eq!(
         (q.src, q.dst, q.proto, q.sport, q.dport, q.tcp_seq, q.ttl, q.id),
-        (
-            IP_CLIENT,
-            IP_SERVER,
-            PROTO_TCP,
-            Some(40000),
-            Some(443),
-            Some(77),
-            1,
-            0x1234
-        )
+        (IP_CLIENT, IP_SERVER, PROTO_TCP, Some(40000), Some(443), Some(77), 1, 0x1234)
     );
 }
 
@@ -203,35 +123,19 @@ fn big_packets_are_quoted_up_to_576_bytes() {
     assert_eq!((i.icmp().icmp_type, i.icmp().code), (3, 13));
     let q = i.quoted();
     assert_eq!(q.bytes, &ip[..576 - 28]);
-    assert_eq!(
-        usize::from(q.total_len),
-        ip.len(),
-        "the quoted header is unchanged"
-    );
+    assert_eq!(usize::from(q.total_len), ip.len(), "the quoted header is unchanged");
     assert_eq!((q.sport, q.dport), (Some(5000), Some(53)));
 }
 
 #[test]
 fn ip_options_and_minimum_quote() {
     // A header with 40 bytes of options: the quote still has the header and 8 more bytes.
-    let orig =
-        FrameBuilder::icmp_echo_request(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 0x77, 1)
-            .ip_options(&[1; 40])
-            .build();
+    let orig = FrameBuilder::icmp_echo_request(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 0x77, 1)
+        .ip_options(&[1; 40])
+        .build();
     let ip = ip_packet(&orig);
     let mut buf = [0u8; 600];
-    let n = write_icmp_error(
-        &mut buf,
-        None,
-        MAC_INTERNAL,
-        MAC_CLIENT,
-        IP_INTERNAL,
-        IP_CLIENT,
-        3,
-        1,
-        0,
-        ip,
-    );
+    let n = write_icmp_error(&mut buf, None, MAC_INTERNAL, MAC_CLIENT, IP_INTERNAL, IP_CLIENT, 3, 1, 0, ip);
     verify_checksums(&buf[..n]).unwrap();
     let i = inspect(&buf[..n]).unwrap();
     let q = i.quoted();
@@ -242,10 +146,8 @@ fn ip_options_and_minimum_quote() {
 
 #[test]
 fn frag_needed_carries_the_mtu() {
-    let orig = FrameBuilder::tcp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2)
-        .df(true)
-        .payload(&[0; 1480])
-        .build();
+    let orig =
+        FrameBuilder::tcp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2).df(true).payload(&[0; 1480]).build();
     let mut buf = [0u8; 1024];
     let n = write_icmp_frag_needed(
         &mut buf,
@@ -260,39 +162,21 @@ fn frag_needed_carries_the_mtu() {
     );
     verify_checksums(&buf[..n]).unwrap();
     let i = inspect(&buf[..n]).unwrap();
-    assert_eq!(
-        (i.icmp().icmp_type, i.icmp().code, i.icmp().seq),
-        (3, 4, 1496)
-    );
+    assert_eq!((i.icmp().icmp_type, i.icmp().code, i.icmp().seq), (3, 4, 1496));
 }
 
 #[test]
 fn error_rules() {
     let ok = FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2).build();
     assert!(icmp_error_allowed(ip_packet(&ok)));
-    let echo =
-        FrameBuilder::icmp_echo_request(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 1)
-            .build();
+    let echo = FrameBuilder::icmp_echo_request(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 1).build();
     assert!(icmp_error_allowed(ip_packet(&echo)));
-    let err = FrameBuilder::icmp_error(
-        MAC_CLIENT,
-        MAC_INTERNAL,
-        IP_CLIENT,
-        IP_SERVER,
-        3,
-        3,
-        ip_packet(&ok),
-    )
-    .build();
+    let err = FrameBuilder::icmp_error(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 3, 3, ip_packet(&ok)).build();
     assert!(!icmp_error_allowed(ip_packet(&err)));
-    let frag = FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2)
-        .frag_offset(3)
-        .payload(&[0; 8])
-        .build();
+    let frag =
+        FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2).frag_offset(3).payload(&[0; 8]).build();
     assert!(!icmp_error_allowed(ip_packet(&frag)));
-    let first_frag = FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2)
-        .mf(true)
-        .build();
+    let first_frag = FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2).mf(true).build();
     assert!(icmp_error_allowed(ip_packet(&first_frag)));
     for (src, dst) in [
         (ipv4(0, 0, 0, 0), IP_SERVER),
@@ -303,12 +187,7 @@ fn error_rules() {
         (IP_CLIENT, ipv4(239, 1, 2, 3)),
     ] {
         let f = FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, src, dst, 1, 2).build();
-        assert!(
-            !icmp_error_allowed(ip_packet(&f)),
-            "{} -> {}",
-            ip_to_string(src),
-            ip_to_string(dst)
-        );
+        assert!(!icmp_error_allowed(ip_packet(&f)), "{} -> {}", ip_to_string(src), ip_to_string(dst));
     }
     assert!(!icmp_error_allowed(&[0x45; 10]));
 }

@@ -57,11 +57,7 @@ fn all_frames() -> Vec<(&'static str, Vec<u8>)> {
                 .payload(b"x")
                 .build(),
         ),
-        (
-            "echo reply",
-            FrameBuilder::icmp_echo_reply(MAC_GATEWAY, MAC_EXTERNAL, IP_SERVER, IP_EXTERNAL, 9, 9)
-                .build(),
-        ),
+        ("echo reply", FrameBuilder::icmp_echo_reply(MAC_GATEWAY, MAC_EXTERNAL, IP_SERVER, IP_EXTERNAL, 9, 9).build()),
         (
             "ip options",
             FrameBuilder::tcp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 80)
@@ -72,10 +68,7 @@ fn all_frames() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "first fragment",
-            FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2)
-                .mf(true)
-                .payload(&[1; 64])
-                .build(),
+            FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2).mf(true).payload(&[1; 64]).build(),
         ),
         (
             "later fragment",
@@ -90,14 +83,8 @@ fn all_frames() -> Vec<(&'static str, Vec<u8>)> {
                 .payload(&[0, 0, 0x08, 0])
                 .build(),
         ),
-        (
-            "arp request",
-            FrameBuilder::arp_request(MAC_CLIENT, IP_CLIENT, IP_INTERNAL).build(),
-        ),
-        (
-            "arp reply",
-            FrameBuilder::arp_reply(MAC_INTERNAL, IP_INTERNAL, MAC_CLIENT, IP_CLIENT).build(),
-        ),
+        ("arp request", FrameBuilder::arp_request(MAC_CLIENT, IP_CLIENT, IP_INTERNAL).build()),
+        ("arp reply", FrameBuilder::arp_reply(MAC_INTERNAL, IP_INTERNAL, MAC_CLIENT, IP_CLIENT).build()),
     ];
     let tagged: Vec<_> = v
         .iter()
@@ -125,15 +112,9 @@ fn builder_output_verifies_and_is_padded() {
 #[test]
 fn tcp_fields_round_trip() {
     let i = inspect(&tcp_frame()).unwrap();
-    assert_eq!(
-        (i.src_mac, i.dst_mac, i.vlan, i.ethertype),
-        (MAC_CLIENT, MAC_INTERNAL, None, 0x0800)
-    );
+    assert_eq!((i.src_mac, i.dst_mac, i.vlan, i.ethertype), (MAC_CLIENT, MAC_INTERNAL, None, 0x0800));
     let ip = i.ip();
-    assert_eq!(
-        (ip.src, ip.dst, ip.ttl, ip.proto, ip.id, ip.tos),
-        (IP_CLIENT, IP_SERVER, 17, 6, 0xBEEF, 0x10)
-    );
+    assert_eq!((ip.src, ip.dst, ip.ttl, ip.proto, ip.id, ip.tos), (IP_CLIENT, IP_SERVER, 17, 6, 0xBEEF, 0x10));
     assert!(ip.df && !ip.mf && ip.frag_offset == 0);
     assert_eq!(usize::from(ip.total_len), 20 + 20 + 10);
     let t = i.tcp();
@@ -148,21 +129,13 @@ fn tcp_fields_round_trip() {
 
 #[test]
 fn vlan_and_padding() {
-    let f = FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2)
-        .vlan(Some(100))
-        .vlan_pcp(5)
-        .build();
+    let f = FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2).vlan(Some(100)).vlan_pcp(5).build();
     assert_eq!(f.len(), 60);
     let i = inspect(&f).unwrap();
-    assert_eq!(
-        (i.vlan, i.vlan_pcp, i.ethertype),
-        (Some(100), 5, ETHERTYPE_IPV4)
-    );
+    assert_eq!((i.vlan, i.vlan_pcp, i.ethertype), (Some(100), 5, ETHERTYPE_IPV4));
     assert_eq!(i.padding, 60 - 18 - 28);
     assert_eq!(i.udp().payload, b"");
-    let unpadded = FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2)
-        .pad(false)
-        .build();
+    let unpadded = FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2).pad(false).build();
     assert_eq!(unpadded.len(), 14 + 28);
 }
 
@@ -175,20 +148,14 @@ fn udp_and_icmp_fields() {
 
     let e = inspect(&echo_frame()).unwrap();
     let icmp = e.icmp();
-    assert_eq!(
-        (icmp.icmp_type, icmp.code, icmp.id, icmp.seq),
-        (ICMP_ECHO_REQUEST, 0, 0x4242, 7)
-    );
+    assert_eq!((icmp.icmp_type, icmp.code, icmp.id, icmp.seq), (ICMP_ECHO_REQUEST, 0, 0x4242, 7));
     assert_eq!(icmp.payload, vec![0xAB; 33]);
     assert!(icmp.quoted.is_none());
 
     let err = inspect(&error_frame()).unwrap();
     assert_eq!((err.icmp().icmp_type, err.icmp().code), (3, 3));
     let q = err.quoted();
-    assert_eq!(
-        (q.src, q.dst, q.proto, q.sport, q.dport),
-        (IP_CLIENT, IP_SERVER, PROTO_UDP, Some(5353), Some(53))
-    );
+    assert_eq!((q.src, q.dst, q.proto, q.sport, q.dport), (IP_CLIENT, IP_SERVER, PROTO_UDP, Some(5353), Some(53)));
     assert_eq!(q.bytes, ip_packet(&udp_frame()));
 
     let inner_echo = echo_frame();
@@ -203,26 +170,20 @@ fn udp_and_icmp_fields() {
     )
     .build();
     let q = inspect(&te).unwrap().quoted().clone();
-    assert_eq!(
-        (q.proto, q.icmp_type, q.icmp_id, q.sport),
-        (PROTO_ICMP, Some(8), Some(0x4242), None)
-    );
+    assert_eq!((q.proto, q.icmp_type, q.icmp_id, q.sport), (PROTO_ICMP, Some(8), Some(0x4242), None));
     verify_checksums(&te).unwrap();
 }
 
 #[test]
 fn arp_fields() {
-    let r =
-        inspect(&FrameBuilder::arp_request(MAC_CLIENT, IP_CLIENT, IP_INTERNAL).build()).unwrap();
+    let r = inspect(&FrameBuilder::arp_request(MAC_CLIENT, IP_CLIENT, IP_INTERNAL).build()).unwrap();
     assert_eq!((r.dst_mac, r.ethertype), (MAC_BROADCAST, ETHERTYPE_ARP));
     let a = r.arp();
     assert_eq!(
         (a.op, a.sender_mac, a.sender_ip, a.target_mac, a.target_ip),
         (ARP_REQUEST, MAC_CLIENT, IP_CLIENT, MAC_ZERO, IP_INTERNAL)
     );
-    let r =
-        inspect(&FrameBuilder::arp_reply(MAC_INTERNAL, IP_INTERNAL, MAC_CLIENT, IP_CLIENT).build())
-            .unwrap();
+    let r = inspect(&FrameBuilder::arp_reply(MAC_INTERNAL, IP_INTERNAL, MAC_CLIENT, IP_CLIENT).build()).unwrap();
     let a = r.arp();
     assert_eq!(
         (r.dst_mac, a.op, a.sender_mac, a.target_mac, a.target_ip),
@@ -240,10 +201,8 @@ fn fragments_are_recognised() {
     assert_eq!(i.l4, L4Info::Fragment);
     assert_eq!(i.ip().frag_offset, 9);
     assert_eq!(usize::from(i.ip().total_len), 60);
-    let first = FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 7, 8)
-        .mf(true)
-        .payload(&[1; 16])
-        .build();
+    let first =
+        FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 7, 8).mf(true).payload(&[1; 16]).build();
     let i = inspect(&first).unwrap();
     assert!(i.ip().mf);
     assert_eq!(i.ports(), Some((7, 8)));
@@ -299,46 +258,23 @@ fn any_damaged_byte_is_detected() {
 
 #[test]
 fn errors_name_the_bad_checksum() {
-    let f = FrameBuilder::tcp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2)
-        .corrupt_ip_checksum()
-        .build();
-    assert!(verify_checksums(&f)
-        .unwrap_err()
-        .starts_with("IPv4 header checksum wrong"));
-    let f = FrameBuilder::tcp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2)
-        .corrupt_l4_checksum()
-        .build();
-    assert!(verify_checksums(&f)
-        .unwrap_err()
-        .starts_with("TCP checksum wrong"));
-    let f = FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2)
-        .corrupt_l4_checksum()
-        .build();
-    assert!(verify_checksums(&f)
-        .unwrap_err()
-        .starts_with("UDP checksum wrong"));
+    let f = FrameBuilder::tcp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2).corrupt_ip_checksum().build();
+    assert!(verify_checksums(&f).unwrap_err().starts_with("IPv4 header checksum wrong"));
+    let f = FrameBuilder::tcp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2).corrupt_l4_checksum().build();
+    assert!(verify_checksums(&f).unwrap_err().starts_with("TCP checksum wrong"));
+    let f = FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2).corrupt_l4_checksum().build();
+    assert!(verify_checksums(&f).unwrap_err().starts_with("UDP checksum wrong"));
     let f = FrameBuilder::icmp_echo_request(MAC_CLIENT, MAC_INTERNAL, IP_CLIENT, IP_SERVER, 1, 2)
         .corrupt_l4_checksum()
         .build();
-    assert!(verify_checksums(&f)
-        .unwrap_err()
-        .starts_with("ICMP checksum wrong"));
+    assert!(verify_checksums(&f).unwrap_err().starts_with("ICMP checksum wrong"));
 
     // A NAT that rewrote the quoted source without fixing the quoted header checksum (but did
     // fix the ICMP checksum) is caught.
     let inner = FrameBuilder::udp(MAC_CLIENT, MAC_INTERNAL, IP_EXTERNAL, IP_SERVER, 1, 2).build();
     let mut quoted = ip_packet(&inner).to_vec();
     quoted[12..16].copy_from_slice(&IP_CLIENT.to_be_bytes());
-    let f = FrameBuilder::icmp_error(
-        MAC_INTERNAL,
-        MAC_CLIENT,
-        IP_SERVER,
-        IP_CLIENT,
-        3,
-        3,
-        &quoted,
-    )
-    .build();
+    let f = FrameBuilder::icmp_error(MAC_INTERNAL, MAC_CLIENT, IP_SERVER, IP_CLIENT, 3, 3, &quoted).build();
     let e = verify_checksums(&f).unwrap_err();
     assert!(e.starts_with("quoted IPv4 header checksum wrong"), "{e}");
 }

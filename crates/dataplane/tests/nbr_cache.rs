@@ -56,14 +56,8 @@ fn state_of(c: &NeighborCache, ip: u32) -> Option<(Option<[u8; 6]>, NeighborStat
 #[test]
 fn defaults_are_sane() {
     let d = NeighborConfig::default();
-    assert_eq!(
-        (d.pending_per_neighbor, d.pending_total, d.max_frame_len),
-        (4, 256, 2048)
-    );
-    assert_eq!(
-        (d.retry_interval_ns, d.max_probes, d.reachable_ns),
-        (S, 3, 300 * S)
-    );
+    assert_eq!((d.pending_per_neighbor, d.pending_total, d.max_frame_len), (4, 256, 2048));
+    assert_eq!((d.retry_interval_ns, d.max_probes, d.reachable_ns), (S, 3, 300 * S));
     let c = NeighborCache::new(d);
     assert_eq!(c.stats(), NeighborStats::default());
 }
@@ -72,21 +66,12 @@ fn defaults_are_sane() {
 fn first_hold_probes_second_does_not() {
     let mut c = NeighborCache::new(cfg());
     assert_eq!(c.lookup(A, 0), None);
-    assert_eq!(
-        c.hold(A, &frame(1, 60), 0),
-        Hold::Queued { send_probe: true }
-    );
-    assert_eq!(
-        c.hold(A, &frame(2, 60), 10 * MS),
-        Hold::Queued { send_probe: false }
-    );
+    assert_eq!(c.hold(A, &frame(1, 60), 0), Hold::Queued { send_probe: true });
+    assert_eq!(c.hold(A, &frame(2, 60), 10 * MS), Hold::Queued { send_probe: false });
     assert_eq!(c.lookup(A, 20 * MS), None);
     assert_eq!(state_of(&c, A), Some((None, NeighborState::Incomplete)));
     let st = c.stats();
-    assert_eq!(
-        (st.entries, st.pending, st.held, st.probes_sent),
-        (1, 2, 2, 1)
-    );
+    assert_eq!((st.entries, st.pending, st.held, st.probes_sent), (1, 2, 2, 1));
     // Nothing is due before the retry interval.
     assert_eq!(poll(&mut c, 999 * MS), (vec![], 0));
 }
@@ -95,10 +80,7 @@ fn first_hold_probes_second_does_not() {
 fn learn_releases_frames_in_order_with_the_mac() {
     let mut c = NeighborCache::new(cfg());
     for (i, ip) in [(1, A), (2, B), (3, A), (4, A), (5, B)] {
-        assert!(matches!(
-            c.hold(ip, &frame(i, 40 + usize::from(i)), 0),
-            Hold::Queued { .. }
-        ));
+        assert!(matches!(c.hold(ip, &frame(i, 40 + usize::from(i)), 0), Hold::Queued { .. }));
     }
     assert!(released(&mut c).is_empty(), "nothing resolved yet");
     c.learn(A, MAC_A, 5 * MS);
@@ -107,34 +89,18 @@ fn learn_releases_frames_in_order_with_the_mac() {
     assert_eq!(out.len(), 3);
     for ((ip, mac, f), tag) in out.iter().zip([1u8, 3, 4]) {
         assert_eq!((*ip, *mac), (A, MAC_A));
-        assert_eq!(
-            f,
-            &frame(tag, 40 + usize::from(tag)),
-            "frame content and length kept"
-        );
+        assert_eq!(f, &frame(tag, 40 + usize::from(tag)), "frame content and length kept");
     }
     assert!(released(&mut c).is_empty(), "released exactly once");
     assert_eq!(c.lookup(A, 6 * MS), Some(MAC_A));
-    assert_eq!(
-        state_of(&c, A),
-        Some((Some(MAC_A), NeighborState::Reachable))
-    );
+    assert_eq!(state_of(&c, A), Some((Some(MAC_A), NeighborState::Reachable)));
     c.learn(B, MAC_B, 7 * MS);
     let out = released(&mut c);
-    assert_eq!(
-        out.iter().map(|(ip, _, f)| (*ip, f[0])).collect::<Vec<_>>(),
-        vec![(B, 2), (B, 5)]
-    );
+    assert_eq!(out.iter().map(|(ip, _, f)| (*ip, f[0])).collect::<Vec<_>>(), vec![(B, 2), (B, 5)]);
     let st = c.stats();
-    assert_eq!(
-        (st.resolved, st.released, st.pending, st.releasable),
-        (2, 5, 0, 0)
-    );
+    assert_eq!((st.resolved, st.released, st.pending, st.releasable), (2, 5, 0, 0));
     // The callback may patch the frame in place.
-    assert_eq!(
-        c.hold(A, &frame(9, 60), 8 * MS),
-        Hold::Queued { send_probe: false }
-    );
+    assert_eq!(c.hold(A, &frame(9, 60), 8 * MS), Hold::Queued { send_probe: false });
     c.take_released(|_, mac, f| f[..6].copy_from_slice(&mac));
 }
 
@@ -167,76 +133,46 @@ fn too_big_frames_are_refused_without_side_effects() {
     assert_eq!(c.hold(A, &frame(1, 129), 0), Hold::DroppedTooBig);
     assert_eq!(c.stats().entries, 0);
     assert_eq!(c.stats().dropped_too_big, 1);
-    assert_eq!(
-        c.hold(A, &frame(1, 128), 0),
-        Hold::Queued { send_probe: true }
-    );
+    assert_eq!(c.hold(A, &frame(1, 128), 0), Hold::Queued { send_probe: true });
 }
 
 #[test]
 fn retries_then_gives_up_then_holds_off_then_reprobes() {
     let mut c = NeighborCache::new(cfg());
-    assert_eq!(
-        c.hold(A, &frame(1, 60), 0),
-        Hold::Queued { send_probe: true }
-    ); // probe 1
-    assert_eq!(
-        c.hold(A, &frame(2, 60), 0),
-        Hold::Queued { send_probe: false }
-    );
+    assert_eq!(c.hold(A, &frame(1, 60), 0), Hold::Queued { send_probe: true }); // probe 1
+    assert_eq!(c.hold(A, &frame(2, 60), 0), Hold::Queued { send_probe: false });
     assert_eq!(poll(&mut c, S - 1), (vec![], 0));
     assert_eq!(poll(&mut c, S), (vec![A], 0)); // probe 2
     assert_eq!(poll(&mut c, S + 500 * MS), (vec![], 0));
     assert_eq!(poll(&mut c, 2 * S), (vec![A], 0)); // probe 3
-    assert_eq!(
-        c.hold(A, &frame(3, 60), 2 * S + 1),
-        Hold::Queued { send_probe: false }
-    );
+    assert_eq!(c.hold(A, &frame(3, 60), 2 * S + 1), Hold::Queued { send_probe: false });
     // One interval after the last probe: give up, dropping the three frames.
     assert_eq!(poll(&mut c, 3 * S), (vec![], 3));
     assert_eq!(state_of(&c, A), Some((None, NeighborState::Failed)));
     let st = c.stats();
-    assert_eq!(
-        (st.probes_sent, st.failed, st.dropped_unresolved, st.pending),
-        (3, 1, 3, 0)
-    );
+    assert_eq!((st.probes_sent, st.failed, st.dropped_unresolved, st.pending), (3, 1, 3, 0));
     // Held off for failed_hold_ns: refused, no probes.
     assert_eq!(c.hold(A, &frame(4, 60), 4 * S), Hold::DroppedFailed);
     assert_eq!(poll(&mut c, 5 * S), (vec![], 0));
     assert_eq!(c.stats().dropped_failed, 1);
     // After the hold period: resolving starts again.
-    assert_eq!(
-        c.hold(A, &frame(5, 60), 6 * S),
-        Hold::Queued { send_probe: true }
-    );
+    assert_eq!(c.hold(A, &frame(5, 60), 6 * S), Hold::Queued { send_probe: true });
     assert_eq!(poll(&mut c, 7 * S), (vec![A], 0));
     // And an answer ends it.
     c.learn(A, MAC_A, 7 * S + MS);
     assert_eq!(released(&mut c).len(), 1);
-    assert_eq!(
-        c.stats().held,
-        c.stats().released + c.stats().dropped_unresolved
-    );
+    assert_eq!(c.stats().held, c.stats().released + c.stats().dropped_unresolved);
 }
 
 #[test]
 fn hold_sends_the_retry_when_due_and_poll_does_not_repeat_it() {
     let mut c = NeighborCache::new(cfg());
-    assert_eq!(
-        c.hold(A, &frame(1, 60), 0),
-        Hold::Queued { send_probe: true }
-    );
-    assert_eq!(
-        c.hold(A, &frame(2, 60), S),
-        Hold::Queued { send_probe: true }
-    );
+    assert_eq!(c.hold(A, &frame(1, 60), 0), Hold::Queued { send_probe: true });
+    assert_eq!(c.hold(A, &frame(2, 60), S), Hold::Queued { send_probe: true });
     assert_eq!(poll(&mut c, S), (vec![], 0));
     assert_eq!(poll(&mut c, 2 * S), (vec![A], 0));
     // Probes exhausted: holds never ask for more.
-    assert_eq!(
-        c.hold(A, &frame(3, 60), 3 * S),
-        Hold::Queued { send_probe: false }
-    );
+    assert_eq!(c.hold(A, &frame(3, 60), 3 * S), Hold::Queued { send_probe: false });
     assert_eq!(c.stats().probes_sent, 3);
     assert_eq!(poll(&mut c, 3 * S), (vec![], 3));
 }
@@ -252,10 +188,7 @@ fn failed_entries_are_freed_after_the_hold_period() {
     poll(&mut c, 6 * S);
     assert_eq!(c.stats().entries, 0);
     assert_eq!(state_of(&c, A), None);
-    assert_eq!(
-        c.hold(A, &frame(1, 60), 6 * S),
-        Hold::Queued { send_probe: true }
-    );
+    assert_eq!(c.hold(A, &frame(1, 60), 6 * S), Hold::Queued { send_probe: true });
 }
 
 #[test]
@@ -267,27 +200,18 @@ fn learn_during_failed_period_makes_it_reachable() {
     }
     c.learn(A, MAC_A, 3 * S + 1);
     assert_eq!(c.lookup(A, 3 * S + 2), Some(MAC_A));
-    assert!(
-        released(&mut c).is_empty(),
-        "the dropped frame stays dropped"
-    );
+    assert!(released(&mut c).is_empty(), "the dropped frame stays dropped");
 }
 
 #[test]
 fn reachable_expires() {
-    let mut c = NeighborCache::new(NeighborConfig {
-        refresh_before_ns: 0,
-        ..cfg()
-    });
+    let mut c = NeighborCache::new(NeighborConfig { refresh_before_ns: 0, ..cfg() });
     c.learn(A, MAC_A, 10 * S);
     assert_eq!(c.lookup(A, 310 * S), Some(MAC_A));
     assert_eq!(c.lookup(A, 310 * S + 1), None);
     assert_eq!(state_of(&c, A), Some((Some(MAC_A), NeighborState::Stale)));
     // The next frame re-resolves.
-    assert_eq!(
-        c.hold(A, &frame(1, 60), 311 * S),
-        Hold::Queued { send_probe: true }
-    );
+    assert_eq!(c.hold(A, &frame(1, 60), 311 * S), Hold::Queued { send_probe: true });
     assert_eq!(state_of(&c, A), Some((None, NeighborState::Incomplete)));
     c.learn(A, MAC_B, 311 * S + MS);
     assert_eq!(released(&mut c)[0].1, MAC_B);
@@ -303,18 +227,10 @@ fn busy_neighbours_are_refreshed_before_expiry() {
     c.learn(A, MAC_A, 0);
     c.learn(B, MAC_B, 0);
     assert_eq!(c.lookup(A, 294 * S), Some(MAC_A));
-    assert_eq!(
-        poll(&mut c, 294 * S),
-        (vec![], 0),
-        "not yet in the refresh window"
-    );
+    assert_eq!(poll(&mut c, 294 * S), (vec![], 0), "not yet in the refresh window");
     assert_eq!(c.lookup(A, 296 * S), Some(MAC_A));
     assert_eq!(c.lookup(A, 296 * S + 1), Some(MAC_A));
-    assert_eq!(
-        poll(&mut c, 296 * S + 2),
-        (vec![A], 0),
-        "one refresh probe, for the used entry only"
-    );
+    assert_eq!(poll(&mut c, 296 * S + 2), (vec![A], 0), "one refresh probe, for the used entry only");
     assert_eq!(c.lookup(A, 297 * S), Some(MAC_A));
     assert_eq!(poll(&mut c, 297 * S), (vec![], 0), "not repeated");
     c.learn(A, MAC_A, 297 * S + MS); // the answer
@@ -352,10 +268,7 @@ fn full_table_evicts_the_least_recently_confirmed_reachable_entry() {
     for ip in [A, B, C] {
         c.learn(ip, MAC_A, 0);
     }
-    assert_eq!(
-        c.hold(D, &frame(1, 60), 400 * S),
-        Hold::Queued { send_probe: true }
-    );
+    assert_eq!(c.hold(D, &frame(1, 60), 400 * S), Hold::Queued { send_probe: true });
     assert_eq!(state_of(&c, A), None);
 }
 
@@ -372,12 +285,7 @@ fn update_existing_does_not_create() {
 
 #[test]
 fn poll_work_is_bounded() {
-    let mut c = NeighborCache::new(NeighborConfig {
-        capacity: 100,
-        pending_total: 100,
-        poll_budget: 8,
-        ..cfg()
-    });
+    let mut c = NeighborCache::new(NeighborConfig { capacity: 100, pending_total: 100, poll_budget: 8, ..cfg() });
     for i in 0..100 {
         c.hold(0x0A00_0000 + i, &frame(1, 60), 0);
     }
@@ -405,10 +313,7 @@ fn time_going_backwards_is_treated_as_now() {
     let mut c = NeighborCache::new(cfg());
     c.learn(A, MAC_A, 100 * S);
     assert_eq!(c.lookup(A, 5), Some(MAC_A));
-    assert_eq!(
-        c.hold(B, &frame(1, 60), 50 * S),
-        Hold::Queued { send_probe: true }
-    );
+    assert_eq!(c.hold(B, &frame(1, 60), 50 * S), Hold::Queued { send_probe: true });
     // The probe was scheduled from 100 s, not 50 s.
     assert_eq!(poll(&mut c, 100 * S + S - 1), (vec![], 0));
     assert_eq!(poll(&mut c, 101 * S), (vec![B], 0));
@@ -417,8 +322,5 @@ fn time_going_backwards_is_treated_as_now() {
 #[test]
 #[should_panic(expected = "capacity")]
 fn zero_capacity_is_rejected() {
-    NeighborCache::new(NeighborConfig {
-        capacity: 0,
-        ..cfg()
-    });
+    NeighborCache::new(NeighborConfig { capacity: 0, ..cfg() });
 }

@@ -21,10 +21,7 @@ impl Ipv4Cidr {
         if prefix_len > 32 || network & !mask(prefix_len) != 0 {
             return None;
         }
-        Some(Ipv4Cidr {
-            network,
-            prefix_len,
-        })
+        Some(Ipv4Cidr { network, prefix_len })
     }
 
     pub fn network(&self) -> Ipv4Addr {
@@ -77,11 +74,7 @@ impl FromStr for Ipv4Cidr {
 
     /// Accepts `a.b.c.d/len`, and a bare `a.b.c.d` as a single host (`/32`).
     fn from_str(text: &str) -> Result<Self, CidrError> {
-        let not_a_cidr = || {
-            CidrError(format!(
-                "`{text}` is not an IPv4 CIDR (expected a.b.c.d/len, e.g. 10.0.0.0/24)"
-            ))
-        };
+        let not_a_cidr = || CidrError(format!("`{text}` is not an IPv4 CIDR (expected a.b.c.d/len, e.g. 10.0.0.0/24)"));
         let (addr_text, prefix_text) = match text.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),
             None => (text, None),
@@ -102,9 +95,7 @@ impl FromStr for Ipv4Cidr {
         };
         Ipv4Cidr::new(addr, prefix_len).ok_or_else(|| {
             let network = Ipv4Addr::from(u32::from(addr) & mask(prefix_len));
-            CidrError(format!(
-                "{text} has host bits set; did you mean {network}/{prefix_len}?"
-            ))
+            CidrError(format!("{text} has host bits set; did you mean {network}/{prefix_len}?"))
         })
     }
 }
@@ -195,43 +186,24 @@ mod tests {
 
     #[test]
     fn host_bits_error_suggests_the_network() {
-        assert_eq!(
-            parse("10.10.0.1/24").unwrap_err(),
-            "10.10.0.1/24 has host bits set; did you mean 10.10.0.0/24?"
-        );
+        assert_eq!(parse("10.10.0.1/24").unwrap_err(), "10.10.0.1/24 has host bits set; did you mean 10.10.0.0/24?");
     }
 
     #[test]
     fn rejects_malformed_text() {
-        for bad in [
-            "",
-            "10.10.0/24",
-            "10.10.0.0/",
-            "10.10.0.0/-1",
-            "10.0.0.0/08",
-            "010.0.0.0/8",
-            "a/8",
-            " 10.0.0.0/8",
-        ] {
-            assert!(
-                parse(bad).unwrap_err().contains("is not an IPv4 CIDR"),
-                "{bad}"
-            );
+        for bad in ["", "10.10.0/24", "10.10.0.0/", "10.10.0.0/-1", "10.0.0.0/08", "010.0.0.0/8", "a/8", " 10.0.0.0/8"]
+        {
+            assert!(parse(bad).unwrap_err().contains("is not an IPv4 CIDR"), "{bad}");
         }
         assert!(parse("10.0.0.0/33").unwrap_err().contains("out of range"));
     }
 
     #[test]
     fn merges_overlapping_and_touching_blocks() {
-        let blocks: Vec<Ipv4Cidr> = ["10.0.1.0/24", "10.0.0.0/24", "10.0.0.128/25", "10.0.3.0/24"]
-            .iter()
-            .map(|t| t.parse().unwrap())
-            .collect();
+        let blocks: Vec<Ipv4Cidr> =
+            ["10.0.1.0/24", "10.0.0.0/24", "10.0.0.128/25", "10.0.3.0/24"].iter().map(|t| t.parse().unwrap()).collect();
         let a = |x: u8, y: u8| u32::from(Ipv4Addr::new(10, 0, x, y));
-        assert_eq!(
-            merge_blocks(&blocks),
-            vec![(a(0, 0), a(1, 255)), (a(3, 0), a(3, 255))]
-        );
+        assert_eq!(merge_blocks(&blocks), vec![(a(0, 0), a(1, 255)), (a(3, 0), a(3, 255))]);
         let mut top = vec![(u32::MAX - 1, u32::MAX), (0, 5), (u32::MAX, u32::MAX)];
         merge_ranges(&mut top);
         assert_eq!(top, vec![(0, 5), (u32::MAX - 1, u32::MAX)]);

@@ -35,13 +35,7 @@ pub struct FlowQuery {
 
 impl FlowQuery {
     pub fn new(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, dst_port: u16, icmp_type: u8) -> Self {
-        FlowQuery {
-            src: src.into(),
-            dst: dst.into(),
-            proto,
-            dst_port,
-            icmp_type,
-        }
+        FlowQuery { src: src.into(), dst: dst.into(), proto, dst_port, icmp_type }
     }
 }
 

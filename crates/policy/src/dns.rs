@@ -49,9 +49,7 @@ impl HostnameIndex {
                         Pattern::Exact(name) => (&mut index.exact, name),
                         Pattern::Below(suffix) => (&mut index.below, suffix),
                     };
-                    map.entry(key.to_string())
-                        .or_default()
-                        .push((g as u16, r as u16));
+                    map.entry(key.to_string()).or_default().push((g as u16, r as u16));
                 }
             }
         }
@@ -106,8 +104,7 @@ impl CompiledPolicy {
         let candidates = self.sources.candidates(client);
         for &g in candidates.iter().filter(|_| !lists.is_empty()) {
             let group_hits = rules_of_group(&lists, g);
-            let (Some(&r), Some(group)) = (group_hits.first(), self.groups.get(usize::from(g)))
-            else {
+            let (Some(&r), Some(group)) = (group_hits.first(), self.groups.get(usize::from(g))) else {
                 continue;
             };
             let Some(rule) = group.rules.get(usize::from(r)) else {
@@ -115,12 +112,9 @@ impl CompiledPolicy {
             };
             let cause = Some(Cause::Rule { group: g, rule: r });
             return match rule.action {
-                Action::Deny => DnsDecision {
-                    allowed: group.audit,
-                    audit_would_deny: group.audit,
-                    learn_for: Vec::new(),
-                    cause,
-                },
+                Action::Deny => {
+                    DnsDecision { allowed: group.audit, audit_would_deny: group.audit, learn_for: Vec::new(), cause }
+                }
                 Action::Allow => {
                     let learn_for = group_hits
                         .iter()
@@ -128,27 +122,14 @@ impl CompiledPolicy {
                         .take_while(|rule| rule.action == Action::Allow)
                         .filter_map(|rule| rule.key())
                         .collect();
-                    DnsDecision {
-                        allowed: true,
-                        audit_would_deny: false,
-                        learn_for,
-                        cause,
-                    }
+                    DnsDecision { allowed: true, audit_would_deny: false, learn_for, cause }
                 }
             };
         }
         // No hostname rule for this name: refused, unless the client's first group is in
         // audit mode, which (as for the document default in `evaluate`) must not break the
         // traffic it is only observing.
-        let audit = candidates
-            .first()
-            .and_then(|&g| self.groups.get(usize::from(g)))
-            .is_some_and(|g| g.audit);
-        DnsDecision {
-            allowed: audit,
-            audit_would_deny: audit,
-            learn_for: Vec::new(),
-            cause: None,
-        }
+        let audit = candidates.first().and_then(|&g| self.groups.get(usize::from(g))).is_some_and(|g| g.audit);
+        DnsDecision { allowed: audit, audit_would_deny: audit, learn_for: Vec::new(), cause: None }
     }
 }

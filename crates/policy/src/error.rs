@@ -19,10 +19,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            path: path.into(),
-            message: message.into(),
-        }
+        FieldError { path: path.into(), message: message.into() }
     }
 }
 
@@ -133,13 +130,8 @@ impl ErrorSink {
         }
         let mut errors = self.errors;
         if self.dropped > 0 {
-            errors.push(FieldError::new(
-                "",
-                format!(
-                    "{} more errors not shown; fix the ones above first",
-                    self.dropped
-                ),
-            ));
+            errors
+                .push(FieldError::new("", format!("{} more errors not shown; fix the ones above first", self.dropped)));
         }
         Err(PolicyErrors(errors))
     }
@@ -169,21 +161,13 @@ mod tests {
         }
         let errors = sink.into_result(()).unwrap_err();
         assert_eq!(errors.len(), MAX_REPORTED_ERRORS + 1);
-        assert!(errors
-            .0
-            .last()
-            .unwrap()
-            .message
-            .starts_with("5 more errors"));
+        assert!(errors.0.last().unwrap().message.starts_with("5 more errors"));
     }
 
     #[test]
     fn errors_serialize_as_a_list_of_path_and_message() {
         let errors = PolicyErrors::single("default_action", "expected \"allow\" or \"deny\"");
         let json = serde_json::to_string(&errors).unwrap();
-        assert_eq!(
-            json,
-            r#"[{"path":"default_action","message":"expected \"allow\" or \"deny\""}]"#
-        );
+        assert_eq!(json, r#"[{"path":"default_action","message":"expected \"allow\" or \"deny\""}]"#);
     }
 }

@@ -39,10 +39,7 @@ impl CompiledPolicy {
         // No group decided: the document default applies, audited as the source's first
         // group would audit it, so putting a source's first group in audit mode really lets
         // all of that source's traffic through.
-        let audit = candidates
-            .first()
-            .and_then(|&g| self.groups.get(usize::from(g)))
-            .is_some_and(|g| g.audit);
+        let audit = candidates.first().and_then(|&g| self.groups.get(usize::from(g))).is_some_and(|g| g.audit);
         verdict(self.default_action, audit, Cause::DocumentDefault, None)
     }
 }
@@ -50,30 +47,10 @@ impl CompiledPolicy {
 /// Applies audit mode and keeps `learned_via` only where it means something: the engine pins
 /// the learned entry of the hostname rule that let the flow through.
 #[inline]
-fn verdict(
-    action: Action,
-    audit: bool,
-    cause: Cause,
-    learned_via: Option<crate::RuleKey>,
-) -> Verdict {
+fn verdict(action: Action, audit: bool, cause: Cause, learned_via: Option<crate::RuleKey>) -> Verdict {
     match action {
-        Action::Allow => Verdict {
-            action,
-            audit_would_deny: false,
-            cause,
-            learned_via,
-        },
-        Action::Deny if audit => Verdict {
-            action: Action::Allow,
-            audit_would_deny: true,
-            cause,
-            learned_via: None,
-        },
-        Action::Deny => Verdict {
-            action,
-            audit_would_deny: false,
-            cause,
-            learned_via: None,
-        },
+        Action::Allow => Verdict { action, audit_would_deny: false, cause, learned_via },
+        Action::Deny if audit => Verdict { action: Action::Allow, audit_would_deny: true, cause, learned_via: None },
+        Action::Deny => Verdict { action, audit_would_deny: false, cause, learned_via: None },
     }
 }

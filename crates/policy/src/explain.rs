@@ -56,24 +56,17 @@ impl LearnedLookup for LearnedForHostname<'_> {
 impl CompiledPolicy {
     pub fn explain(&self, q: &ExplainQuery) -> Explanation {
         let src = u32::from(q.src);
-        let dns = q
-            .hostname
-            .as_deref()
-            .map(|name| self.dns_decision(src, name));
+        let dns = q.hostname.as_deref().map(|name| self.dns_decision(src, name));
         let learned = LearnedForHostname(dns.as_ref().map_or(&[], |d| d.learn_for.as_slice()));
         let flow = FlowQuery::new(q.src, q.dst, q.proto, q.dst_port, q.icmp_type);
         let verdict = self.evaluate(&flow, &learned);
 
         let candidates = self.sources.candidates(src);
-        let candidate_groups: Vec<String> = candidates
-            .iter()
-            .map(|&g| self.group_id(g).to_string())
-            .collect();
+        let candidate_groups: Vec<String> = candidates.iter().map(|&g| self.group_id(g).to_string()).collect();
         let (group, rule) = match verdict.cause {
-            Cause::Rule { group, rule } => (
-                Some(self.group_id(group).to_string()),
-                Some(self.rule_id(group, rule).to_string()),
-            ),
+            Cause::Rule { group, rule } => {
+                (Some(self.group_id(group).to_string()), Some(self.rule_id(group, rule).to_string()))
+            }
             Cause::GroupDefault { group } => (Some(self.group_id(group).to_string()), None),
             Cause::DocumentDefault => (None, None),
         };
@@ -118,20 +111,13 @@ impl CompiledPolicy {
             }
         }
         if let (Some(_), Some(hostname)) = (verdict.learned_via, q.hostname.as_deref()) {
-            text.push_str(&format!(
-                "; {} counts as learned from DNS for {hostname}",
-                q.dst
-            ));
+            text.push_str(&format!("; {} counts as learned from DNS for {hostname}", q.dst));
         }
         if let (Some(dns), Some(hostname)) = (dns, q.hostname.as_deref()) {
             if !dns.allowed {
-                text.push_str(&format!(
-                    "; DNS lookups of {hostname} by this source are refused"
-                ));
+                text.push_str(&format!("; DNS lookups of {hostname} by this source are refused"));
             } else if dns.learn_for.is_empty() {
-                text.push_str(&format!(
-                    "; DNS answers for {hostname} are not learned for any rule"
-                ));
+                text.push_str(&format!("; DNS answers for {hostname} are not learned for any rule"));
             }
         }
         text

@@ -34,10 +34,9 @@ impl<'a> Pattern<'a> {
     pub(crate) fn matches(self, name: &str) -> bool {
         match self {
             Pattern::Exact(exact) => name == exact,
-            Pattern::Below(suffix) => name
-                .strip_suffix(suffix)
-                .and_then(|head| head.strip_suffix('.'))
-                .is_some_and(|head| !head.is_empty()),
+            Pattern::Below(suffix) => {
+                name.strip_suffix(suffix).and_then(|head| head.strip_suffix('.')).is_some_and(|head| !head.is_empty())
+            }
         }
     }
 }
@@ -60,30 +59,20 @@ pub(crate) fn normalise_pattern(text: &str) -> Result<String, String> {
         return Err("hostname is empty".to_string());
     }
     if name == "*" {
-        return Err(
-            "a bare `*` would match every name; list the domains to allow (e.g. *.example.com)"
-                .to_string(),
-        );
+        return Err("a bare `*` would match every name; list the domains to allow (e.g. *.example.com)".to_string());
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "`{text}` is {} characters long; a DNS name has at most {MAX_NAME_LEN}",
-            name.len()
-        ));
+        return Err(format!("`{text}` is {} characters long; a DNS name has at most {MAX_NAME_LEN}", name.len()));
     }
     let rest = name.strip_prefix("*.").unwrap_or(&name);
     if rest.contains('*') {
-        return Err(format!(
-            "`{text}`: `*` is only allowed as the whole leftmost label (e.g. *.example.com)"
-        ));
+        return Err(format!("`{text}`: `*` is only allowed as the whole leftmost label (e.g. *.example.com)"));
     }
     for label in rest.split('.') {
         check_label(label).map_err(|why| format!("`{text}` is not a valid hostname: {why}"))?;
     }
     if rest.parse::<Ipv4Addr>().is_ok() {
-        return Err(format!(
-            "`{text}` is an IP address, which DNS never resolves; use `dst_cidrs` for addresses"
-        ));
+        return Err(format!("`{text}` is an IP address, which DNS never resolves; use `dst_cidrs` for addresses"));
     }
     Ok(name)
 }
@@ -93,19 +82,12 @@ fn check_label(label: &str) -> Result<(), String> {
         return Err("empty label (two dots in a row, or a leading dot)".to_string());
     }
     if label.len() > MAX_LABEL_LEN {
-        return Err(format!(
-            "label `{label}` is longer than {MAX_LABEL_LEN} characters"
-        ));
+        return Err(format!("label `{label}` is longer than {MAX_LABEL_LEN} characters"));
     }
     // Underscore is not valid in host names proper, but service names (`_sip._tcp.example.com`)
     // are looked up through the same proxy, so they are accepted.
-    if let Some(bad) = label
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-    {
-        return Err(format!(
-            "label `{label}` contains `{bad}`; only letters, digits, `-` and `_` are allowed"
-        ));
+    if let Some(bad) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        return Err(format!("label `{label}` contains `{bad}`; only letters, digits, `-` and `_` are allowed"));
     }
     if label.starts_with('-') || label.ends_with('-') {
         return Err(format!("label `{label}` starts or ends with `-`"));
@@ -116,8 +98,7 @@ fn check_label(label: &str) -> Result<(), String> {
 /// The suffixes a wildcard pattern for `name` could be indexed under: for `a.b.example.com`
 /// these are `b.example.com`, `example.com`, `com`.
 pub(crate) fn parent_suffixes(name: &str) -> impl Iterator<Item = &str> {
-    name.match_indices('.')
-        .map(move |(dot, _)| &name[dot + 1..])
+    name.match_indices('.').map(move |(dot, _)| &name[dot + 1..])
 }
 
 #[cfg(test)]
@@ -126,18 +107,9 @@ mod tests {
 
     #[test]
     fn normalises_case_and_one_trailing_dot() {
-        assert_eq!(
-            normalise_pattern("API.Example.COM.").unwrap(),
-            "api.example.com"
-        );
-        assert_eq!(
-            normalise_pattern("*.CDN.example.com").unwrap(),
-            "*.cdn.example.com"
-        );
-        assert_eq!(
-            normalise_pattern("_sip._tcp.example.com").unwrap(),
-            "_sip._tcp.example.com"
-        );
+        assert_eq!(normalise_pattern("API.Example.COM.").unwrap(), "api.example.com");
+        assert_eq!(normalise_pattern("*.CDN.example.com").unwrap(), "*.cdn.example.com");
+        assert_eq!(normalise_pattern("_sip._tcp.example.com").unwrap(), "_sip._tcp.example.com");
         assert!(normalise_pattern("example.com..").is_err());
     }
 
@@ -164,14 +136,10 @@ mod tests {
             assert!(error.contains(expected), "{text}: {error}");
         }
         let long_label = format!("{}.com", "a".repeat(64));
-        assert!(normalise_pattern(&long_label)
-            .unwrap_err()
-            .contains("longer than 63"));
+        assert!(normalise_pattern(&long_label).unwrap_err().contains("longer than 63"));
         let long_name = vec!["abcdefghi"; 26].join(".");
         assert_eq!(long_name.len(), 259);
-        assert!(normalise_pattern(&long_name)
-            .unwrap_err()
-            .contains("at most 253"));
+        assert!(normalise_pattern(&long_name).unwrap_err().contains("at most 253"));
     }
 
     #[test]

@@ -72,6 +72,4 @@ pub use decode::{parse_policy, MAX_GROUPS, MAX_ID_LEN, MAX_LIST_ENTRIES, MAX_RUL
 pub use dns::DnsDecision;
 pub use error::{FieldError, PolicyErrors};
 pub use explain::{ExplainQuery, Explanation};
-pub use model::{
-    GroupMode, Ipv4Cidr, PolicyDocument, PortRange, Protocol, Rule, RuleMatch, SourceGroup, Sources,
-};
+pub use model::{GroupMode, Ipv4Cidr, PolicyDocument, PortRange, Protocol, Rule, RuleMatch, SourceGroup, Sources};

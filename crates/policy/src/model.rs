@@ -22,10 +22,7 @@ pub struct PolicyDocument {
 impl Default for PolicyDocument {
     /// No groups and deny by default: the document `{}`.
     fn default() -> Self {
-        PolicyDocument {
-            default_action: Action::Deny,
-            source_groups: Vec::new(),
-        }
+        PolicyDocument { default_action: Action::Deny, source_groups: Vec::new() }
     }
 }
 
@@ -159,10 +156,7 @@ pub struct PortRange {
 
 impl PortRange {
     pub fn single(port: u16) -> Self {
-        PortRange {
-            first: port,
-            last: port,
-        }
+        PortRange { first: port, last: port }
     }
 
     pub fn contains(&self, port: u16) -> bool {

@@ -61,10 +61,7 @@ impl RuleKey {
     /// learned addresses. Ports, protocol and action are deliberately not part of the key:
     /// the addresses learned for a name stay valid when only the ports change.
     pub fn for_rule<S: AsRef<str>>(group_id: &str, rule_id: &str, hostnames: &[S]) -> RuleKey {
-        let mut patterns: Vec<String> = hostnames
-            .iter()
-            .map(|h| crate::hostname::normalise_name(h.as_ref()))
-            .collect();
+        let mut patterns: Vec<String> = hostnames.iter().map(|h| crate::hostname::normalise_name(h.as_ref())).collect();
         patterns.sort_unstable();
         patterns.dedup();
         let mut hasher = Fnv1a::new();
@@ -137,11 +134,7 @@ mod tests {
     #[test]
     fn key_ignores_pattern_order_case_duplicates_and_trailing_dots() {
         let a = RuleKey::for_rule("g", "r", &["b.example.com", "a.example.com"]);
-        let b = RuleKey::for_rule(
-            "g",
-            "r",
-            &["A.example.com.", "b.example.com", "a.example.com"],
-        );
+        let b = RuleKey::for_rule("g", "r", &["A.example.com.", "b.example.com", "a.example.com"]);
         assert_eq!(a, b);
     }
 

@@ -44,14 +44,8 @@ const ADDRESSES: &[&str] = &[
     "255.255.255.255",
 ];
 
-const PATTERNS: &[&str] = &[
-    "api.example.com",
-    "*.example.com",
-    "*.cdn.example.com",
-    "example.com",
-    "Other.NET",
-    "*.b.other.net",
-];
+const PATTERNS: &[&str] =
+    &["api.example.com", "*.example.com", "*.cdn.example.com", "example.com", "Other.NET", "*.b.other.net"];
 
 const QNAMES: &[&str] = &[
     "api.example.com",
@@ -68,26 +62,18 @@ const PORTS: &[u16] = &[0, 1, 22, 53, 80, 443, 1000, 8080, 65534, 65535];
 
 fn port_entry() -> impl Strategy<Value = Value> {
     prop_oneof![
-        prop::sample::select(PORTS)
-            .prop_filter("ports start at 1", |p| *p > 0)
-            .prop_map(|p| json!(p)),
-        (prop::sample::select(PORTS), prop::sample::select(PORTS)).prop_filter_map(
-            "ports start at 1",
-            |(a, b)| {
-                let (lo, hi) = (a.min(b), a.max(b));
-                (lo > 0).then(|| json!(format!("{lo}-{hi}")))
-            }
-        ),
+        prop::sample::select(PORTS).prop_filter("ports start at 1", |p| *p > 0).prop_map(|p| json!(p)),
+        (prop::sample::select(PORTS), prop::sample::select(PORTS)).prop_filter_map("ports start at 1", |(a, b)| {
+            let (lo, hi) = (a.min(b), a.max(b));
+            (lo > 0).then(|| json!(format!("{lo}-{hi}")))
+        }),
     ]
 }
 
 fn rule_match() -> impl Strategy<Value = Value> {
     let proto = prop::option::of(prop::sample::select(&["tcp", "udp", "icmp", "any"][..]));
     let ports = prop::option::of(prop::collection::vec(port_entry(), 1..4));
-    let types = prop::option::of(prop::collection::vec(
-        prop_oneof![0u8..10, Just(255u8)],
-        1..4,
-    ));
+    let types = prop::option::of(prop::collection::vec(prop_oneof![0u8..10, Just(255u8)], 1..4));
     let cidrs = prop::collection::vec(prop::sample::select(CIDRS), 1..3);
     let names = prop::collection::vec(prop::sample::select(PATTERNS), 1..3);
     let destination = prop_oneof![
@@ -122,47 +108,38 @@ fn group(index: usize, priority: u32) -> impl Strategy<Value = Value> {
     let rules = prop::collection::vec((action(), rule_match()), 0..7);
     let default = prop::option::of(action());
     let sources = prop::collection::vec(prop::sample::select(CIDRS), 1..3);
-    (sources, prop::bool::weighted(0.3), rules, default).prop_map(
-        move |(sources, audit, rules, default)| {
-            let rules: Vec<Value> = rules
+    (sources, prop::bool::weighted(0.3), rules, default).prop_map(move |(sources, audit, rules, default)| {
+        let rules: Vec<Value> = rules
             .into_iter()
             .enumerate()
             .map(|(r, (action, m))| json!({ "id": format!("r{r}"), "action": action, "match": m }))
             .collect();
-            let mut g = json!({
-                "id": format!("g{index}"),
-                "priority": priority,
-                "mode": if audit { "audit" } else { "enforce" },
-                "sources": { "cidrs": sources },
-                "rules": rules,
-            });
-            if let Some(default) = default {
-                g["default_action"] = json!(default);
-            }
-            g
-        },
-    )
+        let mut g = json!({
+            "id": format!("g{index}"),
+            "priority": priority,
+            "mode": if audit { "audit" } else { "enforce" },
+            "sources": { "cidrs": sources },
+            "rules": rules,
+        });
+        if let Some(default) = default {
+            g["default_action"] = json!(default);
+        }
+        g
+    })
 }
 
 fn document() -> impl Strategy<Value = String> {
     (1usize..7)
         .prop_flat_map(|n| {
             // Unique priorities in an order unrelated to document order.
-            let priorities =
-                Just((0..n as u32).map(|p| p * 7 + 3).collect::<Vec<_>>()).prop_shuffle();
+            let priorities = Just((0..n as u32).map(|p| p * 7 + 3).collect::<Vec<_>>()).prop_shuffle();
             (priorities, action())
         })
         .prop_flat_map(|(priorities, default)| {
-            let groups: Vec<_> = priorities
-                .iter()
-                .enumerate()
-                .map(|(i, &p)| group(i, p))
-                .collect();
+            let groups: Vec<_> = priorities.iter().enumerate().map(|(i, &p)| group(i, p)).collect();
             (groups, Just(default))
         })
-        .prop_map(|(groups, default)| {
-            json!({ "default_action": default, "source_groups": groups }).to_string()
-        })
+        .prop_map(|(groups, default)| json!({ "default_action": default, "source_groups": groups }).to_string())
 }
 
 fn address() -> impl Strategy<Value = u32> {
@@ -176,14 +153,12 @@ fn flow() -> impl Strategy<Value = FlowQuery> {
     let proto = prop::sample::select(&[1u8, 6, 17, 47, 0][..]);
     let port = prop_oneof![prop::sample::select(PORTS), any::<u16>()];
     let icmp_type = prop_oneof![0u8..10, any::<u8>()];
-    (address(), address(), proto, port, icmp_type).prop_map(|(src, dst, proto, port, icmp_type)| {
-        FlowQuery {
-            src,
-            dst,
-            proto,
-            dst_port: if proto == 6 || proto == 17 { port } else { 0 },
-            icmp_type: if proto == 1 { icmp_type } else { 0 },
-        }
+    (address(), address(), proto, port, icmp_type).prop_map(|(src, dst, proto, port, icmp_type)| FlowQuery {
+        src,
+        dst,
+        proto,
+        dst_port: if proto == 6 || proto == 17 { port } else { 0 },
+        icmp_type: if proto == 1 { icmp_type } else { 0 },
     })
 }
 

@@ -47,37 +47,21 @@ fn example_policy_decides_each_rule() {
     let other_port = policy.evaluate(&tcp("10.10.0.9", "93.184.216.34", 80), &learned);
     assert_eq!(other_port.cause, Cause::GroupDefault { group: 0 });
     // Another address was not learned.
-    assert!(!policy
-        .evaluate(&tcp("10.10.0.9", "93.184.216.35", 443), &learned)
-        .allowed());
+    assert!(!policy.evaluate(&tcp("10.10.0.9", "93.184.216.35", 443), &learned).allowed());
     // Nothing learned: hostname rules never match.
-    assert!(!policy
-        .evaluate(&tcp("10.10.0.9", "93.184.216.34", 443), &NothingLearned)
-        .allowed());
+    assert!(!policy.evaluate(&tcp("10.10.0.9", "93.184.216.34", 443), &NothingLearned).allowed());
 
     let ntp = policy.evaluate(&udp("10.10.0.9", "203.0.113.200", 123), &NothingLearned);
-    assert_eq!(
-        (ntp.action, ntp.cause, ntp.learned_via),
-        (Action::Allow, Cause::Rule { group: 0, rule: 1 }, None)
-    );
-    assert!(!policy
-        .evaluate(&udp("10.10.0.9", "203.0.114.1", 123), &NothingLearned)
-        .allowed());
-    assert!(!policy
-        .evaluate(&tcp("10.10.0.9", "203.0.113.200", 123), &NothingLearned)
-        .allowed());
+    assert_eq!((ntp.action, ntp.cause, ntp.learned_via), (Action::Allow, Cause::Rule { group: 0, rule: 1 }, None));
+    assert!(!policy.evaluate(&udp("10.10.0.9", "203.0.114.1", 123), &NothingLearned).allowed());
+    assert!(!policy.evaluate(&tcp("10.10.0.9", "203.0.113.200", 123), &NothingLearned).allowed());
 
     let ping = policy.evaluate(&icmp("10.10.0.9", "198.51.100.1", 8), &NothingLearned);
     assert_eq!(ping.cause, Cause::Rule { group: 0, rule: 2 });
-    assert!(!policy
-        .evaluate(&icmp("10.10.0.9", "198.51.100.1", 0), &NothingLearned)
-        .allowed());
+    assert!(!policy.evaluate(&icmp("10.10.0.9", "198.51.100.1", 0), &NothingLearned).allowed());
 
     let outsider = policy.evaluate(&tcp("10.10.1.9", "93.184.216.34", 443), &learned);
-    assert_eq!(
-        (outsider.action, outsider.cause),
-        (Action::Deny, Cause::DocumentDefault)
-    );
+    assert_eq!((outsider.action, outsider.cause), (Action::Deny, Cause::DocumentDefault));
 }
 
 #[test]
@@ -90,16 +74,10 @@ fn groups_are_tried_by_priority_not_document_order() {
         ]}"#,
     );
     let ssh = policy.evaluate(&tcp("10.1.2.3", "192.0.2.1", 22), &NothingLearned);
-    assert_eq!(
-        (ssh.action, ssh.cause),
-        (Action::Deny, Cause::Rule { group: 1, rule: 0 })
-    );
+    assert_eq!((ssh.action, ssh.cause), (Action::Deny, Cause::Rule { group: 1, rule: 0 }));
     // `early` has no default, so other traffic falls through to `late`.
     let web = policy.evaluate(&tcp("10.1.2.3", "192.0.2.1", 443), &NothingLearned);
-    assert_eq!(
-        (web.action, web.cause),
-        (Action::Allow, Cause::GroupDefault { group: 0 })
-    );
+    assert_eq!((web.action, web.cause), (Action::Allow, Cause::GroupDefault { group: 0 }));
     // Outside `early`'s sources only `late` applies.
     let ssh_elsewhere = policy.evaluate(&tcp("10.2.0.1", "192.0.2.1", 22), &NothingLearned);
     assert_eq!(ssh_elsewhere.cause, Cause::GroupDefault { group: 0 });
@@ -113,17 +91,10 @@ fn proto_any_matches_every_protocol_and_port() {
     );
     for proto in [0u8, 1, 6, 17, 47, 50, 255] {
         let flow = FlowQuery::new(ip("10.0.0.1"), ip("192.168.7.7"), proto, 0, 0);
-        assert!(
-            policy.evaluate(&flow, &NothingLearned).allowed(),
-            "proto {proto}"
-        );
+        assert!(policy.evaluate(&flow, &NothingLearned).allowed(), "proto {proto}");
     }
-    assert!(policy
-        .evaluate(&tcp("10.0.0.1", "192.168.0.1", 65535), &NothingLearned)
-        .allowed());
-    assert!(!policy
-        .evaluate(&tcp("10.0.0.1", "192.169.0.1", 1), &NothingLearned)
-        .allowed());
+    assert!(policy.evaluate(&tcp("10.0.0.1", "192.168.0.1", 65535), &NothingLearned).allowed());
+    assert!(!policy.evaluate(&tcp("10.0.0.1", "192.169.0.1", 1), &NothingLearned).allowed());
 }
 
 #[test]
@@ -148,15 +119,9 @@ fn audit_mode_reports_would_deny_for_rules_defaults_and_hostnames() {
         }
     );
     let ssh = policy.evaluate(&tcp("10.0.0.1", "192.0.2.1", 22), &NothingLearned);
-    assert_eq!(
-        (ssh.action, ssh.audit_would_deny, ssh.cause),
-        (Action::Allow, true, Cause::Rule { group: 0, rule: 1 })
-    );
+    assert_eq!((ssh.action, ssh.audit_would_deny, ssh.cause), (Action::Allow, true, Cause::Rule { group: 0, rule: 1 }));
     let other = policy.evaluate(&udp("10.0.0.1", "192.0.2.1", 53), &NothingLearned);
-    assert_eq!(
-        (other.action, other.audit_would_deny, other.cause),
-        (Action::Allow, true, Cause::DocumentDefault)
-    );
+    assert_eq!((other.action, other.audit_would_deny, other.cause), (Action::Allow, true, Cause::DocumentDefault));
 }
 
 #[test]
@@ -166,16 +131,10 @@ fn enforced_hostname_deny_has_no_learned_via() {
           "rules":[{"id":"block","action":"deny","match":{"hostnames":["*.example.net"]}}]}]}"#,
     );
     let key = RuleKey::for_rule("g", "block", &["*.example.net"]);
-    let verdict = policy.evaluate(
-        &tcp("10.0.0.1", "192.0.2.66", 443),
-        &Learned::default().with(key, "192.0.2.66"),
-    );
+    let verdict = policy.evaluate(&tcp("10.0.0.1", "192.0.2.66", 443), &Learned::default().with(key, "192.0.2.66"));
     assert_eq!((verdict.action, verdict.learned_via), (Action::Deny, None));
     let allowed = policy.evaluate(&tcp("10.0.0.1", "192.0.2.66", 443), &NothingLearned);
-    assert_eq!(
-        (allowed.action, allowed.audit_would_deny),
-        (Action::Allow, false)
-    );
+    assert_eq!((allowed.action, allowed.audit_would_deny), (Action::Allow, false));
 }
 
 #[test]
@@ -189,18 +148,9 @@ fn address_space_edges_and_overlapping_sources() {
            "default_action":"deny"}
         ]}"#,
     );
-    assert!(policy
-        .evaluate(&tcp("255.255.255.255", "1.1.1.1", 1), &NothingLearned)
-        .allowed());
-    assert!(policy
-        .evaluate(&tcp("0.0.0.0", "1.1.1.1", 1), &NothingLearned)
-        .allowed());
-    assert_eq!(
-        policy
-            .evaluate(&tcp("0.0.0.1", "1.1.1.1", 1), &NothingLearned)
-            .cause,
-        Cause::DocumentDefault
-    );
+    assert!(policy.evaluate(&tcp("255.255.255.255", "1.1.1.1", 1), &NothingLearned).allowed());
+    assert!(policy.evaluate(&tcp("0.0.0.0", "1.1.1.1", 1), &NothingLearned).allowed());
+    assert_eq!(policy.evaluate(&tcp("0.0.0.1", "1.1.1.1", 1), &NothingLearned).cause, Cause::DocumentDefault);
     for (dst, port, allowed) in [
         ("255.255.255.255", 65535, true),
         ("255.255.255.254", 1, true),
@@ -212,11 +162,7 @@ fn address_space_edges_and_overlapping_sources() {
     ] {
         let verdict = policy.evaluate(&udp("10.0.0.200", dst, port), &NothingLearned);
         assert_eq!(verdict.allowed(), allowed, "{dst}:{port}");
-        let expected_cause = if allowed {
-            Cause::Rule { group: 1, rule: 0 }
-        } else {
-            Cause::GroupDefault { group: 1 }
-        };
+        let expected_cause = if allowed { Cause::Rule { group: 1, rule: 0 } } else { Cause::GroupDefault { group: 1 } };
         assert_eq!(verdict.cause, expected_cause, "{dst}:{port}");
     }
 }
@@ -230,42 +176,24 @@ fn a_catch_all_rule_hides_the_rules_after_it() {
           {"id":"never","action":"allow","match":{"proto":"tcp","dst_ports":[22]}}]}]}"#,
     );
     assert_eq!(
-        policy
-            .evaluate(&tcp("1.1.1.1", "2.2.2.2", 443), &NothingLearned)
-            .cause,
+        policy.evaluate(&tcp("1.1.1.1", "2.2.2.2", 443), &NothingLearned).cause,
         Cause::Rule { group: 0, rule: 0 }
     );
     assert_eq!(
-        policy
-            .evaluate(&tcp("1.1.1.1", "2.2.2.2", 22), &NothingLearned)
-            .cause,
+        policy.evaluate(&tcp("1.1.1.1", "2.2.2.2", 22), &NothingLearned).cause,
         Cause::Rule { group: 0, rule: 1 }
     );
-    assert_eq!(
-        policy
-            .evaluate(&udp("1.1.1.1", "2.2.2.2", 22), &NothingLearned)
-            .cause,
-        Cause::DocumentDefault
-    );
+    assert_eq!(policy.evaluate(&udp("1.1.1.1", "2.2.2.2", 22), &NothingLearned).cause, Cause::DocumentDefault);
 }
 
 #[test]
 fn describe_and_id_lookups() {
     let policy = compiled(EXAMPLE);
-    assert_eq!(
-        policy.describe(Cause::Rule { group: 0, rule: 0 }),
-        "rule apps/api"
-    );
-    assert_eq!(
-        policy.describe(Cause::GroupDefault { group: 0 }),
-        "default of group apps"
-    );
+    assert_eq!(policy.describe(Cause::Rule { group: 0, rule: 0 }), "rule apps/api");
+    assert_eq!(policy.describe(Cause::GroupDefault { group: 0 }), "default of group apps");
     assert_eq!(policy.describe(Cause::DocumentDefault), "document default");
     // Causes kept from an older policy version may point past this one's groups and rules.
     assert_eq!(policy.group_id(7), "(unknown)");
     assert_eq!(policy.rule_id(0, 99), "(unknown)");
-    assert_eq!(
-        policy.describe(Cause::Rule { group: 3, rule: 1 }),
-        "rule (unknown)/(unknown)"
-    );
+    assert_eq!(policy.describe(Cause::Rule { group: 3, rule: 1 }), "rule (unknown)/(unknown)");
 }

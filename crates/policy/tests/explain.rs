@@ -48,16 +48,7 @@ fn case(
     group: Option<&'static str>,
     rule: Option<&'static str>,
 ) -> Case {
-    Case {
-        name,
-        flow,
-        hostname: None,
-        action,
-        audit_would_deny: false,
-        group,
-        rule,
-        description: "",
-    }
+    Case { name, flow, hostname: None, action, audit_would_deny: false, group, rule, description: "" }
 }
 
 impl Case {
@@ -122,26 +113,15 @@ fn explain_names_what_decided_and_why() {
     for c in cases {
         let explanation = policy.explain(&explain_query(c.flow, c.hostname));
         let name = c.name;
-        assert_eq!(
-            explanation.verdict.action, c.action,
-            "{name}: {}",
-            explanation.description
-        );
+        assert_eq!(explanation.verdict.action, c.action, "{name}: {}", explanation.description);
         assert_eq!(explanation.audit_would_deny, c.audit_would_deny, "{name}");
-        assert_eq!(
-            explanation.verdict.audit_would_deny, c.audit_would_deny,
-            "{name}"
-        );
+        assert_eq!(explanation.verdict.audit_would_deny, c.audit_would_deny, "{name}");
         assert_eq!(explanation.group.as_deref(), c.group, "{name}");
         assert_eq!(explanation.rule.as_deref(), c.rule, "{name}");
         if !c.description.is_empty() {
             assert_eq!(explanation.description, c.description, "{name}");
         }
-        assert_eq!(
-            explanation.verdict,
-            policy.evaluate(&c.flow, &LearnedFor(&explanation)),
-            "{name}"
-        );
+        assert_eq!(explanation.verdict, policy.evaluate(&c.flow, &LearnedFor(&explanation)), "{name}");
     }
 }
 
@@ -150,10 +130,7 @@ struct LearnedFor<'a>(&'a sluice_policy::Explanation);
 
 impl sluice_policy::LearnedLookup for LearnedFor<'_> {
     fn is_learned(&self, rule: RuleKey, _dst: u32) -> bool {
-        self.0
-            .dns
-            .as_ref()
-            .is_some_and(|d| d.learn_for.contains(&rule))
+        self.0.dns.as_ref().is_some_and(|d| d.learn_for.contains(&rule))
     }
 }
 
@@ -170,10 +147,7 @@ fn explain_lists_candidate_groups_in_priority_order() {
 #[test]
 fn hostname_learning_sets_learned_via_to_the_rule_key() {
     let policy = compiled(POLICY);
-    let explanation = policy.explain(&explain_query(
-        tcp("10.10.0.5", "93.184.216.34", 443),
-        Some("api.example.com"),
-    ));
+    let explanation = policy.explain(&explain_query(tcp("10.10.0.5", "93.184.216.34", 443), Some("api.example.com")));
     let key = RuleKey::for_rule("apps", "api", &["api.example.com", "*.cdn.example.com"]);
     assert_eq!(explanation.verdict.learned_via, Some(key));
     assert_eq!(explanation.verdict.cause, Cause::Rule { group: 0, rule: 0 });
@@ -183,16 +157,10 @@ fn hostname_learning_sets_learned_via_to_the_rule_key() {
 #[test]
 fn explanation_serialises_for_the_api() {
     let policy: CompiledPolicy = compiled(POLICY);
-    let explanation = policy.explain(&explain_query(
-        tcp("10.10.0.5", "93.184.216.34", 443),
-        Some("api.example.com"),
-    ));
+    let explanation = policy.explain(&explain_query(tcp("10.10.0.5", "93.184.216.34", 443), Some("api.example.com")));
     let value = serde_json::to_value(&explanation).unwrap();
     assert_eq!(value["verdict"]["action"], "allow");
-    assert_eq!(
-        value["verdict"]["cause"],
-        serde_json::json!({ "rule": { "group": 0, "rule": 0 } })
-    );
+    assert_eq!(value["verdict"]["cause"], serde_json::json!({ "rule": { "group": 0, "rule": 0 } }));
     assert_eq!(value["group"], "apps");
     assert_eq!(value["rule"], "api");
     assert_eq!(value["audit_would_deny"], false);
@@ -201,7 +169,6 @@ fn explanation_serialises_for_the_api() {
     assert_eq!(key.len(), 16, "keys are written as 16 hex digits");
 
     let query: sluice_policy::ExplainQuery =
-        serde_json::from_str(r#"{"src":"10.10.0.5","dst":"192.0.2.1","proto":6,"dst_port":80}"#)
-            .unwrap();
+        serde_json::from_str(r#"{"src":"10.10.0.5","dst":"192.0.2.1","proto":6,"dst_port":80}"#).unwrap();
     assert_eq!(policy.explain(&query).rule.as_deref(), Some("web"));
 }

@@ -244,26 +244,17 @@ fn several_errors_are_all_reported_in_document_order() {
     // The Display form is one `path: message` per line.
     let text = errors.to_string();
     assert_eq!(text.lines().count(), errors.len());
-    assert!(text
-        .lines()
-        .nth(1)
-        .unwrap()
-        .starts_with("source_groups[0].sources.cidrs[0]: 10.10.0.1/24 has host bits"));
+    assert!(text.lines().nth(1).unwrap().starts_with("source_groups[0].sources.cidrs[0]: 10.10.0.1/24 has host bits"));
 }
 
 #[test]
 fn limits_are_enforced_with_one_error_per_oversized_list() {
     let ports: Vec<String> = (1..=257).map(|p| p.to_string()).collect();
-    let errors = errors_of(&with_match(&format!(
-        r#"{{"proto":"tcp","dst_ports":[{}]}}"#,
-        ports.join(",")
-    )));
+    let errors = errors_of(&with_match(&format!(r#"{{"proto":"tcp","dst_ports":[{}]}}"#, ports.join(","))));
     assert_eq!(errors.paths(), [format!("{MATCH}.dst_ports")]);
     assert!(errors.0[0].message.contains("has 257 entries; at most 256"));
 
-    let rules: Vec<String> = (0..1001)
-        .map(|i| format!(r#"{{"id":"r{i}","action":"allow","match":{{}}}}"#))
-        .collect();
+    let rules: Vec<String> = (0..1001).map(|i| format!(r#"{{"id":"r{i}","action":"allow","match":{{}}}}"#)).collect();
     let json = format!(
         r#"{{"source_groups":[{{"id":"g","priority":1,"sources":{{"cidrs":["10.0.0.0/8"]}},"rules":[{}]}}]}}"#,
         rules.join(",")
@@ -291,21 +282,13 @@ fn too_many_groups_is_one_error() {
 #[test]
 fn a_flood_of_errors_is_capped() {
     let bad: Vec<&str> = vec!["\"not-a-cidr\""; 256];
-    let group = format!(
-        r#"{{"id":"g","priority":1,"sources":{{"cidrs":[{}]}}}}"#,
-        bad.join(",")
-    );
-    let groups: Vec<String> = (0..10)
-        .map(|i| group.replace("\"priority\":1", &format!("\"priority\":{i}")))
-        .collect();
+    let group = format!(r#"{{"id":"g","priority":1,"sources":{{"cidrs":[{}]}}}}"#, bad.join(","));
+    let groups: Vec<String> = (0..10).map(|i| group.replace("\"priority\":1", &format!("\"priority\":{i}"))).collect();
     let errors = errors_of(&format!(r#"{{"source_groups":[{}]}}"#, groups.join(",")));
     // 2560 CIDR errors and 9 duplicate ids: the first 1000 are kept, then one summary line.
     assert_eq!(errors.len(), 1001);
     assert_eq!(errors.0[1000].path, "");
-    assert_eq!(
-        errors.0[1000].message,
-        "1569 more errors not shown; fix the ones above first"
-    );
+    assert_eq!(errors.0[1000].message, "1569 more errors not shown; fix the ones above first");
 }
 
 #[test]

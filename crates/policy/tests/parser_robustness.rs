@@ -73,12 +73,7 @@ fn json_value() -> impl Strategy<Value = Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
             prop::collection::vec((prop::sample::select(KEYS), inner), 0..6).prop_map(|fields| {
-                Value::Object(
-                    fields
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v))
-                        .collect::<Map<_, _>>(),
-                )
+                Value::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Map<_, _>>())
             }),
         ]
     })
@@ -94,11 +89,7 @@ fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
         }
         Value::Object(fields) => {
             for (key, item) in fields {
-                pointers(
-                    item,
-                    format!("{at}/{}", key.replace('~', "~0").replace('/', "~1")),
-                    out,
-                );
+                pointers(item, format!("{at}/{}", key.replace('~', "~0").replace('/', "~1")), out);
             }
         }
         _ => {}
@@ -112,11 +103,7 @@ fn check_outcome(text: &str) -> Result<(), TestCaseError> {
         Ok(doc) => {
             let again = parse_policy(&serde_json::to_string(&doc).unwrap());
             prop_assert_eq!(again.as_ref(), Ok(&doc), "round trip of {}", text);
-            prop_assert!(
-                compile(&doc).is_ok(),
-                "accepted document must compile: {}",
-                text
-            );
+            prop_assert!(compile(&doc).is_ok(), "accepted document must compile: {}", text);
         }
         Err(PolicyErrors(errors)) => {
             prop_assert!(!errors.is_empty());

@@ -4,8 +4,8 @@ mod common;
 
 use common::{compiled, EXAMPLE};
 use sluice_policy::{
-    compile, compile_json, parse_policy, Action, CompiledPolicy, GroupMode, Ipv4Cidr,
-    PolicyDocument, PortRange, Protocol, Rule, RuleMatch, SourceGroup, Sources,
+    compile, compile_json, parse_policy, Action, CompiledPolicy, GroupMode, Ipv4Cidr, PolicyDocument, PortRange,
+    Protocol, Rule, RuleMatch, SourceGroup, Sources,
 };
 
 const TWO_GROUPS: &str = r#"{
@@ -54,14 +54,9 @@ fn minimal_documents_are_valid() {
     assert_eq!((empty.group_count(), empty.rule_count()), (0, 0));
     assert_eq!(empty.document().default_action, Action::Deny);
 
-    let no_rules = compiled(
-        r#"{"source_groups":[{"id":"g","priority":1,"sources":{"cidrs":["10.0.0.0/8"]}}]}"#,
-    );
+    let no_rules = compiled(r#"{"source_groups":[{"id":"g","priority":1,"sources":{"cidrs":["10.0.0.0/8"]}}]}"#);
     assert_eq!((no_rules.group_count(), no_rules.rule_count()), (1, 0));
-    assert_eq!(
-        no_rules.document().source_groups[0].mode,
-        GroupMode::Enforce
-    );
+    assert_eq!(no_rules.document().source_groups[0].mode, GroupMode::Enforce);
 }
 
 #[test]
@@ -73,26 +68,13 @@ fn parsing_normalises_and_fills_defaults() {
     assert_eq!(lab.sources.cidrs[1].to_string(), "192.0.2.7/32");
     assert_eq!(
         lab.rules[0].matches.dst_ports,
-        [
-            PortRange::single(80),
-            PortRange::single(443),
-            PortRange {
-                first: 8000,
-                last: 8999
-            }
-        ]
+        [PortRange::single(80), PortRange::single(443), PortRange { first: 8000, last: 8999 }]
     );
     assert_eq!(lab.rules[2].matches, RuleMatch::default());
     let docs_rule = &doc.source_groups[1].rules[0];
     assert_eq!(docs_rule.id, "Docs", "ids keep their case");
-    assert_eq!(
-        docs_rule.matches.hostnames,
-        ["docs.example.org", "*.static.example.org"]
-    );
-    assert_eq!(
-        doc.source_groups[2].default_action, None,
-        "null means absent"
-    );
+    assert_eq!(docs_rule.matches.hostnames, ["docs.example.org", "*.static.example.org"]);
+    assert_eq!(doc.source_groups[2].default_action, None, "null means absent");
 }
 
 #[test]
@@ -100,8 +82,7 @@ fn serialising_and_parsing_again_gives_the_same_document() {
     for text in [EXAMPLE, TWO_GROUPS, "{}"] {
         let doc = parse_policy(text).unwrap();
         let written = serde_json::to_string_pretty(&doc).unwrap();
-        let again =
-            parse_policy(&written).unwrap_or_else(|e| panic!("re-parse failed:\n{e}\n{written}"));
+        let again = parse_policy(&written).unwrap_or_else(|e| panic!("re-parse failed:\n{e}\n{written}"));
         assert_eq!(again, doc);
     }
 }
@@ -112,10 +93,7 @@ fn serialised_form_reads_like_the_input() {
     let value = serde_json::to_value(&doc).unwrap();
     let web = &value["source_groups"][0]["rules"][0]["match"];
     assert_eq!(web["dst_ports"], serde_json::json!([80, 443, "8000-8999"]));
-    assert_eq!(
-        value["source_groups"][0]["rules"][2]["match"],
-        serde_json::json!({})
-    );
+    assert_eq!(value["source_groups"][0]["rules"][2]["match"], serde_json::json!({}));
     assert_eq!(value["source_groups"][0]["mode"], "audit");
     assert!(value["source_groups"][0].get("default_action").is_none());
 }
@@ -124,14 +102,8 @@ fn serialised_form_reads_like_the_input() {
 fn deserialize_impl_validates_like_parse_policy() {
     let doc: PolicyDocument = serde_json::from_str(EXAMPLE).unwrap();
     assert_eq!(doc, parse_policy(EXAMPLE).unwrap());
-    let error =
-        serde_json::from_str::<PolicyDocument>(r#"{"default_action":"maybe"}"#).unwrap_err();
-    assert!(
-        error
-            .to_string()
-            .contains("default_action: unknown value \"maybe\""),
-        "{error}"
-    );
+    let error = serde_json::from_str::<PolicyDocument>(r#"{"default_action":"maybe"}"#).unwrap_err();
+    assert!(error.to_string().contains("default_action: unknown value \"maybe\""), "{error}");
 }
 
 fn hand_built_group(id: &str, priority: u32, hostnames: &[&str]) -> SourceGroup {
@@ -139,9 +111,7 @@ fn hand_built_group(id: &str, priority: u32, hostnames: &[&str]) -> SourceGroup 
         id: id.to_string(),
         priority,
         mode: GroupMode::Enforce,
-        sources: Sources {
-            cidrs: vec!["10.0.0.0/8".parse::<Ipv4Cidr>().unwrap()],
-        },
+        sources: Sources { cidrs: vec!["10.0.0.0/8".parse::<Ipv4Cidr>().unwrap()] },
         rules: vec![Rule {
             id: "r".to_string(),
             action: Action::Allow,
@@ -162,31 +132,19 @@ fn compile_normalises_a_hand_built_document() {
         source_groups: vec![hand_built_group("g", 1, &["API.Example.com."])],
     };
     let policy = compile(&doc).unwrap();
-    assert_eq!(
-        policy.document().source_groups[0].rules[0]
-            .matches
-            .hostnames,
-        ["api.example.com"]
-    );
+    assert_eq!(policy.document().source_groups[0].rules[0].matches.hostnames, ["api.example.com"]);
 }
 
 #[test]
 fn compile_revalidates_a_hand_built_document() {
     let doc = PolicyDocument {
         default_action: Action::Deny,
-        source_groups: vec![
-            hand_built_group("g", 1, &["*"]),
-            hand_built_group("bad id", 1, &["a.com"]),
-        ],
+        source_groups: vec![hand_built_group("g", 1, &["*"]), hand_built_group("bad id", 1, &["a.com"])],
     };
     let errors = compile(&doc).unwrap_err();
     assert_eq!(
         errors.paths(),
-        [
-            "source_groups[0].rules[0].match.hostnames[0]",
-            "source_groups[1].id",
-            "source_groups[1].priority",
-        ]
+        ["source_groups[0].rules[0].match.hostnames[0]", "source_groups[1].id", "source_groups[1].priority",]
     );
 }
 

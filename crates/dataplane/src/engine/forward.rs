@@ -1,9 +1,9 @@
 //! Routing decisions, flow lookup and creation, policy checks and NAT for the three ports.
 
 use super::rewrite::{decrement_ttl, translate, Endpoint};
-use super::{pack_cause, release_pin, Action, Engine, Learned, PortId};
+use super::{release_pin, Action, Engine, Learned, PortId};
 use crate::counters::{Counter, DropReason};
-use crate::flow::{Dir, Flow, FlowKey, FlowState, Origin, NO_PIN};
+use crate::flow::{ticks, Dir, Flow, FlowKey, FlowState, Origin, NO_PIN};
 use crate::nat::allocate_port;
 use crate::packet::Packet;
 use crate::parse::{Ipv4, ParsedFrame, L4, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
@@ -71,7 +71,7 @@ impl Engine {
         self.counters.inc(c);
     }
 
-    pub(super) fn from_internal<P: Packet>(
+    pub(super) fn handle_internal<P: Packet>(
         &mut self,
         pol: &PublishedPolicy,
         p: &mut P,
@@ -95,7 +95,7 @@ impl Engine {
         self.outbound(pol, p, eth, ip, hash, Origin::Internal, now)
     }
 
-    pub(super) fn from_host<P: Packet>(
+    pub(super) fn handle_host<P: Packet>(
         &mut self,
         pol: &PublishedPolicy,
         p: &mut P,
@@ -182,13 +182,13 @@ impl Engine {
                 }
                 idx
             }
-            None => match self.open_flow(pol, key, tcp_flags, origin, now) {
+            None => match self.open_flow(pol, key, h, tcp_flags, origin, now) {
                 Ok(idx) => idx,
                 Err(r) => return Action::Drop(r),
             },
         };
         let f = *self.flows.get(idx);
-        translate(p.data_mut(), ip, Endpoint::Source, f.nat_ip, f.nat_port);
+        translate(p.data_mut(), ip, Endpoint::Source, self.flows.nat_ip(&f), f.nat_port);
         let next_hop = self.external_next_hop(ip.dst);
         self.emit(p, eth, PortId::External, next_hop, now)
     }
@@ -211,7 +211,7 @@ impl Engine {
             (FlowState::UdpNew, None) if dir == Dir::Reply => FlowState::UdpReplied,
             (s, None) => s,
         };
-        f.last_seen = now;
+        f.last_seen = ticks(now);
         Ok(())
     }
 
@@ -233,7 +233,6 @@ impl Engine {
         release_pin(&mut self.allowlist, &f);
         let fm = self.flows.get_mut(idx);
         fm.generation = pol.generation;
-        fm.cause = pack_cause(v.cause);
         fm.pin = pin;
         true
     }
@@ -245,11 +244,14 @@ impl Engine {
         }
     }
 
-    /// Admission, policy and NAT for a new flow; returns its index.
+    /// Admission, policy and NAT for a new flow; returns its index. Kept out of line: it is
+    /// the slow path, and inlining it into the burst loop costs the fast path registers.
+    #[inline(never)]
     fn open_flow(
         &mut self,
         pol: &PublishedPolicy,
         key: FlowKey,
+        h_orig: u32,
         tcp_flags: Option<u8>,
         origin: Origin,
         now: u64,
@@ -274,15 +276,15 @@ impl Engine {
             }
             verdict = Some(v);
         }
-        let (nat_ip, nat_port) = if self.cfg.snat {
+        let (nat_port, h_reply) = if self.cfg.snat {
             let ext = self.cfg.external.ip;
             let (min, max, attempts) = (self.cfg.nat_port_min, self.cfg.nat_port_max, self.cfg.nat_attempts);
-            match allocate_port(&self.flows, &key, ext, min, max, attempts) {
-                Some(port) => (ext, port),
+            match allocate_port(&self.flows, &key, h_orig, ext, min, max, attempts) {
+                Some(found) => found,
                 None => return Err(DropReason::NatExhausted),
             }
         } else {
-            (key.src, key.sport)
+            (key.sport, self.flows.hash(&key.reversed()))
         };
         let pin = verdict.as_ref().map_or(NO_PIN, |v| self.take_pin(v, key.dst));
         let state = match key.proto {
@@ -290,18 +292,8 @@ impl Engine {
             PROTO_UDP => FlowState::UdpNew,
             _ => FlowState::IcmpEcho,
         };
-        let flow = Flow {
-            orig: key,
-            nat_ip,
-            nat_port,
-            state,
-            origin,
-            generation: pol.generation,
-            pin,
-            cause: verdict.map_or(0, |v| pack_cause(v.cause)),
-            last_seen: now,
-        };
-        match self.flows.insert(flow) {
+        let flow = Flow { orig: key, nat_port, state, origin, generation: pol.generation, pin, last_seen: ticks(now) };
+        match self.flows.insert_hashed(flow, h_orig, h_reply) {
             Ok(idx) => {
                 self.counters.inc(Counter::FlowsOpened);
                 self.opened_since_sweep += 1;
@@ -317,7 +309,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn from_external<P: Packet>(
+    pub(super) fn handle_external<P: Packet>(
         &mut self,
         pol: &PublishedPolicy,
         p: &mut P,

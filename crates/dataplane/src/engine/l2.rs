@@ -68,9 +68,9 @@ impl Engine {
         }
         if arp.op == ARP_REQUEST {
             let vlan = port.vlan;
-            let ok = self.generated.push(from, |buf| {
-                write_arp_reply(buf, vlan, port.mac, port.ip, arp.sender_mac, arp.sender_ip)
-            });
+            let ok = self
+                .generated
+                .push(from, |buf| write_arp_reply(buf, vlan, port.mac, port.ip, arp.sender_mac, arp.sender_ip));
             if ok {
                 self.count_tx(from, 60);
                 self.counters.inc(Counter::ArpRequestsAnswered);

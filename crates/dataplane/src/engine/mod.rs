@@ -24,12 +24,12 @@ mod rewrite;
 
 use std::sync::Arc;
 
-use sluice_policy::{Cause, LearnedLookup, RuleKey};
+use sluice_policy::{LearnedLookup, RuleKey};
 
 use crate::allowlist::Allowlist;
 use crate::config::{ConfigError, EngineConfig, PortConfig};
 use crate::counters::{Counter, CounterBlock, Counters, DropReason};
-use crate::flow::{Flow, FlowTable, FlowState, NO_PIN};
+use crate::flow::{ticks, timeout_ticks, Flow, FlowState, FlowTable, NO_PIN};
 use crate::neighbor::NeighborCache;
 use crate::packet::Packet;
 use crate::parse::{parse_frame, ParseError, ParsedFrame, L3};
@@ -106,7 +106,14 @@ pub struct Engine {
     opened_since_sweep: usize,
     /// Last resolved next hop per data port (see [`HopCache`]).
     hop_cache: [HopCache; 2],
+    /// Idle timeout per flow state, in flow ticks.
+    timeout_ticks: [u32; FlowState::ALL.len()],
+    /// Engine time of the last counter publication.
+    last_publish: u64,
 }
+
+/// Counters are published at most this often (engine time).
+pub const PUBLISH_INTERVAL_NS: u64 = 100_000;
 
 /// A one-entry cache in front of a port's neighbour table: nearly every outbound packet
 /// goes to the gateway, so this saves a hash lookup per packet. It is cleared whenever the
@@ -134,25 +141,6 @@ impl LearnedLookup for Learned<'_> {
     }
 }
 
-/// Cause packed into a flow record: 2-bit tag, 15-bit group, 15-bit rule (the policy
-/// limits groups and rules far below 2^15).
-pub fn pack_cause(c: Cause) -> u32 {
-    match c {
-        Cause::DocumentDefault => 0,
-        Cause::GroupDefault { group } => (1 << 30) | (u32::from(group) << 15),
-        Cause::Rule { group, rule } => (2 << 30) | (u32::from(group) << 15) | u32::from(rule),
-    }
-}
-
-pub fn unpack_cause(v: u32) -> Cause {
-    let group = ((v >> 15) & 0x7FFF) as u16;
-    match v >> 30 {
-        1 => Cause::GroupDefault { group },
-        2 => Cause::Rule { group, rule: (v & 0x7FFF) as u16 },
-        _ => Cause::DocumentDefault,
-    }
-}
-
 impl Engine {
     pub fn new(
         cfg: EngineConfig,
@@ -163,7 +151,8 @@ impl Engine {
         let current = Arc::clone(policy.load());
         let slot_len = cfg.neighbor.max_frame_len.max(640);
         Ok(Engine {
-            flows: FlowTable::new(cfg.flow_capacity, cfg.hash_seed),
+            flows: FlowTable::new(cfg.flow_capacity, cfg.hash_seed, cfg.snat.then_some(cfg.external.ip)),
+            timeout_ticks: FlowState::ALL.map(|s| timeout_ticks(cfg.timeouts.for_state(s))),
             neighbors: [0x1A7E_4A11u64, 0xE87E_4A11].map(|salt| {
                 let mut n = cfg.neighbor.clone();
                 n.hash_seed ^= cfg.hash_seed.rotate_left(13) ^ salt;
@@ -182,6 +171,7 @@ impl Engine {
             last_neighbor_poll: 0,
             opened_since_sweep: 0,
             hop_cache: [HopCache::default(); 2],
+            last_publish: 0,
             current,
             policy,
             allowlist,
@@ -260,13 +250,17 @@ impl Engine {
             // prefetch the flow records those slots point at. By the time stage 3 looks a
             // flow up, its two cache misses have overlapped with the rest of the burst's.
             for i in 0..n {
-                parsed[i] = parse_frame(chunk[i].data());
-                if let Ok(ParsedFrame { l3: L3::Ipv4(ip), .. }) = &parsed[i] {
+                // Hash from the fresh result, before it is stored: reading it back from the
+                // array right away stalls on store forwarding.
+                let r = parse_frame(chunk[i].data());
+                if let Ok(ParsedFrame { l3: L3::Ipv4(ip), .. }) = &r {
                     if let Some(k) = forward::key_of(ip) {
-                        hashes[i] = self.flows.hash(&k);
-                        self.flows.prefetch(hashes[i]);
+                        let h = self.flows.hash(&k);
+                        self.flows.prefetch(h);
+                        hashes[i] = h;
                     }
                 }
+                parsed[i] = r;
             }
             for i in 0..n {
                 if let Ok(ParsedFrame { l3: L3::Ipv4(_), .. }) = &parsed[i] {
@@ -281,7 +275,7 @@ impl Engine {
                 acts[i] = a;
             }
         }
-        self.finish_burst();
+        self.finish_burst(now);
     }
 
     /// Bounded periodic work; the I/O layer also calls this when idle so that timers run
@@ -311,13 +305,31 @@ impl Engine {
             self.last_neighbor_poll = now;
             self.poll_neighbors(now);
         }
+        self.maybe_publish(now);
     }
 
-    fn finish_burst(&mut self) {
+    fn finish_burst(&mut self, now: u64) {
         self.counters.set(Counter::FlowsActive, self.flows.len() as u64);
         if self.cfg.snat {
             self.counters.set(Counter::NatPortsInUse, self.flows.len() as u64);
         }
+        self.maybe_publish(now);
+    }
+
+    /// Copy the counters to the published block at most every [`PUBLISH_INTERVAL_NS`] of
+    /// engine time: readers see values at most that old, and a busy worker does not spend a
+    /// store per counter on every burst. Idle housekeeping publishes too, so the last values
+    /// always become visible.
+    #[inline]
+    fn maybe_publish(&mut self, now: u64) {
+        if now.wrapping_sub(self.last_publish) >= PUBLISH_INTERVAL_NS || now < self.last_publish {
+            self.last_publish = now;
+            self.published.publish(&self.counters);
+        }
+    }
+
+    /// Publish the counters now (for callers that need an exact reading, e.g. at shutdown).
+    pub fn publish_counters(&mut self) {
         self.published.publish(&self.counters);
     }
 
@@ -332,11 +344,11 @@ impl Engine {
 
     /// Remove expired flows among the next `budget` records.
     fn expire_flows(&mut self, now: u64, budget: usize) -> usize {
-        let Engine { flows, allowlist, counters, cfg, .. } = self;
-        let timeouts = cfg.timeouts;
+        let Engine { flows, allowlist, counters, timeout_ticks, .. } = self;
+        let now = ticks(now);
         flows.sweep(
             budget,
-            |f| now.saturating_sub(f.last_seen) >= timeouts.for_state(f.state),
+            |f| now.wrapping_sub(f.last_seen) > timeout_ticks[f.state as usize],
             |f| {
                 release_pin(allowlist, f);
                 counters.inc(if matches!(f.state, FlowState::TcpClosing | FlowState::TcpClosed) {
@@ -350,7 +362,7 @@ impl Engine {
 
     #[inline]
     fn is_expired(&self, f: &Flow, now: u64) -> bool {
-        now.saturating_sub(f.last_seen) >= self.cfg.timeouts.for_state(f.state)
+        ticks(now).wrapping_sub(f.last_seen) > self.timeout_ticks[f.state as usize]
     }
 
     /// Remove one flow, releasing what it holds, and count why.
@@ -408,9 +420,9 @@ impl Engine {
                     return Action::Drop(DropReason::NotForUs);
                 }
                 match from {
-                    PortId::Internal => self.from_internal(current, p, eth, ip, hash, now),
-                    PortId::External => self.from_external(current, p, eth, ip, hash, now),
-                    PortId::Host => self.from_host(current, p, eth, ip, hash, now),
+                    PortId::Internal => self.handle_internal(current, p, eth, ip, hash, now),
+                    PortId::External => self.handle_external(current, p, eth, ip, hash, now),
+                    PortId::Host => self.handle_host(current, p, eth, ip, hash, now),
                 }
             }
         }

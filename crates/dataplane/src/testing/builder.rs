@@ -1,8 +1,8 @@
 //! [`FrameBuilder`]: complete Ethernet frames with correct checksums.
 
 use super::{
-    ARP_REPLY, ARP_REQUEST, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_VLAN, ETH_MIN_LEN,
-    ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, MAC_BROADCAST, MAC_ZERO, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    ARP_REPLY, ARP_REQUEST, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_VLAN, ETH_MIN_LEN, ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST, MAC_BROADCAST, MAC_ZERO, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
 };
 use crate::checksum;
 
@@ -110,14 +110,7 @@ impl FrameBuilder {
     }
 
     /// A TCP segment (no flags until [`flags`](Self::flags)).
-    pub fn tcp(
-        src_mac: [u8; 6],
-        dst_mac: [u8; 6],
-        src_ip: u32,
-        dst_ip: u32,
-        sport: u16,
-        dport: u16,
-    ) -> Self {
+    pub fn tcp(src_mac: [u8; 6], dst_mac: [u8; 6], src_ip: u32, dst_ip: u32, sport: u16, dport: u16) -> Self {
         let mut b = Self::base(src_mac, dst_mac, Kind::Tcp, src_ip, dst_ip);
         b.sport = sport;
         b.dport = dport;
@@ -125,14 +118,7 @@ impl FrameBuilder {
     }
 
     /// A UDP datagram.
-    pub fn udp(
-        src_mac: [u8; 6],
-        dst_mac: [u8; 6],
-        src_ip: u32,
-        dst_ip: u32,
-        sport: u16,
-        dport: u16,
-    ) -> Self {
+    pub fn udp(src_mac: [u8; 6], dst_mac: [u8; 6], src_ip: u32, dst_ip: u32, sport: u16, dport: u16) -> Self {
         let mut b = Self::base(src_mac, dst_mac, Kind::Udp, src_ip, dst_ip);
         b.sport = sport;
         b.dport = dport;
@@ -140,14 +126,7 @@ impl FrameBuilder {
     }
 
     /// An ICMP echo request (type 8).
-    pub fn icmp_echo_request(
-        src_mac: [u8; 6],
-        dst_mac: [u8; 6],
-        src_ip: u32,
-        dst_ip: u32,
-        id: u16,
-        seq: u16,
-    ) -> Self {
+    pub fn icmp_echo_request(src_mac: [u8; 6], dst_mac: [u8; 6], src_ip: u32, dst_ip: u32, id: u16, seq: u16) -> Self {
         let mut b = Self::base(src_mac, dst_mac, Kind::Icmp, src_ip, dst_ip);
         b.icmp_type = ICMP_ECHO_REQUEST;
         b.icmp_rest = (u32::from(id) << 16) | u32::from(seq);
@@ -155,14 +134,7 @@ impl FrameBuilder {
     }
 
     /// An ICMP echo reply (type 0).
-    pub fn icmp_echo_reply(
-        src_mac: [u8; 6],
-        dst_mac: [u8; 6],
-        src_ip: u32,
-        dst_ip: u32,
-        id: u16,
-        seq: u16,
-    ) -> Self {
+    pub fn icmp_echo_reply(src_mac: [u8; 6], dst_mac: [u8; 6], src_ip: u32, dst_ip: u32, id: u16, seq: u16) -> Self {
         let mut b = Self::icmp_echo_request(src_mac, dst_mac, src_ip, dst_ip, id, seq);
         b.icmp_type = ICMP_ECHO_REPLY;
         b
@@ -189,14 +161,7 @@ impl FrameBuilder {
     }
 
     /// Any ICMP message: type, code, header bytes 4..8 and [`payload`](Self::payload).
-    pub fn icmp(
-        src_mac: [u8; 6],
-        dst_mac: [u8; 6],
-        src_ip: u32,
-        dst_ip: u32,
-        icmp_type: u8,
-        code: u8,
-    ) -> Self {
+    pub fn icmp(src_mac: [u8; 6], dst_mac: [u8; 6], src_ip: u32, dst_ip: u32, icmp_type: u8, code: u8) -> Self {
         let mut b = Self::base(src_mac, dst_mac, Kind::Icmp, src_ip, dst_ip);
         b.icmp_type = icmp_type;
         b.icmp_code = code;
@@ -204,13 +169,7 @@ impl FrameBuilder {
     }
 
     /// An IPv4 packet of protocol `proto` whose payload is [`payload`](Self::payload), verbatim.
-    pub fn ipv4_raw(
-        src_mac: [u8; 6],
-        dst_mac: [u8; 6],
-        src_ip: u32,
-        dst_ip: u32,
-        proto: u8,
-    ) -> Self {
+    pub fn ipv4_raw(src_mac: [u8; 6], dst_mac: [u8; 6], src_ip: u32, dst_ip: u32, proto: u8) -> Self {
         Self::base(src_mac, dst_mac, Kind::Raw(proto), src_ip, dst_ip)
     }
 
@@ -362,8 +321,7 @@ impl FrameBuilder {
     pub fn tcp_options(mut self, options: &[u8]) -> Self {
         assert!(options.len() <= 40, "TCP options longer than 40 bytes");
         self.tcp_options = options.to_vec();
-        self.tcp_options
-            .resize(options.len().next_multiple_of(4), 0);
+        self.tcp_options.resize(options.len().next_multiple_of(4), 0);
         self
     }
 
@@ -500,11 +458,7 @@ impl FrameBuilder {
             }
         };
         if self.corrupt_l4 {
-            csum = if csum == 0x5A5A {
-                0xA5A5
-            } else {
-                csum ^ 0x5A5A
-            };
+            csum = if csum == 0x5A5A { 0xA5A5 } else { csum ^ 0x5A5A };
             if csum == 0 {
                 csum = 0x1111;
             }

@@ -155,9 +155,7 @@ pub struct ArpInfo {
 impl Inspected {
     /// The IPv4 header fields; panics if this is not an IPv4 frame.
     pub fn ip(&self) -> &Ipv4Info {
-        self.ip
-            .as_ref()
-            .unwrap_or_else(|| panic!("not an IPv4 frame: {self:?}"))
+        self.ip.as_ref().unwrap_or_else(|| panic!("not an IPv4 frame: {self:?}"))
     }
 
     /// The TCP header; panics if absent.
@@ -186,17 +184,12 @@ impl Inspected {
 
     /// The datagram quoted by an ICMP error; panics if absent.
     pub fn quoted(&self) -> &Quoted {
-        self.icmp()
-            .quoted
-            .as_ref()
-            .unwrap_or_else(|| panic!("no quoted datagram: {self:?}"))
+        self.icmp().quoted.as_ref().unwrap_or_else(|| panic!("no quoted datagram: {self:?}"))
     }
 
     /// The ARP body; panics if this is not an ARP frame.
     pub fn arp(&self) -> &ArpInfo {
-        self.arp
-            .as_ref()
-            .unwrap_or_else(|| panic!("not an ARP frame: {self:?}"))
+        self.arp.as_ref().unwrap_or_else(|| panic!("not an ARP frame: {self:?}"))
     }
 
     /// (source, destination) ports of TCP or UDP.
@@ -228,10 +221,7 @@ type EthHeader = ([u8; 6], [u8; 6], Option<u16>, u8, u16, usize);
 
 fn parse_eth(frame: &[u8]) -> Result<EthHeader, String> {
     if frame.len() < 14 {
-        return Err(format!(
-            "frame of {} bytes is shorter than an Ethernet header",
-            frame.len()
-        ));
+        return Err(format!("frame of {} bytes is shorter than an Ethernet header", frame.len()));
     }
     let ethertype = be16(frame, 12);
     if ethertype == ETHERTYPE_VLAN {
@@ -240,14 +230,7 @@ fn parse_eth(frame: &[u8]) -> Result<EthHeader, String> {
         }
         let tci = be16(frame, 14);
         let inner = be16(frame, 16);
-        Ok((
-            mac(frame, 0),
-            mac(frame, 6),
-            Some(tci & 0x0FFF),
-            (tci >> 13) as u8,
-            inner,
-            18,
-        ))
+        Ok((mac(frame, 0), mac(frame, 6), Some(tci & 0x0FFF), (tci >> 13) as u8, inner, 18))
     } else {
         Ok((mac(frame, 0), mac(frame, 6), None, 0, ethertype, 14))
     }
@@ -266,16 +249,11 @@ fn parse_ipv4_header(p: &[u8]) -> Result<Ipv4Info, String> {
         return Err(format!("IPv4 header length {header_len} below 20"));
     }
     if p.len() < header_len {
-        return Err(format!(
-            "IPv4 header of {header_len} bytes truncated at {}",
-            p.len()
-        ));
+        return Err(format!("IPv4 header of {header_len} bytes truncated at {}", p.len()));
     }
     let total_len = be16(p, 2);
     if usize::from(total_len) < header_len {
-        return Err(format!(
-            "IPv4 total length {total_len} below header length {header_len}"
-        ));
+        return Err(format!("IPv4 total length {total_len} below header length {header_len}"));
     }
     let frag = be16(p, 6);
     if frag & 0x8000 != 0 {
@@ -333,10 +311,7 @@ fn parse_l4(ip: &Ipv4Info, l4: &[u8]) -> Result<L4Info, String> {
             }
             let header_len = usize::from(l4[12] >> 4) * 4;
             if header_len < 20 || header_len > l4.len() {
-                return Err(format!(
-                    "TCP header length {header_len} invalid for {}",
-                    l4.len()
-                ));
+                return Err(format!("TCP header length {header_len} invalid for {}", l4.len()));
             }
             Ok(L4Info::Tcp(TcpInfo {
                 sport: be16(l4, 0),
@@ -419,10 +394,7 @@ pub fn inspect(frame: &[u8]) -> Result<Inspected, String> {
             let ip = parse_ipv4_header(l3)?;
             let total = usize::from(ip.total_len);
             if total > l3.len() {
-                return Err(format!(
-                    "IPv4 total length {total} beyond the {} bytes",
-                    l3.len()
-                ));
+                return Err(format!("IPv4 total length {total} beyond the {} bytes", l3.len()));
             }
             out.l4 = parse_l4(&ip, &l3[ip.header_len..total])?;
             out.padding = l3.len() - total;
@@ -457,11 +429,7 @@ fn ones_complement_sum(bytes: &[u8]) -> u16 {
     let mut i = 0;
     while i < bytes.len() {
         let hi = u32::from(bytes[i]);
-        let lo = if i + 1 < bytes.len() {
-            u32::from(bytes[i + 1])
-        } else {
-            0
-        };
+        let lo = if i + 1 < bytes.len() { u32::from(bytes[i + 1]) } else { 0 };
         sum += (hi << 8) | lo;
         if sum > 0xFFFF {
             sum = (sum & 0xFFFF) + 1;
@@ -483,9 +451,7 @@ fn check(what: &str, prefix: &[u8], region: &[u8], at: usize) -> Result<(), Stri
     all[field] = 0;
     all[field + 1] = 0;
     let expected = !ones_complement_sum(&all);
-    Err(format!(
-        "{what} checksum wrong: stored {stored:#06x}, expected {expected:#06x}"
-    ))
+    Err(format!("{what} checksum wrong: stored {stored:#06x}, expected {expected:#06x}"))
 }
 
 /// Recomputes every checksum in the frame from scratch: the IPv4 header, then TCP or UDP (with
@@ -539,14 +505,11 @@ mod tests {
     #[test]
     fn sum_known_vectors() {
         // RFC 1071 section 3 example.
-        assert_eq!(
-            ones_complement_sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
-            0xddf2
-        );
+        assert_eq!(ones_complement_sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), 0xddf2);
         // A textbook IPv4 header with checksum 0xb861 sums to 0xFFFF.
         let hdr = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
-            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+            0x00, 0xc7,
         ];
         assert_eq!(ones_complement_sum(&hdr), 0xFFFF);
         assert_eq!(ones_complement_sum(&[0x12]), 0x1200);

@@ -32,8 +32,7 @@ mod inspect;
 
 pub use builder::{ip_packet, FrameBuilder};
 pub use inspect::{
-    inspect, verify_checksums, ArpInfo, IcmpInfo, Inspected, Ipv4Info, L4Info, Quoted, TcpInfo,
-    UdpInfo,
+    inspect, verify_checksums, ArpInfo, IcmpInfo, Inspected, Ipv4Info, L4Info, Quoted, TcpInfo, UdpInfo,
 };
 
 // TCP flag bits (byte 13 of the TCP header).

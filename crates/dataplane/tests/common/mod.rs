@@ -74,8 +74,7 @@ impl Lab {
 
     pub fn with(cfg: EngineConfig, policy_json: &str) -> Lab {
         let policy = PolicyHandle::new(sluice_policy::compile_json(policy_json).expect("test policy"));
-        let (allow, mut readers) =
-            allowlist_channel(1, &AllowlistConfig { capacity: 1024, channel_capacity: 64 });
+        let (allow, mut readers) = allowlist_channel(1, &AllowlistConfig { capacity: 1024, channel_capacity: 64 });
         let engine = Engine::new(cfg, policy.reader(), readers.pop()).expect("engine");
         Lab { node: RingNode::new(engine, 256), policy, allow, now: 10 * SEC }
     }

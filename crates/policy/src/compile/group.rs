@@ -17,12 +17,7 @@ pub(crate) enum ProtoClass {
 }
 
 const CLASS_COUNT: usize = 4;
-const ALL_CLASSES: [ProtoClass; CLASS_COUNT] = [
-    ProtoClass::Tcp,
-    ProtoClass::Udp,
-    ProtoClass::Icmp,
-    ProtoClass::Other,
-];
+const ALL_CLASSES: [ProtoClass; CLASS_COUNT] = [ProtoClass::Tcp, ProtoClass::Udp, ProtoClass::Icmp, ProtoClass::Other];
 /// Ports and ICMP types both fit in this key space; ICMP only uses 0..=255 of it.
 const KEY_MAX: u64 = u16::MAX as u64;
 
@@ -101,11 +96,7 @@ pub(crate) struct CompiledGroup {
 
 impl CompiledGroup {
     pub(crate) fn build(group_id: &str, group: &SourceGroup) -> Self {
-        let rules: Box<[CompiledRule]> = group
-            .rules
-            .iter()
-            .map(|rule| compile_rule(group_id, rule))
-            .collect();
+        let rules: Box<[CompiledRule]> = group.rules.iter().map(|rule| compile_rule(group_id, rule)).collect();
         let mut store = ListStore::default();
         let classes = ALL_CLASSES.map(|class| build_class(class, &group.rules, &rules, &mut store));
         CompiledGroup {
@@ -123,10 +114,7 @@ impl CompiledGroup {
     #[inline]
     pub(crate) fn rules_for(&self, class: ProtoClass, key: u16) -> &[u16] {
         let index = &self.classes[class as usize];
-        let interval = index
-            .starts
-            .partition_point(|&start| start <= key)
-            .saturating_sub(1);
+        let interval = index.starts.partition_point(|&start| start <= key).saturating_sub(1);
         match index.spans.get(interval) {
             Some(span) => span.of(&self.rule_lists),
             None => &[],
@@ -148,18 +136,10 @@ fn compile_rule(group_id: &str, rule: &Rule) -> CompiledRule {
     } else {
         Target::Addresses(merge_blocks(&matches.dst_cidrs).into_boxed_slice())
     };
-    CompiledRule {
-        action: rule.action,
-        target,
-    }
+    CompiledRule { action: rule.action, target }
 }
 
-fn build_class(
-    class: ProtoClass,
-    rules: &[Rule],
-    compiled: &[CompiledRule],
-    store: &mut ListStore,
-) -> KeyIndex {
+fn build_class(class: ProtoClass, rules: &[Rule], compiled: &[CompiledRule], store: &mut ListStore) -> KeyIndex {
     let mut covers = Vec::new();
     for (index, rule) in rules.iter().enumerate() {
         if !ProtoClass::of_rule(rule.matches.proto).contains(&class) {
@@ -171,25 +151,13 @@ fn build_class(
         // Validation guarantees ports only on tcp/udp rules and types only on icmp rules,
         // so whichever list is present is the key constraint for this class.
         for ports in &matches.dst_ports {
-            covers.push(Cover {
-                item,
-                first: ports.first.into(),
-                last: ports.last.into(),
-            });
+            covers.push(Cover { item, first: ports.first.into(), last: ports.last.into() });
         }
         for &icmp_type in &matches.icmp_types {
-            covers.push(Cover {
-                item,
-                first: icmp_type.into(),
-                last: icmp_type.into(),
-            });
+            covers.push(Cover { item, first: icmp_type.into(), last: icmp_type.into() });
         }
         if covers.len() == before {
-            covers.push(Cover {
-                item,
-                first: 0,
-                last: KEY_MAX,
-            });
+            covers.push(Cover { item, first: 0, last: KEY_MAX });
         }
     }
     let reaches_everything = |item: u32| matches!(compiled[item as usize].target, Target::Anywhere);
@@ -206,8 +174,5 @@ fn build_class(
         starts.push(start as u16);
         spans.push(store.intern(&list));
     }
-    KeyIndex {
-        starts: starts.into(),
-        spans: spans.into(),
-    }
+    KeyIndex { starts: starts.into(), spans: spans.into() }
 }

@@ -54,10 +54,7 @@ pub(crate) fn partition(
         }
         let mut list: Vec<u32> = active.iter().copied().collect();
         trim(&mut list);
-        if intervals
-            .last()
-            .is_none_or(|(_, previous)| *previous != list)
-        {
+        if intervals.last().is_none_or(|(_, previous)| *previous != list) {
             intervals.push((key, list));
         }
         match events.get(next_event) {
@@ -95,9 +92,7 @@ impl Span {
     pub(crate) fn of<T>(self, store: &[T]) -> &[T] {
         // Spans are only made by `ListStore::intern` over the same store, so this is in
         // bounds; `get` keeps a logic error from becoming a panic on the hot path.
-        store
-            .get(self.start as usize..self.end as usize)
-            .unwrap_or(&[])
+        store.get(self.start as usize..self.end as usize).unwrap_or(&[])
     }
 }
 
@@ -116,10 +111,7 @@ impl ListStore {
         }
         let start = self.flat.len() as u32;
         self.flat.extend_from_slice(list);
-        let span = Span {
-            start,
-            end: self.flat.len() as u32,
-        };
+        let span = Span { start, end: self.flat.len() as u32 };
         self.seen.insert(list.to_vec(), span);
         span
     }
@@ -141,39 +133,23 @@ mod tests {
 
     #[test]
     fn splits_at_every_boundary_and_keeps_items_ordered() {
-        let intervals = partition(
-            vec![cover(1, 10, 20), cover(0, 15, 30), cover(2, 0, PORTS)],
-            PORTS,
-            |_| {},
-        );
+        let intervals = partition(vec![cover(1, 10, 20), cover(0, 15, 30), cover(2, 0, PORTS)], PORTS, |_| {});
         assert_eq!(
             intervals,
-            vec![
-                (0, vec![2]),
-                (10, vec![1, 2]),
-                (15, vec![0, 1, 2]),
-                (21, vec![0, 2]),
-                (31, vec![2]),
-            ]
+            vec![(0, vec![2]), (10, vec![1, 2]), (15, vec![0, 1, 2]), (21, vec![0, 2]), (31, vec![2]),]
         );
     }
 
     #[test]
     fn merges_an_items_own_overlaps_and_equal_neighbours() {
-        let intervals = partition(
-            vec![cover(0, 10, 20), cover(0, 21, 25), cover(0, 15, 18)],
-            PORTS,
-            |_| {},
-        );
+        let intervals = partition(vec![cover(0, 10, 20), cover(0, 21, 25), cover(0, 15, 18)], PORTS, |_| {});
         assert_eq!(intervals, vec![(0, vec![]), (10, vec![0]), (26, vec![])]);
     }
 
     #[test]
     fn trim_can_make_neighbours_equal() {
         // Item 0 covers everything and hides later items once the trim keeps only the first.
-        let intervals = partition(vec![cover(0, 0, 100), cover(1, 50, 60)], PORTS, |list| {
-            list.truncate(1)
-        });
+        let intervals = partition(vec![cover(0, 0, 100), cover(1, 50, 60)], PORTS, |list| list.truncate(1));
         assert_eq!(intervals, vec![(0, vec![0]), (101, vec![])]);
     }
 

@@ -37,9 +37,8 @@ pub struct CompiledPolicy {
 pub fn compile(doc: &PolicyDocument) -> Result<CompiledPolicy, PolicyErrors> {
     // Validating through the JSON form reuses the one decoder and its field paths, and
     // yields the normalised document that the compiled policy keeps.
-    let value = serde_json::to_value(doc).map_err(|e| {
-        PolicyErrors::single("", format!("document cannot be represented as JSON: {e}"))
-    })?;
+    let value = serde_json::to_value(doc)
+        .map_err(|e| PolicyErrors::single("", format!("document cannot be represented as JSON: {e}")))?;
     let document = decode_document(&value)?;
     build(document)
 }
@@ -50,21 +49,14 @@ pub fn compile_json(json: &str) -> Result<CompiledPolicy, PolicyErrors> {
 }
 
 fn build(document: PolicyDocument) -> Result<CompiledPolicy, PolicyErrors> {
-    let groups: Box<[CompiledGroup]> = document
-        .source_groups
-        .iter()
-        .map(|group| CompiledGroup::build(&group.id, group))
-        .collect();
+    let groups: Box<[CompiledGroup]> =
+        document.source_groups.iter().map(|group| CompiledGroup::build(&group.id, group)).collect();
     check_keys_are_distinct(&groups)?;
     let sources = SourceIndex::build(&document.source_groups);
     let hostnames = HostnameIndex::build(&document.source_groups);
     let rule_count = document.source_groups.iter().map(|g| g.rules.len()).sum();
-    let hostname_rule_count = document
-        .source_groups
-        .iter()
-        .flat_map(|g| &g.rules)
-        .filter(|r| r.is_hostname_rule())
-        .count();
+    let hostname_rule_count =
+        document.source_groups.iter().flat_map(|g| &g.rules).filter(|r| r.is_hostname_rule()).count();
     Ok(CompiledPolicy {
         default_action: document.default_action,
         document,
@@ -108,10 +100,7 @@ impl CompiledPolicy {
 
     /// Id of the group at `group` (document order), or `"(unknown)"`.
     pub fn group_id(&self, group: u16) -> &str {
-        self.document
-            .source_groups
-            .get(usize::from(group))
-            .map_or(UNKNOWN_ID, |g| g.id.as_str())
+        self.document.source_groups.get(usize::from(group)).map_or(UNKNOWN_ID, |g| g.id.as_str())
     }
 
     /// Id of rule `rule` of group `group` (document order), or `"(unknown)"`.
@@ -127,11 +116,7 @@ impl CompiledPolicy {
     /// `document default`.
     pub fn describe(&self, cause: Cause) -> String {
         match cause {
-            Cause::Rule { group, rule } => format!(
-                "rule {}/{}",
-                self.group_id(group),
-                self.rule_id(group, rule)
-            ),
+            Cause::Rule { group, rule } => format!("rule {}/{}", self.group_id(group), self.rule_id(group, rule)),
             Cause::GroupDefault { group } => format!("default of group {}", self.group_id(group)),
             Cause::DocumentDefault => "document default".to_string(),
         }

@@ -23,11 +23,7 @@ impl SourceIndex {
         let mut covers = Vec::new();
         for (rank, &g) in by_priority.iter().enumerate() {
             for cidr in &groups[g].sources.cidrs {
-                covers.push(Cover {
-                    item: rank as u32,
-                    first: cidr.first().into(),
-                    last: cidr.last().into(),
-                });
+                covers.push(Cover { item: rank as u32, first: cidr.first().into(), last: cidr.last().into() });
             }
         }
 
@@ -35,29 +31,19 @@ impl SourceIndex {
         let mut starts = Vec::new();
         let mut spans = Vec::new();
         for (start, ranks) in partition(covers, u64::from(u32::MAX), |_| {}) {
-            let list: Vec<u16> = ranks
-                .iter()
-                .map(|&rank| by_priority[rank as usize] as u16)
-                .collect();
+            let list: Vec<u16> = ranks.iter().map(|&rank| by_priority[rank as usize] as u16).collect();
             // Keys come from u32 addresses, so every interval start fits.
             starts.push(start as u32);
             spans.push(store.intern(&list));
         }
-        SourceIndex {
-            starts: starts.into(),
-            spans: spans.into(),
-            groups: store.finish(),
-        }
+        SourceIndex { starts: starts.into(), spans: spans.into(), groups: store.finish() }
     }
 
     /// Groups whose sources contain `src`, lowest priority first.
     #[inline]
     pub(crate) fn candidates(&self, src: u32) -> &[u16] {
         // starts[0] == 0, so at least one start is <= src and the index is at least 1.
-        let interval = self
-            .starts
-            .partition_point(|&start| start <= src)
-            .saturating_sub(1);
+        let interval = self.starts.partition_point(|&start| start <= src).saturating_sub(1);
         match self.spans.get(interval) {
             Some(span) => span.of(&self.groups),
             None => &[],

@@ -67,10 +67,7 @@ fn quote_short(text: &str) -> String {
 }
 
 pub(crate) fn type_error(sink: &mut ErrorSink, path: &Path<'_>, expected: &str, found: &Value) {
-    sink.push(
-        path,
-        format!("expected {expected}, found {}", describe(found)),
-    );
+    sink.push(path, format!("expected {expected}, found {}", describe(found)));
 }
 
 /// A JSON object being decoded, with its allowed field names.
@@ -122,10 +119,7 @@ impl<'a> Object<'a> {
 
 fn unknown_field_message(key: &str, allowed: &[&str]) -> String {
     let expected: Vec<String> = allowed.iter().map(|f| format!("`{f}`")).collect();
-    let mut message = format!(
-        "unknown field `{key}`; expected one of {}",
-        expected.join(", ")
-    );
+    let mut message = format!("unknown field `{key}`; expected one of {}", expected.join(", "));
     if let Some(close) = allowed.iter().find(|f| edit_distance(key, f) <= 2) {
         message.push_str(&format!(" (did you mean `{close}`?)"));
     }
@@ -147,11 +141,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
-pub(crate) fn string<'a>(
-    sink: &mut ErrorSink,
-    value: &'a Value,
-    path: &Path<'_>,
-) -> Option<&'a str> {
+pub(crate) fn string<'a>(sink: &mut ErrorSink, value: &'a Value, path: &Path<'_>) -> Option<&'a str> {
     match value {
         Value::String(s) => Some(s),
         other => {
@@ -168,10 +158,7 @@ pub(crate) fn keyword<T: Copy>(
     path: &Path<'_>,
     choices: &[(&str, T)],
 ) -> Option<T> {
-    let quoted: Vec<String> = choices
-        .iter()
-        .map(|(word, _)| format!("\"{word}\""))
-        .collect();
+    let quoted: Vec<String> = choices.iter().map(|(word, _)| format!("\"{word}\"")).collect();
     let expected = quoted.join(" or ");
     let Value::String(text) = value else {
         type_error(sink, path, &expected, value);
@@ -180,20 +167,12 @@ pub(crate) fn keyword<T: Copy>(
     if let Some((_, choice)) = choices.iter().find(|(word, _)| word == text) {
         return Some(*choice);
     }
-    sink.push(
-        path,
-        format!("unknown value {}; expected {expected}", quote_short(text)),
-    );
+    sink.push(path, format!("unknown value {}; expected {expected}", quote_short(text)));
     None
 }
 
 pub(crate) fn action(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Action> {
-    keyword(
-        sink,
-        value,
-        path,
-        &[("allow", Action::Allow), ("deny", Action::Deny)],
-    )
+    keyword(sink, value, path, &[("allow", Action::Allow), ("deny", Action::Deny)])
 }
 
 /// A whole number in `min..=max`; `what` names it in the out-of-range message.
@@ -221,10 +200,7 @@ pub(crate) fn integer(
             None
         }
         None => {
-            sink.push(
-                path,
-                format!("expected an integer, found the number {number}"),
-            );
+            sink.push(path, format!("expected an integer, found the number {number}"));
             None
         }
     }
@@ -251,10 +227,7 @@ pub(crate) fn bounded_array<'a>(
         }
     }
     if items.len() > max {
-        sink.push(
-            path,
-            format!("has {} entries; at most {max} are allowed", items.len()),
-        );
+        sink.push(path, format!("has {} entries; at most {max} are allowed", items.len()));
         return None;
     }
     Some(items)
@@ -278,10 +251,7 @@ mod tests {
     #[test]
     fn unknown_field_suggests_a_close_name() {
         let message = unknown_field_message("prot", &["proto", "dst_ports"]);
-        assert_eq!(
-            message,
-            "unknown field `prot`; expected one of `proto`, `dst_ports` (did you mean `proto`?)"
-        );
+        assert_eq!(message, "unknown field `prot`; expected one of `proto`, `dst_ports` (did you mean `proto`?)");
         assert!(!unknown_field_message("colour", &["proto"]).contains("did you mean"));
     }
 
@@ -295,61 +265,11 @@ mod tests {
     #[test]
     fn integer_reports_range_sign_and_fraction() {
         let mut sink = ErrorSink::default();
-        assert_eq!(
-            integer(
-                &mut sink,
-                &serde_json::json!(443),
-                &Path::Root.field("p"),
-                "port",
-                1,
-                65535
-            ),
-            Some(443)
-        );
-        assert_eq!(
-            integer(
-                &mut sink,
-                &serde_json::json!(0),
-                &Path::Root.field("p"),
-                "port",
-                1,
-                65535
-            ),
-            None
-        );
-        assert_eq!(
-            integer(
-                &mut sink,
-                &serde_json::json!(-1),
-                &Path::Root.field("p"),
-                "port",
-                1,
-                65535
-            ),
-            None
-        );
-        assert_eq!(
-            integer(
-                &mut sink,
-                &serde_json::json!(1.5),
-                &Path::Root.field("p"),
-                "port",
-                1,
-                65535
-            ),
-            None
-        );
-        assert_eq!(
-            integer(
-                &mut sink,
-                &serde_json::json!("80"),
-                &Path::Root.field("p"),
-                "port",
-                1,
-                65535
-            ),
-            None
-        );
+        assert_eq!(integer(&mut sink, &serde_json::json!(443), &Path::Root.field("p"), "port", 1, 65535), Some(443));
+        assert_eq!(integer(&mut sink, &serde_json::json!(0), &Path::Root.field("p"), "port", 1, 65535), None);
+        assert_eq!(integer(&mut sink, &serde_json::json!(-1), &Path::Root.field("p"), "port", 1, 65535), None);
+        assert_eq!(integer(&mut sink, &serde_json::json!(1.5), &Path::Root.field("p"), "port", 1, 65535), None);
+        assert_eq!(integer(&mut sink, &serde_json::json!("80"), &Path::Root.field("p"), "port", 1, 65535), None);
         let errors = sink.into_result(()).unwrap_err();
         let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
         assert_eq!(

@@ -27,22 +27,15 @@ pub const MAX_LIST_ENTRIES: usize = 256;
 pub const MAX_ID_LEN: usize = 64;
 
 const DOCUMENT_FIELDS: &[&str] = &["default_action", "source_groups"];
-const GROUP_FIELDS: &[&str] = &[
-    "id",
-    "priority",
-    "mode",
-    "sources",
-    "rules",
-    "default_action",
-];
+const GROUP_FIELDS: &[&str] = &["id", "priority", "mode", "sources", "rules", "default_action"];
 const SOURCES_FIELDS: &[&str] = &["cidrs"];
 
 /// Reads and validates a policy document from JSON text.
 pub fn parse_policy(json: &str) -> Result<PolicyDocument, PolicyErrors> {
     // serde_json bounds nesting depth itself (128 levels), so hostile text cannot overflow
     // the stack here, and the walk below only descends as deep as the schema does.
-    let value: Value = serde_json::from_str(json)
-        .map_err(|e| PolicyErrors::single("", format!("invalid JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_str(json).map_err(|e| PolicyErrors::single("", format!("invalid JSON: {e}")))?;
     decode_document(&value)
 }
 
@@ -73,10 +66,7 @@ fn read_document(sink: &mut ErrorSink, value: &Value) -> Option<PolicyDocument> 
         None => Some(Vec::new()),
         Some(v) => read_groups(sink, v, &object.path_of("source_groups")),
     };
-    Some(PolicyDocument {
-        default_action: default_action?,
-        source_groups: source_groups?,
-    })
+    Some(PolicyDocument { default_action: default_action?, source_groups: source_groups? })
 }
 
 /// What could be read of one group, kept even when the group as a whole is invalid so that
@@ -89,11 +79,8 @@ struct GroupParts {
 
 fn read_groups(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Vec<SourceGroup>> {
     let items = json::bounded_array(sink, value, path, MAX_GROUPS, None)?;
-    let parts: Vec<GroupParts> = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| read_group(sink, item, &path.index(i)))
-        .collect();
+    let parts: Vec<GroupParts> =
+        items.iter().enumerate().map(|(i, item)| read_group(sink, item, &path.index(i))).collect();
 
     let mut ids: HashMap<&str, usize> = HashMap::new();
     let mut priorities: HashMap<u32, usize> = HashMap::new();
@@ -103,10 +90,7 @@ fn read_groups(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<V
             if let Some(&first) = ids.get(id) {
                 sink.push(
                     group_path.field("id"),
-                    format!(
-                        "duplicate group id `{id}` (already used by {})",
-                        path.index(first)
-                    ),
+                    format!("duplicate group id `{id}` (already used by {})", path.index(first)),
                 );
             } else {
                 ids.insert(id, i);
@@ -131,27 +115,12 @@ fn read_groups(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<V
 
 fn read_group(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> GroupParts {
     let Some(object) = Object::open(sink, value, *path, GROUP_FIELDS) else {
-        return GroupParts {
-            id: None,
-            priority: None,
-            group: None,
-        };
+        return GroupParts { id: None, priority: None, group: None };
     };
-    let id = object
-        .required(sink, "id")
-        .and_then(|v| read_id(sink, v, &object.path_of("id")));
+    let id = object.required(sink, "id").and_then(|v| read_id(sink, v, &object.path_of("id")));
     let priority = object
         .required(sink, "priority")
-        .and_then(|v| {
-            json::integer(
-                sink,
-                v,
-                &object.path_of("priority"),
-                "priority",
-                0,
-                u64::from(u32::MAX),
-            )
-        })
+        .and_then(|v| json::integer(sink, v, &object.path_of("priority"), "priority", 0, u64::from(u32::MAX)))
         .map(|p| p as u32);
     let mode = match object.optional("mode") {
         None => Some(GroupMode::Enforce),
@@ -162,9 +131,7 @@ fn read_group(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> GroupPart
             &[("enforce", GroupMode::Enforce), ("audit", GroupMode::Audit)],
         ),
     };
-    let sources = object
-        .required(sink, "sources")
-        .and_then(|v| read_sources(sink, v, &object.path_of("sources")));
+    let sources = object.required(sink, "sources").and_then(|v| read_sources(sink, v, &object.path_of("sources")));
     let rules = match object.optional("rules") {
         None => Some(Vec::new()),
         Some(v) => rule::read_rules(sink, v, &object.path_of("rules")),
@@ -183,23 +150,14 @@ fn read_group(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> GroupPart
             default_action: default_action?,
         })
     })();
-    GroupParts {
-        id,
-        priority,
-        group,
-    }
+    GroupParts { id, priority, group }
 }
 
 fn read_sources(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Sources> {
     let object = Object::open(sink, value, *path, SOURCES_FIELDS)?;
     let cidrs_path = object.path_of("cidrs");
     let cidrs = object.required(sink, "cidrs").and_then(|v| {
-        read_cidrs(
-            sink,
-            v,
-            &cidrs_path,
-            "a source group needs at least one CIDR (use 0.0.0.0/0 for every source)",
-        )
+        read_cidrs(sink, v, &cidrs_path, "a source group needs at least one CIDR (use 0.0.0.0/0 for every source)")
     })?;
     Some(Sources { cidrs })
 }
@@ -215,14 +173,13 @@ pub(crate) fn read_cidrs(
     let mut cidrs = Some(Vec::with_capacity(items.len()));
     for (i, item) in items.iter().enumerate() {
         let item_path = path.index(i);
-        let cidr =
-            json::string(sink, item, &item_path).and_then(|text| match text.parse::<Ipv4Cidr>() {
-                Ok(cidr) => Some(cidr),
-                Err(e) => {
-                    sink.push(item_path, e.0);
-                    None
-                }
-            });
+        let cidr = json::string(sink, item, &item_path).and_then(|text| match text.parse::<Ipv4Cidr>() {
+            Ok(cidr) => Some(cidr),
+            Err(e) => {
+                sink.push(item_path, e.0);
+                None
+            }
+        });
         match (cidr, cidrs.as_mut()) {
             (Some(cidr), Some(list)) => list.push(cidr),
             _ => cidrs = None,
@@ -239,23 +196,11 @@ pub(crate) fn read_id(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> O
         return None;
     }
     if id.chars().count() > MAX_ID_LEN {
-        sink.push(
-            path,
-            format!(
-                "is {} characters long; at most {MAX_ID_LEN} are allowed",
-                id.chars().count()
-            ),
-        );
+        sink.push(path, format!("is {} characters long; at most {MAX_ID_LEN} are allowed", id.chars().count()));
         return None;
     }
-    if let Some(bad) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-    {
-        sink.push(
-            path,
-            format!("`{id}` contains `{bad}`; ids may only use letters, digits, `_`, `.` and `-`"),
-        );
+    if let Some(bad) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+        sink.push(path, format!("`{id}` contains `{bad}`; ids may only use letters, digits, `_`, `.` and `-`"));
         return None;
     }
     Some(id.to_string())

@@ -13,23 +13,13 @@ use crate::model::{PortRange, Protocol, Rule, RuleMatch};
 const RULE_FIELDS: &[&str] = &["id", "action", "match"];
 const MATCH_FIELDS: &[&str] = &["proto", "dst_ports", "icmp_types", "dst_cidrs", "hostnames"];
 
-pub(super) fn read_rules(
-    sink: &mut ErrorSink,
-    value: &Value,
-    path: &Path<'_>,
-) -> Option<Vec<Rule>> {
+pub(super) fn read_rules(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Vec<Rule>> {
     let Value::Array(items) = value else {
         json::type_error(sink, path, "an array", value);
         return None;
     };
     if items.len() > MAX_RULES_PER_GROUP {
-        sink.push(
-            path,
-            format!(
-                "has {} rules; at most {MAX_RULES_PER_GROUP} are allowed per group",
-                items.len()
-            ),
-        );
+        sink.push(path, format!("has {} rules; at most {MAX_RULES_PER_GROUP} are allowed per group", items.len()));
         return None;
     }
     let mut ids: HashMap<String, usize> = HashMap::new();
@@ -41,10 +31,7 @@ pub(super) fn read_rules(
             if let Some(&first) = ids.get(&id) {
                 sink.push(
                     rule_path.field("id"),
-                    format!(
-                        "duplicate rule id `{id}` in this group (already used by {})",
-                        path.index(first)
-                    ),
+                    format!("duplicate rule id `{id}` in this group (already used by {})", path.index(first)),
                 );
             } else {
                 ids.insert(id, i);
@@ -59,29 +46,15 @@ pub(super) fn read_rules(
 }
 
 /// The rule's id is returned separately so duplicates are found even in invalid rules.
-fn read_rule(
-    sink: &mut ErrorSink,
-    value: &Value,
-    path: &Path<'_>,
-) -> (Option<String>, Option<Rule>) {
+fn read_rule(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> (Option<String>, Option<Rule>) {
     let Some(object) = Object::open(sink, value, *path, RULE_FIELDS) else {
         return (None, None);
     };
-    let id = object
-        .required(sink, "id")
-        .and_then(|v| read_id(sink, v, &object.path_of("id")));
-    let action = object
-        .required(sink, "action")
-        .and_then(|v| json::action(sink, v, &object.path_of("action")));
-    let matches = object
-        .required(sink, "match")
-        .and_then(|v| read_match(sink, v, &object.path_of("match")));
+    let id = object.required(sink, "id").and_then(|v| read_id(sink, v, &object.path_of("id")));
+    let action = object.required(sink, "action").and_then(|v| json::action(sink, v, &object.path_of("action")));
+    let matches = object.required(sink, "match").and_then(|v| read_match(sink, v, &object.path_of("match")));
     let rule = match (id.clone(), action, matches) {
-        (Some(id), Some(action), Some(matches)) => Some(Rule {
-            id,
-            action,
-            matches,
-        }),
+        (Some(id), Some(action), Some(matches)) => Some(Rule { id, action, matches }),
         _ => None,
     };
     (id, rule)
@@ -97,12 +70,7 @@ fn read_match(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Ru
             sink,
             v,
             &object.path_of("proto"),
-            &[
-                ("tcp", Protocol::Tcp),
-                ("udp", Protocol::Udp),
-                ("icmp", Protocol::Icmp),
-                ("any", Protocol::Any),
-            ],
+            &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp), ("icmp", Protocol::Icmp), ("any", Protocol::Any)],
         ),
     };
     valid &= proto.is_some();
@@ -114,10 +82,7 @@ fn read_match(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Ru
             Some(p) if !p.has_ports() => {
                 sink.push(
                     ports_path,
-                    format!(
-                        "`dst_ports` needs `proto` \"tcp\" or \"udp\" (proto is \"{}\")",
-                        p.name()
-                    ),
+                    format!("`dst_ports` needs `proto` \"tcp\" or \"udp\" (proto is \"{}\")", p.name()),
                 );
                 valid = false;
             }
@@ -133,13 +98,7 @@ fn read_match(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Ru
         let types_path = object.path_of("icmp_types");
         match proto {
             Some(p) if p != Protocol::Icmp => {
-                sink.push(
-                    types_path,
-                    format!(
-                        "`icmp_types` needs `proto` \"icmp\" (proto is \"{}\")",
-                        p.name()
-                    ),
-                );
+                sink.push(types_path, format!("`icmp_types` needs `proto` \"icmp\" (proto is \"{}\")", p.name()));
                 valid = false;
             }
             _ => match read_icmp_types(sink, v, &types_path) {
@@ -152,10 +111,7 @@ fn read_match(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Ru
     let cidrs_value = object.optional("dst_cidrs");
     let hostnames_value = object.optional("hostnames");
     if cidrs_value.is_some() && hostnames_value.is_some() {
-        sink.push(
-            path,
-            "a rule may have `hostnames` or `dst_cidrs`, not both; split it into one rule for each",
-        );
+        sink.push(path, "a rule may have `hostnames` or `dst_cidrs`, not both; split it into one rule for each");
         valid = false;
     }
     let mut dst_cidrs = Vec::new();
@@ -175,24 +131,13 @@ fn read_match(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Ru
     }
 
     let proto = proto?;
-    valid.then_some(RuleMatch {
-        proto,
-        dst_ports,
-        icmp_types,
-        dst_cidrs,
-        hostnames,
-    })
+    valid.then_some(RuleMatch { proto, dst_ports, icmp_types, dst_cidrs, hostnames })
 }
 
 fn read_ports(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Vec<PortRange>> {
     let hint = "leave `dst_ports` out to match every port";
     let items = json::bounded_array(sink, value, path, MAX_LIST_ENTRIES, Some(hint))?;
-    collect_all(
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| read_port(sink, item, &path.index(i))),
-    )
+    collect_all(items.iter().enumerate().map(|(i, item)| read_port(sink, item, &path.index(i))))
 }
 
 /// A port number, or a string `"lo-hi"` for an inclusive range.
@@ -207,20 +152,14 @@ fn read_port(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Por
         };
     }
     if !value.is_number() {
-        json::type_error(
-            sink,
-            path,
-            "a port number or a \"lo-hi\" range string",
-            value,
-        );
+        json::type_error(sink, path, "a port number or a \"lo-hi\" range string", value);
         return None;
     }
     json::integer(sink, value, path, "port", 1, 65535).map(|p| PortRange::single(p as u16))
 }
 
 fn parse_port_range(text: &str) -> Result<PortRange, String> {
-    let malformed =
-        || format!("`{text}` is not a port range; expected \"lo-hi\" such as \"8000-8999\"");
+    let malformed = || format!("`{text}` is not a port range; expected \"lo-hi\" such as \"8000-8999\"");
     let (lo, hi) = text.split_once('-').ok_or_else(malformed)?;
     let parse = |part: &str| -> Result<u16, String> {
         let part = part.trim();
@@ -234,9 +173,7 @@ fn parse_port_range(text: &str) -> Result<PortRange, String> {
     };
     let (first, last) = (parse(lo)?, parse(hi)?);
     if first > last {
-        return Err(format!(
-            "range `{text}` is reversed; write \"{last}-{first}\""
-        ));
+        return Err(format!("range `{text}` is reversed; write \"{last}-{first}\""));
     }
     Ok(PortRange { first, last })
 }
@@ -244,9 +181,12 @@ fn parse_port_range(text: &str) -> Result<PortRange, String> {
 fn read_icmp_types(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Vec<u8>> {
     let hint = "leave `icmp_types` out to match every ICMP type";
     let items = json::bounded_array(sink, value, path, MAX_LIST_ENTRIES, Some(hint))?;
-    collect_all(items.iter().enumerate().map(|(i, item)| {
-        json::integer(sink, item, &path.index(i), "icmp type", 0, 255).map(|t| t as u8)
-    }))
+    collect_all(
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| json::integer(sink, item, &path.index(i), "icmp type", 0, 255).map(|t| t as u8)),
+    )
 }
 
 fn read_hostnames(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Option<Vec<String>> {
@@ -255,9 +195,7 @@ fn read_hostnames(sink: &mut ErrorSink, value: &Value, path: &Path<'_>) -> Optio
     collect_all(items.iter().enumerate().map(|(i, item)| {
         let item_path = path.index(i);
         let text = json::string(sink, item, &item_path)?;
-        normalise_pattern(text)
-            .map_err(|message| sink.push(item_path, message))
-            .ok()
+        normalise_pattern(text).map_err(|message| sink.push(item_path, message)).ok()
     }))
 }
 
@@ -281,31 +219,13 @@ mod tests {
 
     #[test]
     fn port_ranges_parse_and_explain_mistakes() {
-        assert_eq!(
-            parse_port_range("8000-8999"),
-            Ok(PortRange {
-                first: 8000,
-                last: 8999
-            })
-        );
+        assert_eq!(parse_port_range("8000-8999"), Ok(PortRange { first: 8000, last: 8999 }));
         assert_eq!(parse_port_range("80-80"), Ok(PortRange::single(80)));
-        assert_eq!(
-            parse_port_range("200-100").unwrap_err(),
-            "range `200-100` is reversed; write \"100-200\""
-        );
-        assert!(parse_port_range("0-10")
-            .unwrap_err()
-            .contains("out of range"));
-        assert!(parse_port_range("1-70000")
-            .unwrap_err()
-            .contains("out of range"));
+        assert_eq!(parse_port_range("200-100").unwrap_err(), "range `200-100` is reversed; write \"100-200\"");
+        assert!(parse_port_range("0-10").unwrap_err().contains("out of range"));
+        assert!(parse_port_range("1-70000").unwrap_err().contains("out of range"));
         for bad in ["80", "-", "a-b", "1-2-3", "+1-2", "1--2"] {
-            assert!(
-                parse_port_range(bad)
-                    .unwrap_err()
-                    .contains("is not a port range"),
-                "{bad}"
-            );
+            assert!(parse_port_range(bad).unwrap_err().contains("is not a port range"), "{bad}");
         }
     }
 }

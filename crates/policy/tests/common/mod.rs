@@ -5,9 +5,7 @@ pub mod reference;
 
 use std::net::Ipv4Addr;
 
-use sluice_policy::{
-    compile_json, CompiledPolicy, ExplainQuery, FlowQuery, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-};
+use sluice_policy::{compile_json, CompiledPolicy, ExplainQuery, FlowQuery, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 /// The example document from the policy format's description.
 pub const EXAMPLE: &str = r#"{
