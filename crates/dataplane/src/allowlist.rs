@@ -468,8 +468,21 @@ struct BulkForget {
 /// removals. Keys are hashed with a multiply-xorshift mix keyed by a per-table random seed:
 /// a lookup costs a few nanoseconds (it runs for hostname rules on every new flow), and an
 /// outsider choosing DNS answers cannot aim them at one probe chain without the seed.
+/// Buckets of the per-address presence filter (64 KiB).
+const IP_FILTER_BUCKETS: usize = 1 << 16;
+
+#[inline]
+fn ip_bucket(ip: u32, seed: u64) -> usize {
+    ((ip ^ seed as u32).wrapping_mul(0x9E37_79B1) >> 16) as usize
+}
+
 pub struct Allowlist {
     entries: Box<[Entry]>,
+    /// Presence filter by address: how many entries have an address in each bucket. Most
+    /// flows checked against a hostname rule go to addresses nobody learned; one byte in a
+    /// 64 KiB array (cache-resident) answers "no" for them without touching the index. A
+    /// bucket that reaches 255 stays there (a permanent, harmless false positive).
+    ip_filter: Box<[u8]>,
     index: Box<[u32]>,
     /// `index.len() - 1`.
     mask: usize,
@@ -518,6 +531,7 @@ impl Allowlist {
             .collect();
         Allowlist {
             entries,
+            ip_filter: vec![0; IP_FILTER_BUCKETS].into_boxed_slice(),
             index: vec![EMPTY; index_len].into_boxed_slice(),
             mask: index_len - 1,
             free_head: 0,
@@ -582,7 +596,13 @@ impl Allowlist {
     /// stays true past its expiry and after a `Forget`, until its last unpin).
     #[inline]
     pub fn contains(&self, rule: RuleKey, ip: u32, now: u64) -> bool {
-        self.find(rule.0, ip).is_some_and(|e| self.entries[e as usize].holds(now))
+        self.may_hold(ip) && self.find(rule.0, ip).is_some_and(|e| self.entries[e as usize].holds(now))
+    }
+
+    /// False when no entry has address `ip` (no false negatives).
+    #[inline]
+    fn may_hold(&self, ip: u32) -> bool {
+        self.ip_filter[ip_bucket(ip, self.seed)] != 0
     }
 
     /// True if `(rule, ip)` is present and `expires_at > now`, whatever its pins: unlike
@@ -591,7 +611,7 @@ impl Allowlist {
     /// decide.
     #[inline]
     pub fn is_live(&self, rule: RuleKey, ip: u32, now: u64) -> bool {
-        self.find(rule.0, ip).is_some_and(|e| self.entries[e as usize].expires_at > now)
+        self.may_hold(ip) && self.find(rule.0, ip).is_some_and(|e| self.entries[e as usize].expires_at > now)
     }
 
     /// A flow starts using `(rule, ip)`: the entry is kept while pinned, even past its expiry
@@ -752,6 +772,8 @@ impl Allowlist {
         self.index[pos] = entry;
         self.len += 1;
         self.stats.learned += 1;
+        let bucket = &mut self.ip_filter[ip_bucket(ip, self.seed)];
+        *bucket = bucket.saturating_add(1);
     }
 
     /// Applies a `Forget` to one present entry.
@@ -802,6 +824,11 @@ impl Allowlist {
             pos = (pos + 1) & self.mask;
         }
         self.remove_index_at(pos);
+        let bucket = &mut self.ip_filter[ip_bucket(e.ip, self.seed)];
+        debug_assert!(*bucket > 0, "allowlist: presence filter out of step");
+        if *bucket != u8::MAX {
+            *bucket -= 1;
+        }
         let e = &mut self.entries[entry as usize];
         e.used = false;
         e.pins_or_next = self.free_head;
@@ -881,6 +908,17 @@ mod tests {
             next = a.entries[next as usize].pins_or_next;
         }
         assert_eq!(free, a.capacity() - a.len);
+        // The presence filter counts exactly the used entries of each bucket they occupy (or
+        // is saturated): never a false negative. (Checked per used entry, not per bucket, to
+        // keep this check O(entries).)
+        let mut counts = std::collections::HashMap::new();
+        for e in a.entries.iter().filter(|e| e.in_use()) {
+            *counts.entry(ip_bucket(e.ip, a.seed)).or_insert(0usize) += 1;
+        }
+        for (bucket, want) in counts {
+            let have = a.ip_filter[bucket];
+            assert!(have == u8::MAX || usize::from(have) == want, "filter bucket {bucket}: {have} != {want}");
+        }
     }
 
     #[test]
@@ -890,6 +928,20 @@ mod tests {
         send_sync::<AllowlistWriter>();
         send::<Allowlist>();
         assert_eq!(std::mem::size_of::<Entry>(), 32);
+    }
+
+    #[test]
+    fn allowlist_presence_filter_returns_to_zero() {
+        let (w, mut a) = single(64);
+        for i in 0..40u32 {
+            learn(&w, &mut a, 0, RuleKey(u64::from(i % 3)), 0x0A00_0000 + i, 1_000);
+        }
+        assert_eq!(a.ip_filter.iter().map(|&c| usize::from(c)).sum::<usize>(), 40);
+        assert!(a.contains(RuleKey(0), 0x0A00_0000, 10));
+        assert!(!a.contains(RuleKey(0), 0x0B00_0000, 10));
+        a.sweep(2_000, 1_000);
+        assert!(a.is_empty());
+        assert!(a.ip_filter.iter().all(|&c| c == 0), "every removal decremented its bucket");
     }
 
     #[test]

@@ -262,14 +262,18 @@ impl FlowTable {
         crate::prefetch::prefetch_read(&self.slots[i]);
     }
 
-    /// Hint the CPU to fetch the flow record the first matching slot points at.
+    /// Hint the CPU to fetch the flow record the home slot of `hash` points at. Returns true
+    /// when that slot is empty: the key is certainly absent (a new flow).
     #[inline]
-    pub fn prefetch_flow(&self, hash: u32) {
+    pub fn prefetch_flow(&self, hash: u32) -> bool {
         let i = hash as usize & self.mask;
         let s = self.slots[i];
         if s != EMPTY {
             let (idx, _) = slot_ref(s);
             crate::prefetch::prefetch_read(&self.flows[idx as usize]);
+            false
+        } else {
+            true
         }
     }
 
@@ -335,10 +339,20 @@ impl FlowTable {
 
     /// Remove a live flow and return its record (the caller releases its pin and counts).
     pub fn remove(&mut self, idx: u32) -> Flow {
+        let f = self.flows[idx as usize];
+        let h_orig = self.hash(&f.orig);
+        let h_reply = self.hash(&self.reply_key(&f));
+        self.remove_hashed(idx, h_orig, h_reply)
+    }
+
+    /// [`remove`](Self::remove) with both key hashes already computed.
+    fn remove_hashed(&mut self, idx: u32, h_orig: u32, h_reply: u32) -> Flow {
         assert!(self.live[idx as usize], "removing a free flow record");
         let flow = self.flows[idx as usize];
-        self.index_remove(self.hash(&flow.orig), idx, Dir::Orig);
-        self.index_remove(self.hash(&self.reply_key(&flow)), idx, Dir::Reply);
+        debug_assert_eq!(h_orig, self.hash(&flow.orig));
+        debug_assert_eq!(h_reply, self.hash(&self.reply_key(&flow)));
+        self.index_remove(h_orig, idx, Dir::Orig);
+        self.index_remove(h_reply, idx, Dir::Reply);
         self.live[idx as usize] = false;
         self.free.push(idx);
         self.len -= 1;
@@ -383,19 +397,38 @@ impl FlowTable {
 
     /// Incremental expiry: examine at most `budget` records from a rotating cursor and
     /// remove those `expired` says are done, handing each to `removed`. Never a full scan.
+    /// Works in chunks: first find the expired records of a chunk and prefetch both of their
+    /// index slots, then remove them, so the deletions' cache misses overlap.
     pub fn sweep(
         &mut self,
         budget: usize,
         mut expired: impl FnMut(&Flow) -> bool,
         mut removed: impl FnMut(&Flow),
     ) -> usize {
+        const CHUNK: usize = 32;
         let cap = self.capacity();
+        let mut left = budget.min(cap);
         let mut n = 0;
-        for _ in 0..budget.min(cap) {
-            let idx = self.sweep_cursor;
-            self.sweep_cursor = if idx + 1 == cap { 0 } else { idx + 1 };
-            if self.live[idx] && expired(&self.flows[idx]) {
-                let flow = self.remove(idx as u32);
+        while left > 0 {
+            let chunk = left.min(CHUNK);
+            left -= chunk;
+            let mut doomed = [(0u32, 0u32, 0u32); CHUNK];
+            let mut d = 0;
+            for _ in 0..chunk {
+                let idx = self.sweep_cursor;
+                self.sweep_cursor = if idx + 1 == cap { 0 } else { idx + 1 };
+                if self.live[idx] && expired(&self.flows[idx]) {
+                    let f = &self.flows[idx];
+                    let h_orig = self.hash(&f.orig);
+                    let h_reply = self.hash(&self.reply_key(f));
+                    self.prefetch(h_orig);
+                    self.prefetch(h_reply);
+                    doomed[d] = (idx as u32, h_orig, h_reply);
+                    d += 1;
+                }
+            }
+            for &(idx, h_orig, h_reply) in &doomed[..d] {
+                let flow = self.remove_hashed(idx, h_orig, h_reply);
                 removed(&flow);
                 n += 1;
             }

@@ -263,8 +263,11 @@ impl Engine {
                 parsed[i] = r;
             }
             for i in 0..n {
-                if let Ok(ParsedFrame { l3: L3::Ipv4(_), .. }) = &parsed[i] {
-                    self.flows.prefetch_flow(hashes[i]);
+                if let Ok(ParsedFrame { l3: L3::Ipv4(ip), .. }) = &parsed[i] {
+                    if self.flows.prefetch_flow(hashes[i]) && from != PortId::External {
+                        // Certainly a new flow: warm the slot of its first NAT candidate too.
+                        self.prefetch_nat_candidate(ip);
+                    }
                 }
             }
             for i in 0..n {
@@ -276,6 +279,24 @@ impl Engine {
             }
         }
         self.finish_burst(now);
+    }
+
+    /// Prefetch the index slot of the reply key a new flow gets when its source port can be
+    /// kept (the first candidate `nat::allocate_port` tries).
+    #[inline]
+    fn prefetch_nat_candidate(&self, ip: &crate::parse::Ipv4) {
+        if let (true, Some(k)) = (self.cfg.snat, forward::key_of(ip)) {
+            if (self.cfg.nat_port_min..=self.cfg.nat_port_max).contains(&k.sport) {
+                let reply = crate::flow::FlowKey {
+                    src: k.dst,
+                    dst: self.cfg.external.ip,
+                    sport: k.dport,
+                    dport: k.sport,
+                    proto: k.proto,
+                };
+                self.flows.prefetch(self.flows.hash(&reply));
+            }
+        }
     }
 
     /// Bounded periodic work; the I/O layer also calls this when idle so that timers run
