@@ -2,6 +2,7 @@
 //! time-exceeded for packets whose TTL runs out at the node.
 
 use super::forward::key_of;
+use super::rewrite::{get16, put16, rewrite_ipv4, Endpoint};
 use super::{Action, Engine, PortId};
 use crate::checksum::{update16, update32};
 use crate::counters::{Counter, DropReason};
@@ -10,16 +11,6 @@ use crate::generate::write_icmp_time_exceeded;
 use crate::packet::Packet;
 use crate::parse::{parse_quoted_ipv4, Ipv4, ParsedFrame, L4};
 use crate::policy_handle::PublishedPolicy;
-
-#[inline]
-fn get16(f: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([f[at], f[at + 1]])
-}
-
-#[inline]
-fn put16(f: &mut [u8], at: usize, v: u16) {
-    f[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
 
 impl Engine {
     /// An ICMP error from outside about a packet one of our flows sent: the quoted datagram
@@ -102,14 +93,7 @@ impl Engine {
         put16(frame, icmp_at + 2, icmp_csum);
 
         // Outer header: destination to the inside host, TTL down, header checksum.
-        let o = ip.at();
-        let mut c = get16(frame, o + 10);
-        let old_word = get16(frame, o + 8);
-        frame[o + 8] = ip.ttl - 1;
-        c = update16(c, old_word, get16(frame, o + 8));
-        frame[o + 16..o + 20].copy_from_slice(&f.orig.src.to_be_bytes());
-        c = update32(c, ip.dst, f.orig.src);
-        put16(frame, o + 10, c);
+        rewrite_ipv4(frame, ip, Endpoint::Destination, f.orig.src);
 
         self.counters.inc(Counter::IcmpErrorsTranslated);
         match f.origin {

@@ -6,12 +6,12 @@ use crate::checksum::{update16, update32};
 use crate::parse::{Ipv4, L4};
 
 #[inline]
-fn get16(f: &[u8], at: usize) -> u16 {
+pub(super) fn get16(f: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([f[at], f[at + 1]])
 }
 
 #[inline]
-fn put16(f: &mut [u8], at: usize, v: u16) {
+pub(super) fn put16(f: &mut [u8], at: usize, v: u16) {
     f[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
@@ -34,25 +34,7 @@ pub enum Endpoint {
 /// checked that the TTL is above 1.
 #[inline]
 pub fn translate(frame: &mut [u8], ip: &Ipv4, which: Endpoint, addr: u32, port: u16) {
-    debug_assert!(ip.ttl > 1);
-    let o = ip.at();
-    let mut ip_csum = get16(frame, o + 10);
-
-    // TTL shares a 16-bit word with the protocol number.
-    let old_word = get16(frame, o + 8);
-    frame[o + 8] = ip.ttl - 1;
-    ip_csum = update16(ip_csum, old_word, get16(frame, o + 8));
-
-    let (addr_at, old_addr) = match which {
-        Endpoint::Source => (o + 12, ip.src),
-        Endpoint::Destination => (o + 16, ip.dst),
-    };
-    if old_addr != addr {
-        put32(frame, addr_at, addr);
-        ip_csum = update32(ip_csum, old_addr, addr);
-    }
-    put16(frame, o + 10, ip_csum);
-
+    let old_addr = rewrite_ipv4(frame, ip, which, addr);
     let l4 = ip.l4_offset();
     match ip.l4 {
         L4::Tcp { sport, dport, .. } => {
@@ -85,6 +67,31 @@ pub fn translate(frame: &mut [u8], ip: &Ipv4, which: Endpoint, addr: u32, port: 
         }
         _ => debug_assert!(false, "translate called for a packet without ports"),
     }
+}
+
+/// Decrement the TTL and replace one address of the IPv4 header, updating its checksum;
+/// returns the address replaced. The transport header is the caller's business.
+#[inline]
+pub(super) fn rewrite_ipv4(frame: &mut [u8], ip: &Ipv4, which: Endpoint, addr: u32) -> u32 {
+    debug_assert!(ip.ttl > 1);
+    let o = ip.at();
+    let mut ip_csum = get16(frame, o + 10);
+
+    // TTL shares a 16-bit word with the protocol number.
+    let old_word = get16(frame, o + 8);
+    frame[o + 8] = ip.ttl - 1;
+    ip_csum = update16(ip_csum, old_word, get16(frame, o + 8));
+
+    let (addr_at, old_addr) = match which {
+        Endpoint::Source => (o + 12, ip.src),
+        Endpoint::Destination => (o + 16, ip.dst),
+    };
+    if old_addr != addr {
+        put32(frame, addr_at, addr);
+        ip_csum = update32(ip_csum, old_addr, addr);
+    }
+    put16(frame, o + 10, ip_csum);
+    old_addr
 }
 
 /// Decrement the TTL only (routed without translation).
