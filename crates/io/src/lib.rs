@@ -1,0 +1,1 @@
+//! Packet I/O for the Sluice dataplane. (Being written.)
