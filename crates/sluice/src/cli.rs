@@ -1,0 +1,231 @@
+//! The command line. Every `run` setting is also a `SLUICE_*` environment variable and a key
+//! of the TOML configuration file; see [`crate::config`] for how they are combined.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::net::IfaceAddr;
+
+/// The exit codes, shown under `sluice run --help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+   0  success
+   1  policy validate/explain: the policy has errors
+   2  command line not understood
+  10  configuration file unreadable, not TOML, unknown key or wrong type
+  11  a setting is missing or invalid
+  12  internal and external networks overlap
+  13  gateway is not on the external network
+  14  the same interface was given for both ports
+  15  policy file unreadable or invalid
+  16  a port's network interface does not exist
+  17  not permitted: run as root or grant CAP_NET_RAW and CAP_NET_ADMIN
+  18  --dataplane dpdk, but this binary was built without DPDK
+  19  DPDK needs hugepages and none are configured
+  20  another sluice process holds one of the ports
+  21  the data directory cannot be created or written
+  30  every check passed, but this build has no packet runtime yet
+
+Precedence: command-line flags > SLUICE_* environment variables > --config file > defaults.";
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "Sluice egress firewall node", propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the node configuration and the host, then start the node.
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    Run(Box<RunArgs>),
+    /// Offline policy tools: validate a policy file, explain a decision.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// Which packet I/O the node uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dataplane {
+    /// AF_PACKET on kernel network interfaces.
+    Software,
+    /// DPDK poll-mode drivers (needs a binary built with the `dpdk` feature).
+    Dpdk,
+}
+
+impl Dataplane {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dataplane::Software => "software",
+            Dataplane::Dpdk => "dpdk",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Plain,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Plain => "plain",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// `sluice run` settings as given on the command line or in the environment. Every field is
+/// optional here: what is absent is taken from the file, then from the defaults.
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// TOML configuration file; its keys are the long flag names with `_` for `-`.
+    /// Example: --config /etc/sluice/sluice.toml
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Port facing the protected network: an interface name in software mode, DPDK devargs
+    /// in DPDK mode. Required. Example: --internal-port eth1 (or 0000:03:00.0)
+    #[arg(long, env = "SLUICE_INTERNAL_PORT", value_name = "PORT")]
+    pub internal_port: Option<String>,
+
+    /// Port facing the outside: an interface name in software mode, DPDK devargs in DPDK mode.
+    /// Required. Example: --external-port eth2
+    #[arg(long, env = "SLUICE_EXTERNAL_PORT", value_name = "PORT")]
+    pub external_port: Option<String>,
+
+    /// Packet I/O: `software` (AF_PACKET) or `dpdk`. Default: software.
+    #[arg(long, env = "SLUICE_DATAPLANE", value_name = "KIND")]
+    pub dataplane: Option<Dataplane>,
+
+    /// Extra DPDK EAL arguments, one string split on whitespace; used in DPDK mode only
+    /// (ignored with a warning in software mode).
+    /// Default: none. Example: --dpdk-eal-args "-l 2-3 --no-huge -m 512"
+    #[arg(long, env = "SLUICE_DPDK_EAL_ARGS", value_name = "ARGS", allow_hyphen_values = true)]
+    pub dpdk_eal_args: Option<String>,
+
+    /// The node's address and prefix on the internal network; clients use it as their
+    /// gateway and resolver. Required. Example: --internal-address 10.10.0.1/24
+    #[arg(long, env = "SLUICE_INTERNAL_ADDRESS", value_name = "ADDR/LEN")]
+    pub internal_address: Option<IfaceAddr>,
+
+    /// The node's address and prefix on the external network; allowed traffic leaves from it
+    /// when SNAT is on. Required. Example: --external-address 203.0.113.2/24
+    #[arg(long, env = "SLUICE_EXTERNAL_ADDRESS", value_name = "ADDR/LEN")]
+    pub external_address: Option<IfaceAddr>,
+
+    /// Next hop for everything off the external network; must be on it. Required.
+    /// Example: --gateway 203.0.113.1
+    #[arg(long, env = "SLUICE_GATEWAY", value_name = "ADDR")]
+    pub gateway: Option<Ipv4Addr>,
+
+    /// Translate inside sources to the external address. Default: true. Example: --snat false
+    #[arg(long, env = "SLUICE_SNAT", value_name = "true|false", action = ArgAction::Set)]
+    pub snat: Option<bool>,
+
+    /// Most flows tracked at once per worker; new flows beyond it are dropped and counted.
+    /// Default: 262144. Example: --flow-capacity 1048576
+    #[arg(long, env = "SLUICE_FLOW_CAPACITY", value_name = "N")]
+    pub flow_capacity: Option<usize>,
+
+    /// Dataplane worker threads. Default: 1. Example: --workers 4
+    #[arg(long, env = "SLUICE_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Directory for the node's state and port locks. Default: /var/lib/sluice.
+    /// Example: --data-dir /srv/sluice
+    #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Policy document (JSON) applied at start. Default: none (nothing is allowed out until a
+    /// policy is applied). Example: --policy /etc/sluice/policy.json
+    #[arg(long, env = "SLUICE_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// Log line format: `plain` or `json`. Default: plain. Example: --log-format json
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or per-module directives.
+    /// Default: info. Example: --log-level sluice=debug,info
+    #[arg(long, env = "SLUICE_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check a policy file; prints OK with counts, or every error as `path: message` (exit 1).
+    /// Example: sluice policy validate policy.json
+    Validate {
+        /// Policy document (JSON).
+        file: PathBuf,
+    },
+    /// Say which group and rule decide a flow, and why. Exits 1 if the policy is invalid.
+    /// Example: sluice policy explain policy.json --src 10.10.0.2 --dst 93.184.216.34 --proto tcp --port 443
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Policy document (JSON).
+    pub file: PathBuf,
+    /// Source address of the flow. Example: --src 10.10.0.2
+    #[arg(long)]
+    pub src: Ipv4Addr,
+    /// Destination address of the flow. Example: --dst 93.184.216.34
+    #[arg(long)]
+    pub dst: Ipv4Addr,
+    /// IP protocol: tcp, udp, icmp, or a protocol number. Example: --proto udp
+    #[arg(long, value_parser = parse_proto)]
+    pub proto: u8,
+    /// Destination port (tcp, udp). Example: --port 443
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// ICMP type (icmp); 8 is echo request. Example: --icmp-type 0
+    #[arg(long, default_value_t = 8)]
+    pub icmp_type: u8,
+    /// Take the flow to follow a DNS lookup of this name by the source, so hostname rules
+    /// can match. Example: --hostname api.example.com
+    #[arg(long)]
+    pub hostname: Option<String>,
+}
+
+fn parse_proto(s: &str) -> Result<u8, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "icmp" => Ok(1),
+        "tcp" => Ok(6),
+        "udp" => Ok(17),
+        n => n.parse().map_err(|_| format!("`{s}` is not tcp, udp, icmp or a protocol number 0-255")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn protocols_by_name_or_number() {
+        assert_eq!(parse_proto("TCP"), Ok(6));
+        assert_eq!(parse_proto("udp"), Ok(17));
+        assert_eq!(parse_proto("icmp"), Ok(1));
+        assert_eq!(parse_proto("47"), Ok(47));
+        assert!(parse_proto("256").is_err() && parse_proto("sctp").is_err());
+    }
+}

@@ -1,0 +1,70 @@
+//! Exit codes and the error type every command returns.
+//!
+//! Each startup problem has its own code so scripts and the appliance's service manager can
+//! tell them apart without reading the message. The table is in the crate docs and in
+//! `sluice run --help`.
+
+use std::fmt;
+
+/// Why `sluice` stopped. The discriminant is the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// `policy validate` / `policy explain` found errors in the policy.
+    PolicyRejected = 1,
+    /// Command line not understood (clap's own code).
+    Usage = 2,
+    /// Configuration file unreadable, not TOML, unknown key or wrong type.
+    ConfigFile = 10,
+    /// A setting is missing or has an invalid value.
+    Setting = 11,
+    /// Internal and external networks overlap.
+    NetworksOverlap = 12,
+    /// The gateway is not on the external network.
+    GatewayOffNetwork = 13,
+    /// The same interface or device was given for both ports.
+    SamePort = 14,
+    /// The policy file is unreadable or invalid.
+    Policy = 15,
+    /// A port's network interface does not exist.
+    InterfaceMissing = 16,
+    /// Not root and without CAP_NET_RAW and CAP_NET_ADMIN.
+    Permission = 17,
+    /// `--dataplane dpdk` on a binary built without DPDK.
+    DpdkNotBuilt = 18,
+    /// DPDK needs hugepages and none are configured.
+    HugepagesMissing = 19,
+    /// Another sluice process holds one of the ports.
+    PortBusy = 20,
+    /// The data directory cannot be created or written.
+    DataDir = 21,
+    /// Every check passed, but this build has no packet runtime yet.
+    RuntimeNotBuilt = 30,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A failure with the message shown to the operator: what is wrong and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub exit: Exit,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(exit: Exit, message: impl Into<String>) -> Failure {
+        Failure { exit, message: message.into() }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}

@@ -1,0 +1,39 @@
+//! The `sluice` node binary: command line, configuration layering, startup checks and
+//! offline policy tools.
+//!
+//! # Configuration
+//! Every `sluice run` setting is a flag (`--internal-port`), an environment variable
+//! (`SLUICE_INTERNAL_PORT`) and a key of the TOML file given with `--config`
+//! (`internal_port`). Per setting, a flag beats the variable, which beats the file, which
+//! beats the default. Unknown keys in the file are errors naming the key and the file.
+//!
+//! # Exit codes
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | `policy validate` / `policy explain`: the policy has errors or cannot be read |
+//! | 2 | command line not understood |
+//! | 10 | configuration file unreadable, not TOML, unknown key or wrong type |
+//! | 11 | a setting is missing or invalid |
+//! | 12 | internal and external networks overlap |
+//! | 13 | gateway is not on the external network |
+//! | 14 | the same interface was given for both ports |
+//! | 15 | policy file unreadable or invalid |
+//! | 16 | a port's network interface does not exist |
+//! | 17 | not permitted: not root and lacking CAP_NET_RAW / CAP_NET_ADMIN |
+//! | 18 | `--dataplane dpdk` on a binary built without the `dpdk` feature |
+//! | 19 | DPDK mode without hugepages (and without `--no-huge`) |
+//! | 20 | another sluice process holds one of the ports |
+//! | 21 | the data directory cannot be created or written |
+//! | 30 | every check passed, but this build has no packet runtime yet |
+//!
+//! The same table is printed by `sluice run --help` ([`cli::EXIT_CODES_HELP`]).
+
+pub mod checks;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod logging;
+pub mod net;
+pub mod policy_cmd;
+pub mod run;
