@@ -155,13 +155,23 @@ fn run_step(step: Step, opts: &Options, tally: &mut Tally) -> Result<()> {
             }
             run::run(run::program("rustfmt").args(["--check", "--edition", "2021"]).args(&targets))
         }
-        Step::Clippy => run::run(run::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])),
+        Step::Clippy => run::run(run::cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ])),
         Step::Nextest => {
             if !prereq::tool_present(prereq::NEXTEST) {
                 return Err(prereq::missing_tool(prereq::NEXTEST));
             }
             let output = run::run_tee(
-                run::cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]).args(color_args()),
+                run::cargo()
+                    .args(["nextest", "run", "--workspace", "--all-features", "--no-fail-fast"])
+                    .args(color_args()),
             )?;
             tally.add(Tally::read(&output));
             Ok(())

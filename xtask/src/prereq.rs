@@ -4,7 +4,8 @@
 use crate::run::{self, Error, Result};
 
 /// Debian packages the build and the tests need. To add one, add a line.
-pub const APT_PACKAGES: &[&str] = &["pkg-config", "iproute2", "build-essential", "libclang-dev"];
+pub const APT_PACKAGES: &[&str] =
+    &["pkg-config", "iproute2", "build-essential", "libclang-dev", "libdpdk-dev", "ethtool", "iputils-ping"];
 
 /// A cargo subcommand installed from crates.io with `cargo install <krate> --locked`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

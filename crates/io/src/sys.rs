@@ -1,0 +1,125 @@
+//! Small wrappers over the system calls the ports need.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::error::IoError;
+
+/// Turn a `-1` return into the thread's errno.
+pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Take ownership of a descriptor a system call just returned.
+pub(crate) fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
+    let fd = cvt(fd)?;
+    // SAFETY: `fd` was just returned by a successful system call and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An `ifreq` naming `name`.
+pub(crate) fn ifreq(name: &str) -> Result<libc::ifreq, IoError> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.iter().any(|&b| b == 0 || b == b'/') {
+        return Err(IoError::BadInterfaceName { name: name.to_string() });
+    }
+    // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    Ok(req)
+}
+
+/// The name the kernel wrote back into an `ifreq`.
+pub(crate) fn ifreq_name(req: &libc::ifreq) -> String {
+    let bytes: Vec<u8> = req.ifr_name.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// An `ioctl` taking an `ifreq`.
+pub(crate) fn ioctl_ifreq(fd: RawFd, request: libc::c_ulong, req: &mut libc::ifreq) -> io::Result<()> {
+    // SAFETY: every request this crate passes (SIOCGIF*, SIOCSIFFLAGS, TUNSETIFF) reads and
+    // writes at most one `ifreq`, which `req` points to for the duration of the call.
+    cvt(unsafe { libc::ioctl(fd, request as _, req as *mut libc::ifreq) }).map(|_| ())
+}
+
+/// A datagram socket for interface ioctls.
+pub(crate) fn control_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain system call without pointers.
+    owned(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })
+}
+
+/// MAC address, MTU and index of an interface, read with `ioctl`s on `fd`.
+pub(crate) struct LinkInfo {
+    pub mac: [u8; 6],
+    pub mtu: usize,
+    pub index: i32,
+}
+
+pub(crate) fn link_info(fd: RawFd, name: &str) -> Result<LinkInfo, IoError> {
+    let mut req = ifreq(name)?;
+    ioctl_ifreq(fd, libc::SIOCGIFINDEX, &mut req).map_err(|e| IoError::os("reading the index", name, e))?;
+    // SAFETY: SIOCGIFINDEX filled the `ifru_ifindex` member.
+    let index = unsafe { req.ifr_ifru.ifru_ifindex };
+    let mut req = ifreq(name)?;
+    ioctl_ifreq(fd, libc::SIOCGIFHWADDR, &mut req).map_err(|e| IoError::os("reading the MAC address", name, e))?;
+    // SAFETY: SIOCGIFHWADDR filled the `ifru_hwaddr` member.
+    let hw = unsafe { req.ifr_ifru.ifru_hwaddr };
+    if hw.sa_family != libc::ARPHRD_ETHER {
+        return Err(IoError::NotEthernet { name: name.to_string(), hardware_type: hw.sa_family });
+    }
+    let mut mac = [0u8; 6];
+    for (dst, &src) in mac.iter_mut().zip(hw.sa_data.iter()) {
+        *dst = src as u8;
+    }
+    let mut req = ifreq(name)?;
+    ioctl_ifreq(fd, libc::SIOCGIFMTU, &mut req).map_err(|e| IoError::os("reading the MTU", name, e))?;
+    // SAFETY: SIOCGIFMTU filled the `ifru_mtu` member.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu }.max(0) as usize;
+    Ok(LinkInfo { mac, mtu, index })
+}
+
+/// Set the interface administratively up if it is not.
+pub(crate) fn set_up(fd: RawFd, name: &str) -> Result<(), IoError> {
+    let mut req = ifreq(name)?;
+    ioctl_ifreq(fd, libc::SIOCGIFFLAGS, &mut req).map_err(|e| IoError::os("reading the flags", name, e))?;
+    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    if flags & libc::IFF_UP as libc::c_short != 0 {
+        return Ok(());
+    }
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    ioctl_ifreq(fd, libc::SIOCSIFFLAGS, &mut req).map_err(|e| IoError::os("setting the interface up", name, e))
+}
+
+/// Set an integer socket option.
+pub(crate) fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    setsockopt(fd, level, opt, &value)
+}
+
+pub(crate) fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points to a live `T` of the given size for the duration of the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the engine's clock.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
