@@ -12,7 +12,7 @@ use crate::net::IfaceAddr;
 /// The exit codes, shown under `sluice run --help`.
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
-   0  success
+   0  success (run: stopped cleanly by SIGTERM or SIGINT)
    1  policy validate/explain: the policy has errors
    2  command line not understood
   10  configuration file unreadable, not TOML, unknown key or wrong type
@@ -27,7 +27,8 @@ Exit codes:
   19  DPDK needs hugepages and none are configured
   20  another sluice process holds one of the ports
   21  the data directory cannot be created or written
-  30  every check passed, but this build has no packet runtime yet
+  22  a port or the service lane cannot be opened (not Ethernet, no TAP support, ...)
+  30  every check passed, but this build has no packet runtime for the dataplane (DPDK) yet
 
 Precedence: command-line flags > SLUICE_* environment variables > --config file > defaults.";
 

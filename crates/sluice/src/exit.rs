@@ -10,6 +10,8 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Exit {
+    /// The node ran and was stopped by SIGTERM/SIGINT, or the command succeeded.
+    Success = 0,
     /// `policy validate` / `policy explain` found errors in the policy.
     PolicyRejected = 1,
     /// Command line not understood (clap's own code).
@@ -38,7 +40,11 @@ pub enum Exit {
     PortBusy = 20,
     /// The data directory cannot be created or written.
     DataDir = 21,
-    /// Every check passed, but this build has no packet runtime yet.
+    /// A port or the service lane could not be opened or set up (not an Ethernet device,
+    /// no TAP support, or another system error).
+    PortOpen = 22,
+    /// Every check passed, but this build has no packet runtime for the chosen dataplane yet
+    /// (DPDK).
     RuntimeNotBuilt = 30,
 }
 

@@ -10,7 +10,7 @@
 //! # Exit codes
 //! | code | meaning |
 //! |---|---|
-//! | 0 | success |
+//! | 0 | success; for `run`: stopped cleanly by SIGTERM or SIGINT |
 //! | 1 | `policy validate` / `policy explain`: the policy has errors or cannot be read |
 //! | 2 | command line not understood |
 //! | 10 | configuration file unreadable, not TOML, unknown key or wrong type |
@@ -25,7 +25,8 @@
 //! | 19 | DPDK mode without hugepages (and without `--no-huge`) |
 //! | 20 | another sluice process holds one of the ports |
 //! | 21 | the data directory cannot be created or written |
-//! | 30 | every check passed, but this build has no packet runtime yet |
+//! | 22 | a port or the service lane cannot be opened (not Ethernet, no TAP support, ...) |
+//! | 30 | every check passed, but this build has no packet runtime for the dataplane (DPDK) yet |
 //!
 //! The same table is printed by `sluice run --help` ([`cli::EXIT_CODES_HELP`]).
 
@@ -37,3 +38,6 @@ pub mod logging;
 pub mod net;
 pub mod policy_cmd;
 pub mod run;
+pub mod runtime;
+pub mod signals;
+pub mod stats;

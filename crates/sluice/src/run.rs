@@ -1,4 +1,5 @@
-//! `sluice run`: resolve the configuration, start logging, check the host, start the node.
+//! `sluice run`: resolve the configuration, start logging, check the host, run the node
+//! (software dataplane: [`crate::runtime`]).
 
 use tracing::{error, info, warn};
 
@@ -7,6 +8,7 @@ use crate::cli::{Dataplane, RunArgs};
 use crate::config::{self, FileConfig, NodeConfig};
 use crate::exit::{Exit, Failure};
 use crate::logging;
+use crate::runtime;
 
 /// Resolves the configuration from flags, environment and file (no logging yet).
 pub fn load_config(args: RunArgs) -> Result<NodeConfig, Failure> {
@@ -65,9 +67,15 @@ pub fn run(args: RunArgs) -> Exit {
         info!(lock = %lock.path.display(), "port claimed");
     }
     info!("startup checks passed");
-    error!(
-        exit_code = Exit::RuntimeNotBuilt.code(),
-        "the packet runtime is not in this build yet: configuration and host checks passed, but no packets are forwarded; exiting"
-    );
-    Exit::RuntimeNotBuilt
+    match config.dataplane {
+        Dataplane::Software => runtime::run_software(&config, checked),
+        Dataplane::Dpdk => {
+            error!(
+                exit_code = Exit::RuntimeNotBuilt.code(),
+                "the DPDK packet runtime is not wired in yet: configuration and host checks passed, but no \
+                 packets are forwarded; use --dataplane software; exiting"
+            );
+            Exit::RuntimeNotBuilt
+        }
+    }
 }

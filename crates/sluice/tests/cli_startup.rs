@@ -155,9 +155,9 @@ fn dpdk_without_hugepages() {
     let mut args = good_flags(dir.path());
     args.extend(["--dataplane".into(), "dpdk".into(), "--dpdk-eal-args".into(), "-l 0".into()]);
     assert_fails(&args, 19, &["DPDK needs hugepages", "--no-huge"]);
-    // With --no-huge the check passes (and the run stops at the missing runtime).
+    // With --no-huge the check passes (and the run stops at the missing DPDK runtime).
     let args = with(&args, "--dpdk-eal-args", "-l 0 --no-huge");
-    assert_fails(&args, 30, &["packet runtime is not in this build"]);
+    assert_fails(&args, 30, &["DPDK packet runtime is not wired in yet"]);
 }
 
 #[test]
@@ -180,12 +180,25 @@ fn port_busy_when_another_holder_has_the_lock() {
     assert!(stderr.contains(&format!("(process {})", std::process::id())), "{stderr}");
     assert!(stderr.contains(&lock.display().to_string()), "{stderr}");
 
-    // Released: every check passes, and the run says plainly that it forwards nothing.
+    // Released: every check passes, and opening the ports is what fails: `lo` (the internal
+    // port, opened first, so the host's real interface is never touched) is not Ethernet.
     drop(held);
     let (code, stderr) = start(&args);
-    assert_eq!(code, 30, "{stderr}");
-    assert!(stderr.contains("policy loaded"), "{stderr}");
-    assert!(stderr.contains("the packet runtime is not in this build yet"), "{stderr}");
+    assert_eq!(code, 22, "{stderr}");
+    assert!(stderr.contains("policy loaded") && stderr.contains("startup checks passed"), "{stderr}");
+    assert!(stderr.contains("cannot open the internal port `lo`"), "{stderr}");
+    assert!(stderr.contains("is not an Ethernet device"), "{stderr}");
+}
+
+#[test]
+fn more_than_one_software_worker_is_refused_plainly() {
+    if !privileged() {
+        return eprintln!("skipped: not permitted to open ports");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = good_flags(dir.path());
+    args.extend(["--workers".into(), "2".into()]);
+    assert_fails(&args, 11, &["--workers 2", "single worker", "use --workers 1"]);
 }
 
 #[test]
@@ -204,7 +217,7 @@ fn unusable_data_dir() {
 fn run_help_lists_every_exit_code() {
     let (code, stdout, _) = run(sluice().args(["run", "--help"]));
     assert_eq!(code, 0);
-    for c in ["10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "20", "21", "30"] {
+    for c in ["10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "20", "21", "22", "30"] {
         assert!(stdout.lines().any(|l| l.trim_start().starts_with(&format!("{c} "))), "exit code {c}:\n{stdout}");
     }
     for flag in ["--internal-port", "--dpdk-eal-args", "--snat", "--flow-capacity", "SLUICE_DATA_DIR", "Default: 1."] {
