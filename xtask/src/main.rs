@@ -4,6 +4,7 @@
 
 mod bench;
 mod fuzz;
+mod lab;
 mod pipeline;
 mod prereq;
 mod run;
@@ -22,7 +23,8 @@ Commands:
   bench   Run a benchmark suite
   fuzz    Run the cargo-fuzz targets for a fixed time each
   install Install what `test` needs (the prerequisites step alone)
-  demo    Build and run the live demo (not implemented yet)
+  demo    Build Sluice and run the live demo in network namespaces (root)
+  lab     Bring the network-namespace lab up or down, or show its status (root)
   help    Print this help, or a command's help: cargo xtask help <COMMAND>
 
 Run `cargo xtask <COMMAND> --help` for a command's options.";
@@ -38,6 +40,7 @@ Steps:
   fmt            cargo fmt --all -- --check (and rustfmt --check on fuzz/fuzz_targets)
   clippy         cargo clippy --workspace --all-targets -- -D warnings
   nextest        cargo nextest run --workspace --no-fail-fast
+  demo           cargo xtask demo --check (the live demo in namespaces; every probe must pass)
   doctest        cargo test --workspace --doc
   fuzz           cargo xtask fuzz --seconds 20 (every target)
   bench          cargo xtask bench engine --quick
@@ -46,6 +49,7 @@ Options:
   --no-install   Skip the prerequisites step (nothing is installed)
   --skip-fuzz    Skip the fuzz smoke run
   --skip-bench   Skip the bench smoke run
+  --skip-demo    Skip the live demo check
   --fast         Same as --skip-fuzz --skip-bench
   -h, --help     Print this help";
 
@@ -79,11 +83,34 @@ APT_PACKAGES in xtask/src/prereq.rs.";
 const DEMO_HELP: &str = "\
 cargo xtask demo: build Sluice and run the live demo in network namespaces (as root)
 
-Usage: cargo xtask demo
+Usage: cargo xtask demo [--check] [--no-install]
 
-Not implemented yet: the demo arrives with the packet-I/O work.";
+Installs missing prerequisites (as `test` does), builds `sluice` and `sluice-lab`, builds a
+client, a Sluice node and an upstream \"internet\" (web, echo and DNS servers) in namespaces
+named sl-*, starts the node with examples/demo-policy.json, sends real traffic from the
+client and prints what was allowed and dropped, and the node's counters. Then it stays up for
+exploration until Ctrl-C, and removes everything.
 
-const DEMO_MISSING: &str = "cargo xtask demo: not implemented yet: the demo arrives with the packet-I/O work.";
+Options:
+  --check        Exit when the probes are done: 0 if every probe saw what the policy says, else 1
+  --no-install   Skip the prerequisites step
+  -h, --help     Print this help";
+
+const LAB_HELP: &str = "\
+cargo xtask lab: the network-namespace lab, left running (as root)
+
+Usage: cargo xtask lab <up|down|status> [--no-install]
+
+  up       build sluice and sluice-lab, create namespaces sl-client (10.10.0.2), sl-node
+           (data ports sl-ni/sl-ne, management 192.168.77.2 <-> 192.168.77.1 on sl-mh) and
+           sl-upstream (203.0.113.1; servers on 198.51.100.10/.11/.20, DNS on .53), start
+           the servers and a node with examples/demo-policy.json; prints how to enter them
+  down     stop everything in the sl-* namespaces and remove them
+  status   what is running, and the node's counters
+
+Options:
+  --no-install   Skip the prerequisites step
+  -h, --help     Print this help";
 
 fn bench_help() -> String {
     format!(
@@ -179,8 +206,15 @@ fn dispatch(args: &[String]) -> Result<u8> {
             if rest.iter().any(|a| is_help(a)) {
                 return print(DEMO_HELP);
             }
-            eprintln!("{DEMO_MISSING}");
-            Ok(2)
+            let (check, install) = parse_demo(rest)?;
+            lab::demo(check, install)
+        }
+        "lab" => {
+            if rest.iter().any(|a| is_help(a)) {
+                return print(LAB_HELP);
+            }
+            let (action, install) = parse_lab(rest)?;
+            lab::lab(&action, install)
         }
         other => Err(Error::usage(format!("unknown command `{other}`"))),
     }
@@ -198,9 +232,37 @@ fn command_help(name: &str) -> Result<String> {
         "fuzz" => FUZZ_HELP.to_string(),
         "install" => INSTALL_HELP.to_string(),
         "demo" => DEMO_HELP.to_string(),
+        "lab" => LAB_HELP.to_string(),
         "help" => USAGE.to_string(),
         other => return Err(Error::usage(format!("unknown command `{other}`"))),
     })
+}
+
+/// `(check, install)`.
+fn parse_demo(args: &[String]) -> Result<(bool, bool)> {
+    let (mut check, mut install) = (false, true);
+    for arg in args {
+        match arg.as_str() {
+            "--check" => check = true,
+            "--no-install" => install = false,
+            other => return Err(Error::usage(format!("unknown option `{other}` for `cargo xtask demo`"))),
+        }
+    }
+    Ok((check, install))
+}
+
+/// `(action, install)`.
+fn parse_lab(args: &[String]) -> Result<(String, bool)> {
+    let (mut action, mut install) = (None, true);
+    for arg in args {
+        match arg.as_str() {
+            "--no-install" => install = false,
+            a @ ("up" | "down" | "status") if action.is_none() => action = Some(a.to_string()),
+            other => return Err(Error::usage(format!("unexpected argument `{other}` for `cargo xtask lab`"))),
+        }
+    }
+    let action = action.ok_or_else(|| Error::usage("name an action: cargo xtask lab <up|down|status>"))?;
+    Ok((action, install))
 }
 
 fn parse_test(args: &[String]) -> Result<pipeline::Options> {
@@ -210,6 +272,7 @@ fn parse_test(args: &[String]) -> Result<pipeline::Options> {
             "--no-install" => opts.no_install = true,
             "--skip-fuzz" => opts.skip_fuzz = true,
             "--skip-bench" => opts.skip_bench = true,
+            "--skip-demo" => opts.skip_demo = true,
             "--fast" => {
                 opts.skip_fuzz = true;
                 opts.skip_bench = true;
@@ -351,14 +414,19 @@ mod tests {
     }
 
     #[test]
-    fn demo_says_it_is_missing() {
-        assert_eq!(dispatch(&args("demo")).unwrap(), 2);
-        assert!(DEMO_MISSING.contains("not implemented yet"));
+    fn demo_and_lab_arguments() {
+        assert_eq!(parse_demo(&[]).unwrap(), (false, true));
+        assert_eq!(parse_demo(&args("--check --no-install")).unwrap(), (true, false));
+        assert_eq!(parse_demo(&args("--quick")).unwrap_err().code, 2);
+        assert_eq!(parse_lab(&args("up")).unwrap(), ("up".to_string(), true));
+        assert_eq!(parse_lab(&args("down --no-install")).unwrap(), ("down".to_string(), false));
+        assert_eq!(parse_lab(&[]).unwrap_err().code, 2);
+        assert_eq!(parse_lab(&args("up down")).unwrap_err().code, 2);
     }
 
     #[test]
     fn every_command_has_help() {
-        for name in ["test", "bench", "fuzz", "install", "demo", "help"] {
+        for name in ["test", "bench", "fuzz", "install", "demo", "lab", "help"] {
             assert!(command_help(name).unwrap().contains("cargo xtask"), "{name}");
             assert!(USAGE.contains(&format!("  {name} ")), "{name} missing from usage");
         }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::run::{self, Error, Result};
-use crate::{bench, fuzz, prereq};
+use crate::{bench, fuzz, lab, prereq};
 
 /// Seconds each fuzz target runs for in the smoke run.
 pub const FUZZ_SMOKE_SECONDS: u64 = 20;
@@ -15,6 +15,7 @@ pub struct Options {
     pub no_install: bool,
     pub skip_fuzz: bool,
     pub skip_bench: bool,
+    pub skip_demo: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,14 +24,23 @@ pub enum Step {
     Fmt,
     Clippy,
     Nextest,
+    Demo,
     Doctest,
     Fuzz,
     Bench,
 }
 
 impl Step {
-    pub const ALL: [Step; 7] =
-        [Step::Prerequisites, Step::Fmt, Step::Clippy, Step::Nextest, Step::Doctest, Step::Fuzz, Step::Bench];
+    pub const ALL: [Step; 8] = [
+        Step::Prerequisites,
+        Step::Fmt,
+        Step::Clippy,
+        Step::Nextest,
+        Step::Demo,
+        Step::Doctest,
+        Step::Fuzz,
+        Step::Bench,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -38,6 +48,7 @@ impl Step {
             Step::Fmt => "fmt",
             Step::Clippy => "clippy",
             Step::Nextest => "nextest",
+            Step::Demo => "demo",
             Step::Doctest => "doctest",
             Step::Fuzz => "fuzz",
             Step::Bench => "bench",
@@ -49,6 +60,7 @@ impl Step {
             Step::Prerequisites => !opts.no_install,
             Step::Fuzz => !opts.skip_fuzz,
             Step::Bench => !opts.skip_bench,
+            Step::Demo => !opts.skip_demo,
             _ => true,
         }
     }
@@ -176,6 +188,8 @@ fn run_step(step: Step, opts: &Options, tally: &mut Tally) -> Result<()> {
             tally.add(Tally::read(&output));
             Ok(())
         }
+        // The live demo end to end: lab, real node, real traffic; exits 1 if any probe is wrong.
+        Step::Demo => lab::demo(true, false).map(|_| ()),
         Step::Doctest => {
             let output = run::run_tee(run::cargo().args(["test", "--workspace", "--doc"]).args(color_args()))?;
             tally.add(Tally::read(&output));
@@ -246,8 +260,10 @@ mod tests {
     #[test]
     fn plans_follow_the_flags() {
         assert_eq!(plan(&Options::default()), Step::ALL.to_vec());
-        let fast = Options { no_install: true, skip_fuzz: true, skip_bench: true };
-        assert_eq!(plan(&fast), [Step::Fmt, Step::Clippy, Step::Nextest, Step::Doctest]);
+        let fast = Options { no_install: true, skip_fuzz: true, skip_bench: true, skip_demo: false };
+        assert_eq!(plan(&fast), [Step::Fmt, Step::Clippy, Step::Nextest, Step::Demo, Step::Doctest]);
+        let no_demo = Options { skip_demo: true, ..fast };
+        assert_eq!(plan(&no_demo), [Step::Fmt, Step::Clippy, Step::Nextest, Step::Doctest]);
     }
 
     #[test]

@@ -3,9 +3,19 @@
 
 use crate::run::{self, Error, Result};
 
-/// Debian packages the build and the tests need. To add one, add a line.
-pub const APT_PACKAGES: &[&str] =
-    &["pkg-config", "iproute2", "build-essential", "libclang-dev", "libdpdk-dev", "ethtool", "iputils-ping"];
+/// Debian packages the build, the tests and the lab need. To add one, add a line.
+/// `dnsmasq-base` is the lab's authoritative DNS server: the binary alone, without the
+/// `dnsmasq` package's system service (which would take port 53 on the host).
+pub const APT_PACKAGES: &[&str] = &[
+    "pkg-config",
+    "iproute2",
+    "build-essential",
+    "libclang-dev",
+    "libdpdk-dev",
+    "ethtool",
+    "iputils-ping",
+    "dnsmasq-base",
+];
 
 /// A cargo subcommand installed from crates.io with `cargo install <krate> --locked`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
