@@ -46,6 +46,19 @@ impl BufPacket {
     pub fn capacity(&self) -> usize {
         self.buf.len() - DEFAULT_HEADROOM
     }
+
+    /// The receive area (everything after the headroom), for a port to fill directly so a
+    /// received frame is never copied before the engine sees it.
+    pub fn rx_area(&mut self) -> &mut [u8] {
+        &mut self.buf[DEFAULT_HEADROOM..]
+    }
+
+    /// Record that a port wrote `len` bytes into [`BufPacket::rx_area`] (resets the headroom).
+    pub fn set_received(&mut self, len: usize) {
+        debug_assert!(len <= self.capacity());
+        self.start = DEFAULT_HEADROOM;
+        self.len = len.min(self.capacity());
+    }
 }
 
 impl Packet for BufPacket {

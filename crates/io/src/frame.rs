@@ -1,75 +1,14 @@
 //! The packet buffer software ports receive into and the engine edits in place.
 
-use sluice_dataplane::packet::{Packet, DEFAULT_HEADROOM};
-
-/// A preallocated frame buffer with headroom in front (room for one VLAN tag). Ports
-/// receive straight into the part after the headroom, so a received frame is never copied
-/// before the engine sees it.
-pub struct IoFrame {
-    buf: Box<[u8]>,
-    start: usize,
-    len: usize,
-}
-
-impl IoFrame {
-    /// A buffer for frames up to `capacity` bytes.
-    pub fn with_capacity(capacity: usize) -> IoFrame {
-        IoFrame { buf: vec![0; DEFAULT_HEADROOM + capacity].into_boxed_slice(), start: DEFAULT_HEADROOM, len: 0 }
-    }
-
-    /// Room for a received frame.
-    pub fn capacity(&self) -> usize {
-        self.buf.len() - DEFAULT_HEADROOM
-    }
-
-    /// The receive area (after the headroom), for a port to fill.
-    pub(crate) fn rx_area(&mut self) -> &mut [u8] {
-        &mut self.buf[DEFAULT_HEADROOM..]
-    }
-
-    /// Record that the port wrote `len` bytes into [`IoFrame::rx_area`].
-    pub(crate) fn set_received(&mut self, len: usize) {
-        debug_assert!(len <= self.capacity());
-        self.start = DEFAULT_HEADROOM;
-        self.len = len.min(self.capacity());
-    }
-}
-
-impl Packet for IoFrame {
-    #[inline]
-    fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.start + self.len]
-    }
-
-    #[inline]
-    fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.start..self.start + self.len]
-    }
-
-    #[inline]
-    fn push_front(&mut self, n: usize) -> bool {
-        if n > self.start {
-            return false;
-        }
-        self.start -= n;
-        self.len += n;
-        true
-    }
-
-    #[inline]
-    fn pull_front(&mut self, n: usize) -> bool {
-        if n > self.len {
-            return false;
-        }
-        self.start += n;
-        self.len -= n;
-        true
-    }
-}
+/// Software ports receive straight into the dataplane's headroomed buffer
+/// (`rx_area`, `set_received`), so a received frame is never
+/// copied before the engine sees it, and VLAN tags can be pushed into the headroom.
+pub use sluice_dataplane::packet::BufPacket as IoFrame;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_dataplane::packet::{Packet, DEFAULT_HEADROOM};
 
     #[test]
     fn headroom_push_and_pull() {
