@@ -17,13 +17,22 @@ pub struct Suite {
 }
 
 /// Every suite `cargo xtask bench` knows. To add one, add an entry.
-pub const SUITES: &[Suite] = &[Suite {
-    name: "engine",
-    about: "policy compiler and packet engine in memory, no I/O",
-    package: "sluice-bench",
-    bin: "sluice-bench",
-    features: &[],
-}];
+pub const SUITES: &[Suite] = &[
+    Suite {
+        name: "engine",
+        about: "policy compiler and packet engine in memory, no I/O",
+        package: "sluice-bench",
+        bin: "sluice-bench",
+        features: &[],
+    },
+    Suite {
+        name: "dpdk",
+        about: "engine over DPDK net_ring ports vs dpdk-testpmd io forwarding, one core",
+        package: "sluice-bench",
+        bin: "sluice-bench",
+        features: &["dpdk"],
+    },
+];
 
 pub fn find(name: &str) -> Result<&'static Suite> {
     SUITES
@@ -89,6 +98,18 @@ mod tests {
             line.ends_with(
                 "cargo run --profile bench -p sluice-bench --bin sluice-bench -- \
                  engine --quick --json target/bench/engine.json --filter nat"
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn dpdk_command_line_enables_the_feature() {
+        let line = run::show(&command(find("dpdk").unwrap(), false, &[]));
+        assert!(
+            line.ends_with(
+                "cargo run --profile bench -p sluice-bench --bin sluice-bench --features dpdk -- \
+                 dpdk --json target/bench/dpdk.json"
             ),
             "{line}"
         );

@@ -117,9 +117,9 @@ fn bench_help() -> String {
         "\
 cargo xtask bench: build with the bench profile and run one benchmark suite
 
-Usage: cargo xtask bench <SUITE> [--quick] [ARGS...]
+Usage: cargo xtask bench <SUITE> [--quick] [--no-install] [ARGS...]
 
-Runs: cargo run --profile bench -p <package> --bin <bin> -- <SUITE> [--quick] \\
+Installs missing prerequisites (as `test` does), then runs: cargo run --profile bench -p <package> --bin <bin> -- <SUITE> [--quick] \\
         --json target/bench/<SUITE>.json [ARGS...]
 The binary prints `BENCH <name> <value> <unit>` lines and fails if a verdict is wrong;
 its exit code is passed through. ARGS (and anything after `--`) go to the binary.
@@ -127,8 +127,9 @@ its exit code is passed through. ARGS (and anything after `--`) go to the binary
 {}
 
 Options:
-  --quick      Short run, to check the benchmarks still work
-  -h, --help   Print this help",
+  --quick        Short run, to check the benchmarks still work
+  --no-install   Skip the prerequisites step
+  -h, --help     Print this help",
         bench::list()
     )
 }
@@ -172,10 +173,13 @@ fn dispatch(args: &[String]) -> Result<u8> {
             Ok(0)
         }
         "bench" => {
-            let (suite, quick, extra) = match parse_bench(rest)? {
+            let (suite, quick, install, extra) = match parse_bench(rest)? {
                 Some(parsed) => parsed,
                 None => return print(&bench_help()),
             };
+            if install {
+                prereq::ensure(&[])?;
+            }
             bench::run(&suite, quick, &extra)?;
             Ok(0)
         }
@@ -283,10 +287,14 @@ fn parse_test(args: &[String]) -> Result<pipeline::Options> {
     Ok(opts)
 }
 
+/// `(suite, quick, install, extra)`.
+type BenchArgs = (String, bool, bool, Vec<String>);
+
 /// `None` means: print the help.
-fn parse_bench(args: &[String]) -> Result<Option<(String, bool, Vec<String>)>> {
+fn parse_bench(args: &[String]) -> Result<Option<BenchArgs>> {
     let mut suite = None;
     let mut quick = false;
+    let mut install = true;
     let mut extra = Vec::new();
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
@@ -296,6 +304,7 @@ fn parse_bench(args: &[String]) -> Result<Option<(String, bool, Vec<String>)>> {
             }
             a if is_help(a) => return Ok(None),
             "--quick" => quick = true,
+            "--no-install" => install = false,
             a if suite.is_none() && !a.starts_with('-') => suite = Some(a.to_string()),
             a if suite.is_none() => {
                 return Err(Error::usage(format!(
@@ -309,7 +318,7 @@ fn parse_bench(args: &[String]) -> Result<Option<(String, bool, Vec<String>)>> {
     match suite {
         Some(suite) => {
             bench::find(&suite)?;
-            Ok(Some((suite, quick, extra)))
+            Ok(Some((suite, quick, install, extra)))
         }
         None => Err(Error::usage(format!("name a suite: cargo xtask bench <SUITE> [--quick]\n{}", bench::list()))),
     }
@@ -386,7 +395,11 @@ mod tests {
     fn bench_arguments() {
         assert_eq!(
             parse_bench(&args("engine --quick --filter nat -- --quick")).unwrap(),
-            Some(("engine".to_string(), true, args("--filter nat --quick")))
+            Some(("engine".to_string(), true, true, args("--filter nat --quick")))
+        );
+        assert_eq!(
+            parse_bench(&args("dpdk --no-install")).unwrap(),
+            Some(("dpdk".to_string(), false, false, Vec::new()))
         );
         assert_eq!(parse_bench(&args("--help")).unwrap(), None);
         assert_eq!(parse_bench(&[]).unwrap_err().code, 2);

@@ -6,6 +6,8 @@ use crate::run::{self, Error, Result};
 /// Debian packages the build, the tests and the lab need. To add one, add a line.
 /// `dnsmasq-base` is the lab's authoritative DNS server: the binary alone, without the
 /// `dnsmasq` package's system service (which would take port 53 on the host).
+/// `dpdk-dev` provides `dpdk-testpmd`, the reference of `cargo xtask bench dpdk` (on Debian 12
+/// the `dpdk` package holds only scripts).
 pub const APT_PACKAGES: &[&str] = &[
     "pkg-config",
     "iproute2",
@@ -15,6 +17,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "iputils-ping",
     "dnsmasq-base",
+    "dpdk-dev",
 ];
 
 /// A cargo subcommand installed from crates.io with `cargo install <krate> --locked`.

@@ -1,5 +1,11 @@
 //! `sluice-bench engine [--quick] [--json PATH]`: the engine figures, one `BENCH <name>
 //! <value> <unit>` line each, plus a JSON file. Run through `cargo xtask bench engine`.
+//!
+//! `sluice-bench dpdk [--quick] [--json PATH]` (feature `dpdk`): the engine over DPDK ports
+//! against `dpdk-testpmd`; see the `dpdk` module. Run through `cargo xtask bench dpdk`.
+
+#[cfg(feature = "dpdk")]
+mod dpdk;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,17 +77,22 @@ fn main() {
     let suite = args.first().map(String::as_str).unwrap_or("engine");
     if suite == "--help" || suite == "-h" {
         println!("usage: sluice-bench engine [--quick] [--json PATH] [--only FIGURE]");
+        println!("       sluice-bench dpdk [--quick] [--json PATH]   (feature `dpdk`)");
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let json_path = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
+    if suite == "dpdk" {
+        run_dpdk(quick, json_path);
         return;
     }
     if suite != "engine" {
-        eprintln!("unknown suite `{suite}`; known: engine");
+        eprintln!("unknown suite `{suite}`; known: engine, dpdk");
         std::process::exit(2);
     }
-    let quick = args.iter().any(|a| a == "--quick");
     // `--only NAME` runs one workload (for profiling).
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let wants = |name: &str| only.as_deref().is_none_or(|o| o == name);
-    let json_path = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
     let (bursts, runs) = if quick { (20_000, 3) } else { (300_000, 7) };
     let mut figures = Vec::new();
 
@@ -141,11 +152,42 @@ fn main() {
         println!("# 1M/10k established ratio {:.2} (target >= 0.5)", b / a);
     }
     if let Some(path) = json_path {
-        let entries: Vec<serde_json::Value> = figures
-            .iter()
-            .map(|f| serde_json::json!({"name": f.name, "value": f.value, "unit": f.unit, "target": f.target}))
-            .collect();
-        let doc = serde_json::json!({"suite": "engine", "quick": quick, "figures": entries});
-        std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).expect("write JSON");
+        write_json(&path, "engine", quick, &figures);
     }
+}
+
+fn write_json(path: &str, suite: &str, quick: bool, figures: &[Figure]) {
+    let entries: Vec<serde_json::Value> = figures
+        .iter()
+        .map(|f| serde_json::json!({"name": f.name, "value": f.value, "unit": f.unit, "target": f.target}))
+        .collect();
+    let doc = serde_json::json!({"suite": suite, "quick": quick, "figures": entries});
+    std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).expect("write JSON");
+}
+
+#[cfg(feature = "dpdk")]
+fn run_dpdk(quick: bool, json_path: Option<String>) {
+    let r = dpdk::run(quick);
+    let figures = [
+        Figure { name: "dpdk_engine_mpps", value: r.engine_mpps, unit: "Mpps", target: "" },
+        Figure { name: "testpmd_io_mpps", value: r.testpmd_mpps, unit: "Mpps", target: "" },
+        Figure {
+            name: "dpdk_engine_vs_testpmd_ratio",
+            value: r.engine_mpps / r.testpmd_mpps,
+            unit: "ratio",
+            target: ">= 0.5",
+        },
+    ];
+    for f in &figures {
+        println!("BENCH {} {:.3} {}", f.name, f.value, f.unit);
+    }
+    if let Some(path) = json_path {
+        write_json(&path, "dpdk", quick, &figures);
+    }
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn run_dpdk(_quick: bool, _json_path: Option<String>) {
+    eprintln!("this sluice-bench was built without the `dpdk` feature; run `cargo xtask bench dpdk`");
+    std::process::exit(2);
 }
