@@ -2,6 +2,9 @@
 //! packet path). See `ARCHITECTURE.md` for the map and invariants, and [`engine`] for the
 //! entry point.
 
+#[macro_use]
+mod named;
+
 pub mod allowlist;
 pub mod checksum;
 pub mod config;

@@ -42,61 +42,38 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-/// Why a frame could not be parsed. Each variant is a drop cause with its own counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ParseError {
-    /// Shorter than an Ethernet header (or its VLAN tag).
-    EthernetTruncated,
-    /// A second 802.1Q/802.1ad tag: QinQ is not supported.
-    StackedVlan,
-    /// An ethertype the node does not handle (neither IPv4, ARP nor IPv6).
-    UnsupportedEthertype,
-    /// IPv6 is recognised and dropped.
-    Ipv6,
-    ArpMalformed,
-    Ipv4Truncated,
-    Ipv4BadVersion,
-    Ipv4BadHeaderLength,
-    Ipv4BadTotalLength,
-    Ipv4BadChecksum,
-    Ipv4Fragment,
-    Ipv4SourceRoute,
-    Ipv4BadOptions,
-    TcpTruncated,
-    TcpBadDataOffset,
-    UdpTruncated,
-    UdpBadLength,
-    IcmpTruncated,
-}
-
-impl ParseError {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ParseError::EthernetTruncated => "ethernet_truncated",
-            ParseError::StackedVlan => "stacked_vlan",
-            ParseError::UnsupportedEthertype => "unsupported_ethertype",
-            ParseError::Ipv6 => "ipv6",
-            ParseError::ArpMalformed => "arp_malformed",
-            ParseError::Ipv4Truncated => "ipv4_truncated",
-            ParseError::Ipv4BadVersion => "ipv4_bad_version",
-            ParseError::Ipv4BadHeaderLength => "ipv4_bad_header_length",
-            ParseError::Ipv4BadTotalLength => "ipv4_bad_total_length",
-            ParseError::Ipv4BadChecksum => "ipv4_bad_checksum",
-            ParseError::Ipv4Fragment => "ipv4_fragment",
-            ParseError::Ipv4SourceRoute => "ipv4_source_route",
-            ParseError::Ipv4BadOptions => "ipv4_bad_options",
-            ParseError::TcpTruncated => "tcp_truncated",
-            ParseError::TcpBadDataOffset => "tcp_bad_data_offset",
-            ParseError::UdpTruncated => "udp_truncated",
-            ParseError::UdpBadLength => "udp_bad_length",
-            ParseError::IcmpTruncated => "icmp_truncated",
-        }
+named_enum! {
+    /// Why a frame could not be parsed. Each variant is a drop cause with its own counter
+    /// (`DropReason` starts with these, in this order).
+    pub enum ParseError {
+        /// Shorter than an Ethernet header (or its VLAN tag).
+        EthernetTruncated => "ethernet_truncated",
+        /// A second 802.1Q/802.1ad tag: QinQ is not supported.
+        StackedVlan => "stacked_vlan",
+        /// An ethertype the node does not handle (neither IPv4, ARP nor IPv6).
+        UnsupportedEthertype => "unsupported_ethertype",
+        /// IPv6 is recognised and dropped.
+        Ipv6 => "ipv6",
+        ArpMalformed => "arp_malformed",
+        Ipv4Truncated => "ipv4_truncated",
+        Ipv4BadVersion => "ipv4_bad_version",
+        Ipv4BadHeaderLength => "ipv4_bad_header_length",
+        Ipv4BadTotalLength => "ipv4_bad_total_length",
+        Ipv4BadChecksum => "ipv4_bad_checksum",
+        Ipv4Fragment => "ipv4_fragment",
+        Ipv4SourceRoute => "ipv4_source_route",
+        Ipv4BadOptions => "ipv4_bad_options",
+        TcpTruncated => "tcp_truncated",
+        TcpBadDataOffset => "tcp_bad_data_offset",
+        UdpTruncated => "udp_truncated",
+        UdpBadLength => "udp_bad_length",
+        IcmpTruncated => "icmp_truncated",
     }
 }
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.name())
     }
 }
 
