@@ -66,7 +66,16 @@ impl NeighborCache {
 
     /// A fresh entry for `ip` (state Free, in the index, in no list): a free one, or the least
     /// recently confirmed Reachable/Stale one evicted. None if every entry is busy.
-    pub(super) fn alloc_entry(&mut self, ip: u32) -> Option<u32> {
+    /// The entry for `ip`, creating one if there is room (counting `table_full` if not).
+    pub(super) fn find_or_alloc(&mut self, ip: u32) -> Option<u32> {
+        let found = self.find(ip).or_else(|| self.alloc_entry(ip));
+        if found.is_none() {
+            self.stats.table_full += 1;
+        }
+        found
+    }
+
+    fn alloc_entry(&mut self, ip: u32) -> Option<u32> {
         let e = match self.free_entries.pop() {
             Some(e) => e,
             None => {

@@ -350,16 +350,9 @@ impl NeighborCache {
             self.stats.dropped_too_big += 1;
             return Hold::DroppedTooBig;
         }
-        let e = match self.find(ip) {
-            Some(e) => e,
-            None => match self.alloc_entry(ip) {
-                Some(e) => e,
-                None => {
-                    self.stats.table_full += 1;
-                    self.stats.dropped_full += 1;
-                    return Hold::DroppedFull;
-                }
-            },
+        let Some(e) = self.find_or_alloc(ip) else {
+            self.stats.dropped_full += 1;
+            return Hold::DroppedFull;
         };
         let eu = e as usize;
         // `linked`: the entry is already Incomplete and in the probe list.
@@ -422,16 +415,7 @@ impl NeighborCache {
     /// held for it become available to [`take_released`](Self::take_released), in order.
     pub fn learn(&mut self, ip: u32, mac: [u8; 6], now: u64) {
         let now = self.clock(now);
-        let e = match self.find(ip) {
-            Some(e) => e,
-            None => match self.alloc_entry(ip) {
-                Some(e) => e,
-                None => {
-                    self.stats.table_full += 1;
-                    return;
-                }
-            },
-        };
+        let Some(e) = self.find_or_alloc(ip) else { return };
         self.confirm(e, mac, now);
     }
 
