@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use netns_harness::{exec, have_ping, icmp_echo, in_netns, privileged, run, spawn_in_netns, Lab, Node};
+use netns_harness::{exec, have_ping, icmp_echo, in_netns, require_root, run, spawn_in_netns, Lab, Node};
 use sluice_dataplane::counters::{Counter, DropReason};
 use sluice_dataplane::engine::PortId;
 use sluice_dataplane::packet::Packet;
@@ -18,9 +18,7 @@ const WEB: &str = "198.51.100.10";
 /// node's external address as the peer (SNAT).
 #[test]
 fn tcp_connection_is_forwarded_and_snatted() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::new();
     let node = Node::start(&lab, false);
     let listener = in_netns(&lab.upstream, || TcpListener::bind((WEB, 80)).expect("bind :80"));
@@ -54,9 +52,7 @@ fn tcp_connection_is_forwarded_and_snatted() {
 /// UDP echo through the node: the datagram goes out SNATed and the answer comes back.
 #[test]
 fn udp_echo_is_forwarded() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::new();
     let _node = Node::start(&lab, false);
     let sock = in_netns(&lab.upstream, || UdpSocket::bind((WEB, 7)).expect("bind :7"));
@@ -87,9 +83,7 @@ fn udp_echo_is_forwarded() {
 /// `ping` from the client reaches the upstream address and the reply finds its way back.
 #[test]
 fn ping_is_forwarded() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::new();
     let node = Node::start(&lab, false);
     if have_ping() {
@@ -116,9 +110,7 @@ fn ping_is_forwarded() {
 /// and the final counters are published.
 #[test]
 fn denied_traffic_fails_and_is_counted_and_stop_is_clean() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::new();
     let mut node = Node::start(&lab, false);
     // Something listens on the denied port, so only the node can be the reason it fails.
@@ -157,9 +149,7 @@ fn denied_traffic_fails_and_is_counted_and_stop_is_clean() {
 /// frames, bursts, and TCP's own flow control across the node.
 #[test]
 fn bulk_tcp_transfer_arrives_intact() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     const LEN: usize = 4 << 20;
     let data: Vec<u8> = (0..LEN).map(|i| (i * 7 + i / 4096) as u8).collect();
     let lab = Lab::new();
@@ -200,9 +190,7 @@ fn bulk_tcp_transfer_arrives_intact() {
 /// errors, keeps serving, and still stops cleanly.
 #[test]
 fn worker_survives_a_vanished_interface() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::new();
     let mut node = Node::start(&lab, false);
     run(&["ip", "-n", &lab.node, "link", "del", &lab.node_out]);
@@ -235,9 +223,7 @@ fn worker_survives_a_vanished_interface() {
 #[test]
 #[ignore = "needs 802.1Q VLAN devices in the kernel (8021q), absent on the CI machine; run with --ignored where present"]
 fn tagged_internal_port_carries_tcp_and_udp() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let Some(lab) = Lab::with_client_vlan(100) else { return };
     let node = netns_harness::Node::start_with(&lab, false, Some(100));
     let sock = in_netns(&lab.upstream, || UdpSocket::bind((WEB, 7)).expect("bind :7"));
@@ -280,9 +266,7 @@ fn tagged_internal_port_carries_tcp_and_udp() {
 /// back, so the engine receives the frame exactly as it was on the wire.
 #[test]
 fn vlan_tags_reach_the_engine_as_sent() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::new();
     let nin = lab.node_in.clone();
     let mut node_port = in_netns(&lab.node, move || AfPacketPort::open(&nin, 8).expect("open"));
@@ -313,9 +297,7 @@ fn vlan_tags_reach_the_engine_as_sent() {
 /// on, as it is by default): the port completes them, so connections still work.
 #[test]
 fn checksums_left_to_offload_are_completed() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::new();
     for (ns, dev) in [(&lab.client, format!("{}ci", lab.prefix)), (&lab.upstream, format!("{}ue", lab.prefix))] {
         let out = exec(ns, &["ethtool", "-K", &dev, "tx", "on", "tso", "off"]);

@@ -2,7 +2,7 @@
 
 mod netns_harness;
 
-use netns_harness::{privileged, Lab};
+use netns_harness::{require_root, Lab};
 
 fn namespaces() -> String {
     String::from_utf8(netns_harness::run(&["ip", "netns", "list"]).stdout).unwrap()
@@ -10,9 +10,7 @@ fn namespaces() -> String {
 
 #[test]
 fn namespaces_are_removed_after_a_panic() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let names = std::sync::Mutex::new(Vec::new());
     let result = std::panic::catch_unwind(|| {
         let lab = Lab::new();

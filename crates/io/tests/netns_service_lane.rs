@@ -7,7 +7,7 @@ mod netns_harness;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use netns_harness::{in_netns, privileged, run, Lab, Node};
+use netns_harness::{in_netns, require_root, run, Lab, Node};
 use sluice_dataplane::counters::Counter;
 use sluice_dataplane::engine::PortId;
 
@@ -26,9 +26,7 @@ fn ask(sock: &UdpSocket, to: (&str, u16), msg: &[u8]) -> Vec<u8> {
 
 #[test]
 fn client_reaches_a_host_service_through_the_tap() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::new();
     let node = Node::start(&lab, true);
     let tap = node.tap_name.clone().expect("tap");
@@ -58,9 +56,7 @@ fn client_reaches_a_host_service_through_the_tap() {
 
 #[test]
 fn host_traffic_leaves_through_the_external_port_with_snat() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::new();
     let node = Node::start(&lab, true);
     let tap = node.tap_name.clone().expect("tap");

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use netns_harness::{icmp_echo, in_netns, privileged, Lab, POLICY};
+use netns_harness::{icmp_echo, in_netns, require_root, Lab, POLICY};
 use serde_json::Value;
 
 const SERVER: &str = "198.51.100.10";
@@ -303,9 +303,7 @@ fn links(lab: &Lab) -> String {
 
 #[test]
 fn software_node_forwards_what_the_policy_allows_and_stops_cleanly() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::new();
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
@@ -363,9 +361,7 @@ fn software_node_forwards_what_the_policy_allows_and_stops_cleanly() {
 
 #[test]
 fn sighup_applies_a_new_policy_to_existing_flows_and_refuses_a_broken_one() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::new();
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
@@ -413,9 +409,7 @@ fn sighup_applies_a_new_policy_to_existing_flows_and_refuses_a_broken_one() {
 
 #[test]
 fn without_a_policy_nothing_leaves_but_the_node_itself_answers() {
-    if !privileged() {
-        return;
-    }
+    require_root();
     let lab = Lab::new();
     let dir = tempfile::tempdir().unwrap();
     let mut node = Sluice::start(&lab, dir.path(), None, 1);

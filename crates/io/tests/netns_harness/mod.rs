@@ -19,11 +19,10 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// These tests build namespaces, veths and TAPs: they need root, as `cargo xtask test` does.
 /// Without it they fail and say so rather than pass without having run.
-pub fn privileged() -> bool {
+pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     assert!(root, "network namespace tests need root: run them as root (cargo xtask test runs as root)");
-    root
 }
 
 /// Run a command, panicking with its output if it fails.
