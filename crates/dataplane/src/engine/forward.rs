@@ -145,9 +145,9 @@ impl Engine {
             },
         };
         if ip.ttl <= 1 {
-            let port = if origin == Origin::Host { PortId::Host } else { PortId::Internal };
-            if port == PortId::Internal {
-                self.send_time_exceeded(port, p.data(), eth, ip, now);
+            // The node's own stack gets no ICMP from its own dataplane.
+            if origin == Origin::Internal {
+                self.send_time_exceeded(PortId::Internal, p.data(), eth, ip, now);
             }
             return Action::Drop(DropReason::TtlExceeded);
         }

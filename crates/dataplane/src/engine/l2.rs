@@ -8,7 +8,6 @@ use crate::packet::Packet;
 use crate::parse::{Arp, ParsedFrame, ETHERTYPE_VLAN, VLAN_TAG_LEN};
 
 const ARP_REQUEST: u16 = 1;
-const ARP_REPLY: u16 = 2;
 
 /// Frames the engine originates during a burst, in one preallocated arena.
 pub(crate) struct Generated {
@@ -78,7 +77,6 @@ impl Engine {
                 self.counters.drop(DropReason::GeneratedOverflow);
             }
         }
-        let _ = ARP_REPLY;
         self.release_pending(from);
         Action::Consumed
     }
