@@ -14,6 +14,12 @@ const FUNCTIONS: &[&str] = &[
     "rte_eal_cleanup",
     "rte_strerror",
     "rte_lcore_id",
+    "rte_lcore_count",
+    "rte_get_main_lcore",
+    "rte_get_next_lcore",
+    "rte_lcore_to_cpu_id",
+    "rte_eal_remote_launch",
+    "rte_eal_wait_lcore",
     "rte_socket_id",
     "rte_pktmbuf_pool_create",
     "rte_mempool_free",
@@ -62,6 +68,7 @@ const VARS: &[&str] = &[
     "RTE_ETH_SPEED_NUM_NONE",
     "RTE_ETH_SPEED_NUM_UNKNOWN",
     "SOCKET_ID_ANY",
+    "RTE_MAX_LCORE",
 ];
 
 fn pkg_config(args: &[&str]) -> Result<String, String> {

@@ -67,7 +67,7 @@ pub struct IoStats {
 }
 
 impl IoStats {
-    fn publish(&self, port: PortId, s: &PortStats) {
+    pub(crate) fn publish(&self, port: PortId, s: &PortStats) {
         let v = [
             s.rx_packets,
             s.rx_truncated,
@@ -95,6 +95,11 @@ impl IoStats {
             tx_dropped: v[6],
             tx_errors: v[7],
         }
+    }
+
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    pub(crate) fn publish_no_port(&self, frames: u64) {
+        self.no_port.store(frames, Ordering::Relaxed);
     }
 
     pub fn no_port(&self) -> u64 {

@@ -28,7 +28,8 @@ Exit codes:
   20  another sluice process holds one of the ports
   21  the data directory cannot be created or written
   22  a port or the service lane cannot be opened (not Ethernet, no TAP support, ...)
-  30  every check passed, but this build has no packet runtime for the dataplane (DPDK) yet
+  23  DPDK could not start (EAL arguments rejected, no worker lcore, no buffer memory)
+  30  the dataplane worker failed while running (the node stopped)
 
 Precedence: command-line flags > SLUICE_* environment variables > --config file > defaults.";
 
@@ -95,13 +96,14 @@ pub struct RunArgs {
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Port facing the protected network: an interface name in software mode, DPDK devargs
-    /// in DPDK mode. Required. Example: --internal-port eth1 (or 0000:03:00.0)
+    /// Port facing the protected network: an interface name in software mode; in DPDK mode a
+    /// PCI address bound to a DPDK driver or a virtual device's devargs. Required.
+    /// Example: --internal-port eth1 (DPDK: 0000:03:00.0 or net_af_packet0,iface=eth1)
     #[arg(long, env = "SLUICE_INTERNAL_PORT", value_name = "PORT")]
     pub internal_port: Option<String>,
 
-    /// Port facing the outside: an interface name in software mode, DPDK devargs in DPDK mode.
-    /// Required. Example: --external-port eth2
+    /// Port facing the outside: an interface name in software mode, a PCI address or devargs
+    /// in DPDK mode. Required. Example: --external-port eth2 (DPDK: net_af_packet1,iface=eth2)
     #[arg(long, env = "SLUICE_EXTERNAL_PORT", value_name = "PORT")]
     pub external_port: Option<String>,
 
@@ -109,9 +111,10 @@ pub struct RunArgs {
     #[arg(long, env = "SLUICE_DATAPLANE", value_name = "KIND")]
     pub dataplane: Option<Dataplane>,
 
-    /// Extra DPDK EAL arguments, one string split on whitespace; used in DPDK mode only
-    /// (ignored with a warning in software mode).
-    /// Default: none. Example: --dpdk-eal-args "-l 2-3 --no-huge -m 512"
+    /// DPDK EAL arguments, one string split on whitespace; used in DPDK mode only (ignored
+    /// with a warning in software mode). The first lcore runs the control plane, the next one
+    /// the busy-polling dataplane worker, so give at least two.
+    /// Default: none (every CPU). Example: --dpdk-eal-args "-l 0,1 --in-memory"
     #[arg(long, env = "SLUICE_DPDK_EAL_ARGS", value_name = "ARGS", allow_hyphen_values = true)]
     pub dpdk_eal_args: Option<String>,
 

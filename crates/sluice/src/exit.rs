@@ -43,9 +43,11 @@ pub enum Exit {
     /// A port or the service lane could not be opened or set up (not an Ethernet device,
     /// no TAP support, or another system error).
     PortOpen = 22,
-    /// Every check passed, but this build has no packet runtime for the chosen dataplane yet
-    /// (DPDK).
-    RuntimeNotBuilt = 30,
+    /// The DPDK environment could not start: EAL arguments rejected, no worker lcore, no
+    /// memory for the packet buffers.
+    DpdkInit = 23,
+    /// The node ran, but its dataplane worker failed (panicked); it was stopped.
+    WorkerFailed = 30,
 }
 
 impl Exit {

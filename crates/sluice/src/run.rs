@@ -67,15 +67,5 @@ pub fn run(args: RunArgs) -> Exit {
         info!(lock = %lock.path.display(), "port claimed");
     }
     info!("startup checks passed");
-    match config.dataplane {
-        Dataplane::Software => runtime::run_software(&config, checked),
-        Dataplane::Dpdk => {
-            error!(
-                exit_code = Exit::RuntimeNotBuilt.code(),
-                "the DPDK packet runtime is not wired in yet: configuration and host checks passed, but no \
-                 packets are forwarded; use --dataplane software; exiting"
-            );
-            Exit::RuntimeNotBuilt
-        }
-    }
+    runtime::run(&config, checked)
 }

@@ -32,6 +32,8 @@ pub struct Snapshot<'a> {
     /// Counter names and values, summed over workers.
     pub counters: &'a [(&'static str, u64)],
     pub ports: [(&'static str, PortStats); 3],
+    /// The ports' driver counters under `dpdk` (DPDK dataplane only).
+    pub driver: Option<Value>,
 }
 
 pub fn to_json(s: &Snapshot<'_>) -> Value {
@@ -59,7 +61,7 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default();
-    json!({
+    let mut doc = json!({
         "pid": std::process::id(),
         "time_unix_ms": now_ms,
         "uptime_ms": s.uptime_ms,
@@ -69,7 +71,11 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         "service_lane": s.service_lane,
         "counters": counters,
         "ports": ports,
-    })
+    });
+    if let Some(driver) = &s.driver {
+        doc["dpdk"] = driver.clone();
+    }
+    doc
 }
 
 /// Named counters of one engine, in the order of [`sluice_dataplane::counters::aggregate`].
@@ -117,6 +123,7 @@ mod tests {
             service_lane: "sl-lane0",
             counters: &named,
             ports: [("internal", rx), ("external", PortStats::default()), ("host", PortStats::default())],
+            driver: None,
         };
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), &to_json(&snap)).unwrap();

@@ -155,9 +155,42 @@ fn dpdk_without_hugepages() {
     let mut args = good_flags(dir.path());
     args.extend(["--dataplane".into(), "dpdk".into(), "--dpdk-eal-args".into(), "-l 0".into()]);
     assert_fails(&args, 19, &["DPDK needs hugepages", "--no-huge"]);
-    // With --no-huge the check passes (and the run stops at the missing DPDK runtime).
-    let args = with(&args, "--dpdk-eal-args", "-l 0 --no-huge");
-    assert_fails(&args, 30, &["DPDK packet runtime is not wired in yet"]);
+    // With --no-huge the check passes, and DPDK starts, but one lcore is not enough.
+    let args = with(&args, "--dpdk-eal-args", "-l 0 --no-huge -m 128 --no-pci --no-shconf --no-telemetry");
+    assert_fails(&args, 23, &["needs a worker lcore besides the main one", "-l 0,1"]);
+}
+
+/// EAL arguments for a no-hugepage DPDK run with a main and a worker lcore on any CPU.
+#[cfg(feature = "dpdk")]
+const EAL_TWO_LCORES: &str = "--lcores=0@(0-1),1@(0-1) --no-huge -m 128 --no-pci --no-shconf --no-telemetry";
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_eal_arguments_refused() {
+    if !privileged() {
+        return assert_fails(&good_flags(tempfile::tempdir().unwrap().path()), 17, &["not permitted"]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = good_flags(dir.path());
+    args.extend(["--dataplane".into(), "dpdk".into(), "--dpdk-eal-args".into(), "--no-huge --no-such-eal-flag".into()]);
+    assert_fails(&args, 23, &["DPDK could not start", "--no-such-eal-flag", "rte_eal_init"]);
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_port_that_does_not_exist() {
+    if !privileged() {
+        return assert_fails(&good_flags(tempfile::tempdir().unwrap().path()), 17, &["not permitted"]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = with(&good_flags(dir.path()), "--internal-port", "net_af_packet0,iface=nosuch0");
+    args = with(&args, "--external-port", "net_af_packet1,iface=nosuch1");
+    args.extend(["--dataplane".into(), "dpdk".into(), "--dpdk-eal-args".into(), EAL_TWO_LCORES.into()]);
+    assert_fails(
+        &args,
+        22,
+        &["cannot open the internal port `net_af_packet0,iface=nosuch0` with DPDK", "net_af_packet0,iface=eth1"],
+    );
 }
 
 #[test]
@@ -217,7 +250,7 @@ fn unusable_data_dir() {
 fn run_help_lists_every_exit_code() {
     let (code, stdout, _) = run(sluice().args(["run", "--help"]));
     assert_eq!(code, 0);
-    for c in ["10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "20", "21", "22", "30"] {
+    for c in ["10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "20", "21", "22", "23", "30"] {
         assert!(stdout.lines().any(|l| l.trim_start().starts_with(&format!("{c} "))), "exit code {c}:\n{stdout}");
     }
     for flag in ["--internal-port", "--dpdk-eal-args", "--snat", "--flow-capacity", "SLUICE_DATA_DIR", "Default: 1."] {

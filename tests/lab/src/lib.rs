@@ -533,7 +533,8 @@ fn collect(v: &serde_json::Value, path: &str, out: &mut Vec<(String, u64)>) {
 
 fn describe(status: ExitStatus) -> String {
     match status.code() {
-        Some(30) => "exit code 30: startup checks passed but packet forwarding is not available in this build".into(),
+        Some(23) => "exit code 23: DPDK could not start (EAL arguments, lcores or memory)".into(),
+        Some(30) => "exit code 30: the dataplane worker failed".into(),
         Some(code) => format!("exit code {code}"),
         None => status.to_string(),
     }

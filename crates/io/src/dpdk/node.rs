@@ -109,6 +109,45 @@ impl DpdkNode {
         n
     }
 
+    /// Runs frames that did not come from a DPDK port (the service lane's, from the host)
+    /// through the engine as received on `from`. Frames forwarded to a data port are copied
+    /// into mbufs and transmitted (a frame is lost, and counted in `alloc_failures`, when the
+    /// pool is empty); frames for the host go to `host`. Returns the number of frames.
+    pub fn inject<P: Packet>(
+        &mut self,
+        from: PortId,
+        frames: &mut [P],
+        now: u64,
+        host: &mut dyn FnMut(&[u8]),
+    ) -> usize {
+        let n = frames.len().min(MAX_BURST);
+        if n == 0 {
+            return 0;
+        }
+        self.engine.process_burst(from, &mut frames[..n], &mut self.actions[..n], now);
+        for (frame, action) in frames[..n].iter().zip(&self.actions[..n]) {
+            let out = match *action {
+                Action::Forward(out) => out,
+                Action::Drop(_) | Action::Consumed => continue,
+            };
+            let Some(t) = port_index(out) else {
+                host(frame.data());
+                self.stats.to_host += 1;
+                continue;
+            };
+            let Some(m) = self.pool.alloc_frame(frame.data()) else {
+                self.stats.alloc_failures += 1;
+                continue;
+            };
+            if self.tx[t].is_full() {
+                self.stats.tx += self.ports[t].tx_burst(&mut self.tx[t]) as u64;
+            }
+            self.tx[t].push(m).expect("burst has room");
+        }
+        self.flush();
+        n
+    }
+
     fn dispatch(&mut self, n: usize, host: &mut dyn FnMut(&[u8])) {
         let mut free = Burst::new();
         for k in 0..n {
@@ -142,7 +181,9 @@ impl DpdkNode {
         }
     }
 
-    fn send_generated(&mut self, host: &mut dyn FnMut(&[u8])) {
+    /// Transmits the frames the engine originated (ARP, ICMP errors), copied into mbufs;
+    /// those for the host lane go to `host`.
+    pub fn send_generated(&mut self, host: &mut dyn FnMut(&[u8])) {
         if self.engine.generated_pending() == 0 {
             return;
         }

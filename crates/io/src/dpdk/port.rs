@@ -183,12 +183,64 @@ impl DpdkPort {
         })
     }
 
-    /// The port's basic counters, by name (`rx_packets`, `tx_packets`, `rx_bytes`,
-    /// `tx_bytes`, `rx_missed`, `rx_errors`, `tx_errors`, `rx_nombuf`, and `tx_full_drops`
-    /// counted here).
+    /// The port's basic counters, by name (see [`PortStatsReader::stats`]), and
+    /// `tx_full_drops` counted here.
+    pub fn stats(&self) -> Result<Vec<(&'static str, u64)>, DpdkError> {
+        let mut v = self.stats_reader().stats()?;
+        v.push(("tx_full_drops", self.tx_full));
+        Ok(v)
+    }
+
+    /// The driver's extended counters, by the driver's names.
+    pub fn xstats(&self) -> Result<Vec<(String, u64)>, DpdkError> {
+        self.stats_reader().xstats()
+    }
+
+    /// A handle that reads this port's driver counters from another thread.
+    pub fn stats_reader(&self) -> PortStatsReader {
+        PortStatsReader { id: self.id, name: self.name.clone() }
+    }
+
+    /// Reset the driver's basic counters.
+    pub fn reset_stats(&mut self) -> Result<(), DpdkError> {
+        // SAFETY: valid port.
+        check(unsafe { sys::rte_eth_stats_reset(self.id) }, || format!("rte_eth_stats_reset({})", self.name))
+    }
+}
+
+const fn libc_enotsup() -> i32 {
+    95 // ENOTSUP (= EOPNOTSUPP) on Linux
+}
+
+impl Drop for DpdkPort {
+    fn drop(&mut self) {
+        // SAFETY: valid port we opened; nothing uses it after this. Errors cannot be acted on.
+        unsafe {
+            sys::rte_eth_dev_stop(self.id);
+            sys::rte_eth_dev_close(self.id);
+        }
+    }
+}
+
+/// Reads a port's driver counters from a thread other than the one polling it, as DPDK's own
+/// tools do (drivers keep them per queue and sum on read). Once the port is closed, reads
+/// fail with an error rather than touching freed state.
+#[derive(Debug, Clone)]
+pub struct PortStatsReader {
+    id: u16,
+    name: String,
+}
+
+impl PortStatsReader {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The driver's basic counters, by name: `rx_packets`, `tx_packets`, `rx_bytes`,
+    /// `tx_bytes`, `rx_missed`, `rx_errors`, `tx_errors`, `rx_nombuf`.
     pub fn stats(&self) -> Result<Vec<(&'static str, u64)>, DpdkError> {
         let mut s = sys::rte_eth_stats::default();
-        // SAFETY: valid port and out-pointer.
+        // SAFETY: out-pointer valid for the call; an unknown port id is an error return.
         check(unsafe { sys::rte_eth_stats_get(self.id, &mut s) }, || format!("rte_eth_stats_get({})", self.name))?;
         Ok(vec![
             ("rx_packets", s.ipackets),
@@ -199,7 +251,6 @@ impl DpdkPort {
             ("rx_errors", s.ierrors),
             ("tx_errors", s.oerrors),
             ("rx_nombuf", s.rx_nombuf),
-            ("tx_full_drops", self.tx_full),
         ])
     }
 
@@ -232,25 +283,5 @@ impl DpdkPort {
                 Some((s.to_string_lossy().into_owned(), v.value))
             })
             .collect())
-    }
-
-    /// Reset the driver's basic counters.
-    pub fn reset_stats(&mut self) -> Result<(), DpdkError> {
-        // SAFETY: valid port.
-        check(unsafe { sys::rte_eth_stats_reset(self.id) }, || format!("rte_eth_stats_reset({})", self.name))
-    }
-}
-
-const fn libc_enotsup() -> i32 {
-    95 // ENOTSUP (= EOPNOTSUPP) on Linux
-}
-
-impl Drop for DpdkPort {
-    fn drop(&mut self) {
-        // SAFETY: valid port we opened; nothing uses it after this. Errors cannot be acted on.
-        unsafe {
-            sys::rte_eth_dev_stop(self.id);
-            sys::rte_eth_dev_close(self.id);
-        }
     }
 }

@@ -1,0 +1,79 @@
+//! The TAP service lane, shared by both dataplanes.
+//!
+//! The TAP (`sl-lane<N>`) gets the node's internal address with its prefix (for example
+//! 10.10.0.1/24) by `SIOCSIFADDR`/`SIOCSIFNETMASK` ioctls, so the node's own kernel stack
+//! answers for that address: pings to it, and (later) the DNS proxy listening on it, with
+//! replies routed back up the lane by the connected route. No default route is added: the
+//! host's own outbound traffic (DNS upstream queries) is for the DNS proxy work to wire.
+//! IPv6 is switched off on the TAP so the host does not chatter on it.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use sluice_dataplane::config::{EngineConfig, HostLaneConfig};
+use sluice_io::{IoError, Tap};
+
+use crate::exit::{Exit, Failure};
+use crate::net::IfaceAddr;
+
+/// The TAP service lane's name prefix; the kernel appends the lowest free number.
+pub const LANE_PREFIX: &str = "sl-lane";
+
+/// Creates the service lane with the internal address on it, and gives the engine its side
+/// of the lane (a MAC of its own towards the host).
+pub fn open(internal_address: IfaceAddr, engine: &mut EngineConfig) -> Result<Tap, Failure> {
+    let tap = Tap::create(LANE_PREFIX).map_err(|e| {
+        let exit = if matches!(e, IoError::PermissionDenied { .. }) { Exit::Permission } else { Exit::PortOpen };
+        Failure::new(exit, format!("cannot create the service lane (TAP {LANE_PREFIX}N): {e}"))
+    })?;
+    let lane = tap.name().to_string();
+    set_ipv4_address(&lane, internal_address).map_err(|e| {
+        Failure::new(
+            Exit::PortOpen,
+            format!("cannot give the service lane {lane} the internal address {internal_address}: {e}"),
+        )
+    })?;
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{lane}/disable_ipv6"), "1");
+    // Any locally administered unicast address other than the TAP's.
+    let mut engine_mac = tap.mac();
+    engine_mac[0] = (engine_mac[0] | 0x02) & !0x01;
+    engine_mac[5] ^= 0x55;
+    engine.host_lane = Some(HostLaneConfig { engine_mac, host_mac: tap.mac() });
+    Ok(tap)
+}
+
+/// Gives `ifname` the IPv4 address and prefix `addr` (ioctls on an AF_INET socket).
+pub fn set_ipv4_address(ifname: &str, addr: IfaceAddr) -> io::Result<()> {
+    let name = ifname.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {ifname:?}")));
+    }
+    // SAFETY: plain system call without pointers.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket() and nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    for (request, value) in [(libc::SIOCSIFADDR, u32::from(addr.ip)), (libc::SIOCSIFNETMASK, addr.netmask())] {
+        // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, &src) in req.ifr_name.iter_mut().zip(name) {
+            *dst = src as libc::c_char;
+        }
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: value.to_be() },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: `ifru_addr` is a `sockaddr`, which has the size and alignment of a
+        // `sockaddr_in`; the kernel reads it as one for AF_INET requests.
+        unsafe { std::ptr::write((&mut req.ifr_ifru.ifru_addr as *mut libc::sockaddr).cast(), sin) };
+        // SAFETY: SIOCSIFADDR and SIOCSIFNETMASK read one `ifreq`, which `req` is for the call.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), request as _, &mut req as *mut libc::ifreq) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! The software dataplane: both data ports on AF_PACKET sockets and one worker thread that
+//! sleeps in `ppoll` when idle.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_dataplane::counters::Counters;
+use sluice_io::{AfPacketPort, IoError, IoStats, Worker, WorkerConfig};
+
+use super::{Dataplane, Parts, BURST};
+use crate::config::NodeConfig;
+use crate::exit::{Exit, Failure};
+
+/// Maps a port-opening error to its exit code, keeping the port layer's message.
+fn port_failure(role: &str, name: &str, e: IoError) -> Failure {
+    let exit = match e {
+        IoError::InterfaceMissing { .. } => Exit::InterfaceMissing,
+        IoError::PermissionDenied { .. } => Exit::Permission,
+        _ => Exit::PortOpen,
+    };
+    Failure::new(exit, format!("cannot open the {role} port `{name}`: {e}"))
+}
+
+struct Software {
+    worker: Worker,
+}
+
+impl Dataplane for Software {
+    fn counters(&self) -> Counters {
+        self.worker.counters().snapshot()
+    }
+
+    fn io(&self) -> Arc<IoStats> {
+        self.worker.io_stats()
+    }
+
+    fn stop(self: Box<Self>) -> Result<Counters, String> {
+        Ok(self.worker.stop().counters().clone())
+    }
+}
+
+/// Opens both ports and the service lane and starts the worker.
+pub(super) fn start(config: &NodeConfig, parts: Parts) -> Result<(Box<dyn Dataplane>, String), Failure> {
+    if config.workers > 1 {
+        return Err(Failure::new(
+            Exit::Setting,
+            format!(
+                "--workers {}: the software dataplane runs a single worker in this build (sharding flows \
+                 across workers is not implemented yet); use --workers 1",
+                config.workers
+            ),
+        ));
+    }
+    let internal = AfPacketPort::open(&config.internal_port, BURST)
+        .map_err(|e| port_failure("internal", &config.internal_port, e))?;
+    let external = AfPacketPort::open(&config.external_port, BURST)
+        .map_err(|e| port_failure("external", &config.external_port, e))?;
+    let (engine, tap) = parts.engine(config, internal.mac(), external.mac())?;
+    let lane = tap.name().to_string();
+    let worker = Worker::spawn(WorkerConfig {
+        engine,
+        internal: Box::new(internal),
+        external: Box::new(external),
+        host: Some(tap),
+        burst: BURST,
+        idle_timeout: Duration::from_millis(1),
+        core: None,
+    })
+    .map_err(|e| Failure::new(Exit::PortOpen, format!("cannot start the dataplane worker: {e}")))?;
+    Ok((Box::new(Software { worker }), lane))
+}
