@@ -32,6 +32,13 @@ pub const SUITES: &[Suite] = &[
         bin: "sluice-bench",
         features: &["dpdk"],
     },
+    Suite {
+        name: "afpacket",
+        about: "packet socket bursts: recvmmsg/sendmmsg vs PACKET_MMAP rings on a veth (root)",
+        package: "sluice-bench",
+        bin: "sluice-bench",
+        features: &[],
+    },
 ];
 
 pub fn find(name: &str) -> Result<&'static Suite> {

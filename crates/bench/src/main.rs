@@ -4,6 +4,7 @@
 //! `sluice-bench dpdk [--quick] [--json PATH]` (feature `dpdk`): the engine over DPDK ports
 //! against `dpdk-testpmd`; see the `dpdk` module. Run through `cargo xtask bench dpdk`.
 
+mod afpacket;
 #[cfg(feature = "dpdk")]
 mod dpdk;
 
@@ -78,6 +79,7 @@ fn main() {
     if suite == "--help" || suite == "-h" {
         println!("usage: sluice-bench engine [--quick] [--json PATH] [--only FIGURE]");
         println!("       sluice-bench dpdk [--quick] [--json PATH]   (feature `dpdk`)");
+        println!("       sluice-bench afpacket [--quick] [--json PATH]   (root: netns, veth)");
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -86,8 +88,12 @@ fn main() {
         run_dpdk(quick, json_path);
         return;
     }
+    if suite == "afpacket" {
+        run_afpacket(quick, json_path);
+        return;
+    }
     if suite != "engine" {
-        eprintln!("unknown suite `{suite}`; known: engine, dpdk");
+        eprintln!("unknown suite `{suite}`; known: engine, dpdk, afpacket");
         std::process::exit(2);
     }
     // `--only NAME` runs one workload (for profiling).
@@ -163,6 +169,40 @@ fn write_json(path: &str, suite: &str, quick: bool, figures: &[Figure]) {
         .collect();
     let doc = serde_json::json!({"suite": suite, "quick": quick, "figures": entries});
     std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).expect("write JSON");
+}
+
+fn run_afpacket(quick: bool, json_path: Option<String>) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("sluice-bench afpacket needs root (it builds a network namespace and a veth pair)");
+        std::process::exit(2);
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("sluice-bench afpacket needs two CPUs (sender and receiver); this process may use {cpus}");
+        std::process::exit(2);
+    }
+    let r = afpacket::run(quick, (0, 1));
+    let figures: Vec<Figure> = r
+        .figures
+        .iter()
+        .map(|&(name, value)| {
+            let unit = if name.ends_with("_ratio") {
+                "ratio"
+            } else if name.ends_with("_ns_per_frame") {
+                "ns"
+            } else {
+                "pps"
+            };
+            Figure { name, value, unit, target: "" }
+        })
+        .collect();
+    for f in &figures {
+        println!("BENCH {} {:.3} {}", f.name, f.value, f.unit);
+    }
+    if let Some(path) = json_path {
+        write_json(&path, "afpacket", quick, &figures);
+    }
 }
 
 #[cfg(feature = "dpdk")]
