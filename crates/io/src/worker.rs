@@ -219,6 +219,8 @@ struct Loop<'a> {
     frames: Vec<IoFrame>,
     actions: Vec<Action>,
     pollfds: Vec<libc::pollfd>,
+    /// The port each entry of `pollfds` belongs to.
+    poll_ports: Vec<PortId>,
     idle: libc::timespec,
     stats: &'a IoStats,
     no_port: u64,
@@ -238,11 +240,13 @@ impl<'a> Loop<'a> {
         let cap = ports.iter().flatten().map(|p| p.frame_capacity()).max().unwrap_or(2048);
         let pollfds =
             ports.iter().flatten().map(|p| libc::pollfd { fd: p.raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+        let poll_ports = PORTS.iter().zip(&ports).filter(|(_, p)| p.is_some()).map(|(&id, _)| id).collect();
         Loop {
             ports,
             frames: (0..burst).map(|_| IoFrame::with_capacity(cap)).collect(),
             actions: vec![Action::Consumed; burst],
             pollfds,
+            poll_ports,
             idle: libc::timespec { tv_sec: idle.as_secs() as _, tv_nsec: idle.subsec_nanos() as _ },
             stats,
             no_port: 0,
@@ -327,9 +331,38 @@ impl<'a> Loop<'a> {
         }
         // SAFETY: `pollfds` is a valid array of its length; `idle` a valid timespec; no
         // signal mask is passed.
-        unsafe {
+        let ready = unsafe {
             libc::ppoll(self.pollfds.as_mut_ptr(), self.pollfds.len() as libc::nfds_t, &self.idle, std::ptr::null())
         };
+        if ready > 0 {
+            self.take_poll_errors();
+        }
+    }
+
+    /// A port whose descriptor reports an error (a packet socket whose interface vanished
+    /// gets ENETDOWN) would wake every `ppoll` at once: read and clear the socket error,
+    /// count it, and make the next idle sleep a plain one.
+    fn take_poll_errors(&mut self) {
+        for (pfd, &id) in self.pollfds.iter().zip(&self.poll_ports) {
+            if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) == 0 {
+                continue;
+            }
+            let mut err: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: valid out-pointers of the sizes given; on a descriptor that is not a
+            // socket the call fails harmlessly.
+            unsafe {
+                libc::getsockopt(
+                    pfd.fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    (&mut err as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            self.rx_errors[id as usize] += 1;
+            self.errored = true;
+        }
     }
 
     fn publish_stats(&self) {

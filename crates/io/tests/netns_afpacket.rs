@@ -327,3 +327,37 @@ fn checksums_left_to_offload_are_completed() {
     let (i, e) = (io.port(PortId::Internal), io.port(PortId::External));
     assert!(i.rx_checksum_partial > 0 && e.rx_checksum_partial > 0, "offload was really on: {i:?} {e:?}");
 }
+
+/// A client that leaves segmentation to its veth (TSO/GSO on) hands the node TCP
+/// superframes far larger than a receive buffer: the port drops and counts them (they are
+/// not cut short and forwarded), and the worker keeps forwarding everything else.
+#[test]
+fn superframes_from_segmentation_offload_are_dropped_and_counted() {
+    require_root();
+    let lab = Lab::new();
+    let client_if = format!("{}ci", lab.prefix);
+    let out = exec(&lab.client, &["ethtool", "-K", &client_if, "tx", "on", "tso", "on", "gso", "on"]);
+    assert!(out.status.success(), "ethtool: {}", String::from_utf8_lossy(&out.stderr));
+    let node = Node::start(&lab, false);
+    let listener = in_netns(&lab.upstream, || TcpListener::bind((WEB, 80)).expect("bind :80"));
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = vec![0u8; 64 << 10];
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    });
+    in_netns(&lab.client, || {
+        let addr: SocketAddr = format!("{WEB}:80").parse().unwrap();
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+        // Large writes become superframes; whether they ever get through does not matter.
+        let _ = s.write_all(&vec![7u8; 1 << 20]);
+    });
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while node.io().port(PortId::Internal).rx_truncated == 0 {
+        assert!(Instant::now() < deadline, "no superframe was counted: {:?}", node.io().port(PortId::Internal));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let echo = in_netns(&lab.client, || icmp_echo([198, 51, 100, 10], Duration::from_secs(2)));
+    assert!(echo, "the node still forwards after dropping superframes");
+}
