@@ -1,6 +1,8 @@
-//! `sluice run` in software mode with real packets: the real binary runs in the node
+//! `sluice run` with real packets, in software mode and (with the `dpdk` feature) in DPDK
+//! mode on `net_af_packet` ports over the same veths: the real binary runs in the node
 //! namespace of a client / node / upstream lab (see the io crate's netns harness, shared
-//! here) and is driven by signals, as an operator or the lab tooling would.
+//! here) and is driven by signals, as an operator or the lab tooling would. Each scenario is
+//! one function run once per mode.
 //!
 //! These tests need root (namespaces, veths, TAPs); without it they fail and say so.
 
@@ -11,8 +13,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use node_harness::{
-    http_get, in_netns, links, ping, require_root, tcp_server, ttl_one_probe, udp_ask, udp_echo, Lab, Launch, Sluice,
-    POLICY, SERVER,
+    http_get, in_netns, links, ping, require_root, tcp_server, ttl_one_probe, udp_ask, udp_echo, Lab, Launch, Mode,
+    Sluice, POLICY, SERVER,
 };
 
 /// The test policy without the `web` rule (TCP 80).
@@ -33,12 +35,22 @@ const BROKEN_POLICY: &str = r#"{
 
 #[test]
 fn software_node_forwards_what_the_policy_allows_and_stops_cleanly() {
+    forwards_what_the_policy_allows_and_stops_cleanly(Mode::Software);
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_node_forwards_what_the_policy_allows_and_stops_cleanly() {
+    forwards_what_the_policy_allows_and_stops_cleanly(Mode::Dpdk);
+}
+
+fn forwards_what_the_policy_allows_and_stops_cleanly(mode: Mode) {
     require_root();
     let lab = Lab::new();
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
     std::fs::write(&policy, POLICY).unwrap();
-    let mut node = Sluice::start(&lab, dir.path(), &Launch { policy: Some(&policy), ..Launch::default() });
+    let mut node = Sluice::start(&lab, dir.path(), &Launch { mode, policy: Some(&policy), ..Launch::default() });
     let lane = links(&lab);
     assert!(
         lane.lines().any(|l| l.starts_with("sl-lane0") && l.contains("10.10.0.1/24")),
@@ -73,6 +85,16 @@ fn software_node_forwards_what_the_policy_allows_and_stops_cleanly() {
     assert!(c["icmp_errors_sent"].as_u64().unwrap() >= 1, "{c:#}");
     assert!(c["internal_rx_packets"].as_u64().unwrap() > 0 && c["external_tx_packets"].as_u64().unwrap() > 0);
     assert!(stats["ports"]["host"]["tx_packets"].as_u64().unwrap() > 0, "{:#}", stats["ports"]);
+    if mode == Mode::Dpdk {
+        // The driver's own counters, read from the control thread while the worker polls.
+        let dpdk = &stats["dpdk"];
+        assert_eq!(dpdk["internal"]["device"], "net_af_packet0", "{dpdk:#}");
+        assert!(dpdk["internal"]["rx_packets"].as_u64().unwrap() > 0, "{dpdk:#}");
+        assert!(dpdk["external"]["tx_packets"].as_u64().unwrap() > 0, "{dpdk:#}");
+        assert!(dpdk["external"]["xstats"].is_object(), "{dpdk:#}");
+    } else {
+        assert!(stats.get("dpdk").is_none(), "no driver section in software mode");
+    }
 
     let (status, took) = node.stop(libc::SIGTERM, Duration::from_secs(1));
     assert_eq!(status.code(), Some(0), "{}", node.log_text());
@@ -83,7 +105,8 @@ fn software_node_forwards_what_the_policy_allows_and_stops_cleanly() {
     assert_eq!(node.stats()["running"], false, "the last stats file says it stopped");
 
     // The port locks are released: another node starts on the same ports and stops on SIGINT.
-    let mut again = Sluice::start(&lab, dir.path(), &Launch { policy: Some(&policy), run: 2, ..Launch::default() });
+    let mut again =
+        Sluice::start(&lab, dir.path(), &Launch { mode, policy: Some(&policy), run: 2, ..Launch::default() });
     assert!(ping(&lab, [198, 51, 100, 10]), "the second node forwards");
     let (status, _) = again.stop(libc::SIGINT, Duration::from_secs(1));
     assert_eq!(status.code(), Some(0), "{}", again.log_text());
@@ -91,12 +114,22 @@ fn software_node_forwards_what_the_policy_allows_and_stops_cleanly() {
 
 #[test]
 fn sighup_applies_a_new_policy_to_existing_flows_and_refuses_a_broken_one() {
+    sighup_applies_a_new_policy(Mode::Software);
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_sighup_applies_a_new_policy_to_existing_flows_and_refuses_a_broken_one() {
+    sighup_applies_a_new_policy(Mode::Dpdk);
+}
+
+fn sighup_applies_a_new_policy(mode: Mode) {
     require_root();
     let lab = Lab::new();
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
     std::fs::write(&policy, POLICY).unwrap();
-    let mut node = Sluice::start(&lab, dir.path(), &Launch { policy: Some(&policy), ..Launch::default() });
+    let mut node = Sluice::start(&lab, dir.path(), &Launch { mode, policy: Some(&policy), ..Launch::default() });
     let (_web, _echo) = (tcp_server(&lab.upstream, 80), udp_echo(&lab.upstream, 7));
 
     // An allowed, established TCP flow.
@@ -139,10 +172,20 @@ fn sighup_applies_a_new_policy_to_existing_flows_and_refuses_a_broken_one() {
 
 #[test]
 fn without_a_policy_nothing_leaves_but_the_node_itself_answers() {
+    without_a_policy(Mode::Software);
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_without_a_policy_nothing_leaves_but_the_node_itself_answers() {
+    without_a_policy(Mode::Dpdk);
+}
+
+fn without_a_policy(mode: Mode) {
     require_root();
     let lab = Lab::new();
     let dir = tempfile::tempdir().unwrap();
-    let mut node = Sluice::start(&lab, dir.path(), &Launch::default());
+    let mut node = Sluice::start(&lab, dir.path(), &Launch { mode, ..Launch::default() });
     assert!(node.log_text().contains("applying a deny-all policy"), "{}", node.log_text());
     let _echo = udp_echo(&lab.upstream, 7);
     assert_eq!(udp_ask(&lab, 7, b"out?", 3), None, "nothing leaves without a policy");

@@ -30,6 +30,18 @@ pub const SERVER: &str = "198.51.100.10";
 /// runtime files, no telemetry socket (`--in-memory` cannot be combined with `--no-huge`).
 const DPDK_EAL_ARGS: &str = "--no-huge -m 256 --no-pci --no-shconf --no-telemetry";
 
+/// The main lcore (control) and one worker lcore (the dataplane), both free to run on any
+/// CPU this process may use, so tests on a small machine are not tied to one CPU.
+fn dpdk_lcores() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let cpus = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|s| s.trim().to_string())
+        .expect("Cpus_allowed_list in /proc/self/status");
+    format!("--lcores=0@({cpus}),1@({cpus})")
+}
+
 /// How the node's data ports do packet I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -55,7 +67,7 @@ impl Mode {
                 format!("net_af_packet1,iface={}", lab.node_out),
                 "--dpdk-eal-args".into(),
                 // The prefix keeps concurrent test processes (and labs) apart.
-                format!("{DPDK_EAL_ARGS} --file-prefix {}", lab.prefix),
+                format!("{} {DPDK_EAL_ARGS} --file-prefix {}", dpdk_lcores(), lab.prefix),
             ],
         }
     }
