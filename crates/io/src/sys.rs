@@ -97,6 +97,58 @@ pub(crate) fn set_up(fd: RawFd, name: &str) -> Result<(), IoError> {
     ioctl_ifreq(fd, libc::SIOCSIFFLAGS, &mut req).map_err(|e| IoError::os("setting the interface up", name, e))
 }
 
+/// `SIOCETHTOOL` and the ethtool commands used (linux/sockios.h, linux/ethtool.h).
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GFLAGS: u32 = 0x25;
+const ETHTOOL_SFLAGS: u32 = 0x26;
+const ETHTOOL_GGRO: u32 = 0x2b;
+const ETHTOOL_SGRO: u32 = 0x2c;
+const ETH_FLAG_LRO: u32 = 1 << 15;
+
+/// `struct ethtool_value`.
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+fn ethtool(fd: RawFd, name: &str, cmd: u32, data: u32) -> io::Result<u32> {
+    let mut value = EthtoolValue { cmd, data };
+    let mut req = ifreq(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    req.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+    // SAFETY: SIOCETHTOOL with a GET/SET value command reads and writes one
+    // `ethtool_value`, which `ifru_data` points to for the duration of the call.
+    cvt(unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &mut req as *mut libc::ifreq) })?;
+    Ok(value.data)
+}
+
+/// Turns off the receive offloads that merge frames (GRO, LRO) on an interface a packet
+/// socket reads from: the socket would see the merged superframes, larger than any receive
+/// buffer. Returns the offloads it turned off; a device without them is left alone.
+pub(crate) fn disable_receive_merging(fd: RawFd, name: &str) -> io::Result<Vec<&'static str>> {
+    let mut off = Vec::new();
+    let unsupported = |e: &io::Error| e.raw_os_error() == Some(libc::EOPNOTSUPP);
+    match ethtool(fd, name, ETHTOOL_GGRO, 0) {
+        Ok(0) => {}
+        Ok(_) => {
+            ethtool(fd, name, ETHTOOL_SGRO, 0)?;
+            off.push("gro");
+        }
+        Err(e) if unsupported(&e) => {}
+        Err(e) => return Err(e),
+    }
+    match ethtool(fd, name, ETHTOOL_GFLAGS, 0) {
+        Ok(flags) if flags & ETH_FLAG_LRO != 0 => {
+            ethtool(fd, name, ETHTOOL_SFLAGS, flags & !ETH_FLAG_LRO)?;
+            off.push("lro");
+        }
+        Ok(_) => {}
+        Err(e) if unsupported(&e) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(off)
+}
+
 /// Set an integer socket option.
 pub(crate) fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
     setsockopt(fd, level, opt, &value)

@@ -361,3 +361,30 @@ fn superframes_from_segmentation_offload_are_dropped_and_counted() {
     let echo = in_netns(&lab.client, || icmp_echo([198, 51, 100, 10], Duration::from_secs(2)));
     assert!(echo, "the node still forwards after dropping superframes");
 }
+
+/// GRO on the port's own interface would merge received TCP segments into superframes the
+/// packet socket cannot take: opening the port turns it off and says so.
+#[test]
+fn opening_a_port_turns_receive_merging_off() {
+    require_root();
+    let lab = Lab::new();
+    let gro = |state: &str| {
+        let out = exec(&lab.node, &["ethtool", "-K", &lab.node_in, "gro", state]);
+        assert!(out.status.success(), "ethtool: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let gro_is_on = || {
+        let out = exec(&lab.node, &["ethtool", "-k", &lab.node_in]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().any(|l| l.trim() == "generic-receive-offload: on")
+    };
+    gro("on");
+    assert!(gro_is_on(), "the test could turn GRO on");
+    let name = lab.node_in.clone();
+    let port = in_netns(&lab.node, move || AfPacketPort::open(&name, 8).expect("open"));
+    assert_eq!(port.offloads_disabled(), ["gro"]);
+    assert!(!gro_is_on(), "GRO is off after opening the port");
+    drop(port);
+    let name = lab.node_in.clone();
+    let again = in_netns(&lab.node, move || AfPacketPort::open(&name, 8).expect("open"));
+    assert!(again.offloads_disabled().is_empty(), "nothing left to turn off");
+}

@@ -13,9 +13,10 @@
 //! headroomed buffers, because the engine edits them in place, may grow them by a VLAN tag,
 //! and forwards them on another socket.
 //!
-//! Segmentation offloads must be off on interfaces the port reads from (GRO on a physical
-//! NIC, TSO on the far end of a veth), because a packet socket sees the merged frames;
-//! frames larger than the buffer are dropped and counted in
+//! Offloads that merge frames must be off on the path into the port, because a packet socket
+//! sees the merged frames: opening a port turns off GRO and LRO on its interface; TSO/GSO on
+//! a sender that hands frames straight to the interface (the far end of a veth) is the
+//! sender's to turn off. Frames larger than the buffer are dropped and counted in
 //! [`crate::PortStats::rx_truncated`]. Frames whose TCP/UDP checksum a sender's TX checksum
 //! offload left unfinished are completed here (see `offload.rs`) and counted in
 //! [`crate::PortStats::rx_checksum_partial`].
@@ -48,6 +49,8 @@ pub struct AfPacketPort {
     mac: [u8; 6],
     mtu: usize,
     ifindex: i32,
+    /// Receive offloads this port turned off on its interface.
+    offloads_disabled: Vec<&'static str>,
     tx: TxBatch,
     stats: PortStats,
 }
@@ -65,6 +68,8 @@ impl AfPacketPort {
         let ctl = sys::control_socket().map_err(|e| IoError::os("opening a control socket", name, e))?;
         let link = sys::link_info(ctl.as_raw_fd(), name)?;
         sys::set_up(ctl.as_raw_fd(), name)?;
+        let offloads_disabled = sys::disable_receive_merging(ctl.as_raw_fd(), name)
+            .map_err(|e| IoError::os("turning off receive offloads (GRO/LRO)", name, e))?;
         // Protocol 0: the socket receives nothing until it is bound to the interface below,
         // so no frame of another interface can slip in between.
         // SAFETY: plain system call without pointers.
@@ -109,6 +114,7 @@ impl AfPacketPort {
             mac: link.mac,
             mtu: link.mtu,
             ifindex: link.index,
+            offloads_disabled,
             tx: TxBatch::new(2 * burst, frame_capacity),
             stats: PortStats::default(),
         })
@@ -124,6 +130,12 @@ impl AfPacketPort {
 
     pub fn ifindex(&self) -> i32 {
         self.ifindex
+    }
+
+    /// The receive offloads (`gro`, `lro`) opening the port turned off on its interface,
+    /// because a packet socket would see the frames they merge.
+    pub fn offloads_disabled(&self) -> &[&'static str] {
+        &self.offloads_disabled
     }
 }
 

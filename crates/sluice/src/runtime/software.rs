@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_dataplane::counters::Counters;
-use sluice_io::{AfPacketPort, IoError, IoStats, Worker, WorkerConfig};
+use sluice_io::{AfPacketPort, IoError, IoStats, Port, Worker, WorkerConfig};
+use tracing::info;
 
 use super::{Dataplane, Parts, BURST};
 use crate::config::NodeConfig;
@@ -55,6 +56,16 @@ pub(super) fn start(config: &NodeConfig, parts: Parts) -> Result<(Box<dyn Datapl
         .map_err(|e| port_failure("internal", &config.internal_port, e))?;
     let external = AfPacketPort::open(&config.external_port, BURST)
         .map_err(|e| port_failure("external", &config.external_port, e))?;
+    for (role, port) in [("internal", &internal), ("external", &external)] {
+        if !port.offloads_disabled().is_empty() {
+            info!(
+                port = role,
+                interface = %port.name(),
+                offloads = %port.offloads_disabled().join(","),
+                "turned off receive offloads that merge frames (a packet socket cannot take merged superframes)"
+            );
+        }
+    }
     let (engine, tap) = parts.engine(config, internal.mac(), external.mac())?;
     let lane = tap.name().to_string();
     let worker = Worker::spawn(WorkerConfig {
