@@ -181,8 +181,21 @@ impl Worker {
 
     /// Stop the loop, close the ports, join the thread, and return the engine (with its
     /// final counters published).
-    pub fn stop(mut self) -> Engine {
-        self.join().expect("worker thread panicked")
+    pub fn stop(self) -> Engine {
+        self.try_stop().unwrap_or_else(|panic| panic!("worker thread panicked: {panic}"))
+    }
+
+    /// Whether the worker thread is still running (false once it has panicked).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Like [`stop`](Worker::stop), but a worker that panicked is reported with its panic
+    /// message instead of panicking here.
+    pub fn try_stop(mut self) -> Result<Engine, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let t = self.thread.take().expect("a worker that was not stopped has its thread");
+        t.join().map_err(|panic| panic_message(panic.as_ref()))
     }
 
     fn join(&mut self) -> Option<Engine> {
@@ -196,6 +209,15 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.join();
     }
+}
+
+/// The message a panicking worker left, for the operator's log.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the worker panicked".to_string())
 }
 
 fn pin_to_core(core: usize) -> io::Result<()> {

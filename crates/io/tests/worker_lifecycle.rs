@@ -6,7 +6,9 @@ use sluice_dataplane::config::{EngineConfig, PortConfig};
 use sluice_dataplane::counters::Counter;
 use sluice_dataplane::engine::Engine;
 use sluice_dataplane::policy_handle::PolicyHandle;
-use sluice_io::{Tap, Worker, WorkerConfig};
+use std::os::fd::RawFd;
+
+use sluice_io::{IoFrame, Port, PortStats, Tap, Worker, WorkerConfig};
 
 fn engine(policy: &PolicyHandle) -> Engine {
     let port = |mac: u8, ip: u32| PortConfig { mac: [2, 0, 0, 0, 0, mac], ip, prefix_len: 24, vlan: None };
@@ -72,4 +74,45 @@ fn pinning_to_an_allowed_cpu_works() {
     let mut cfg = WorkerConfig::new(engine(&policy), Box::new(a), Box::new(b), None);
     cfg.core = Some(first);
     Worker::spawn(cfg).expect("pinned worker").stop();
+}
+
+/// A port that fails in a way the worker does not expect (a bug): it panics on receive.
+struct PanickingPort(Tap);
+
+impl Port for PanickingPort {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn raw_fd(&self) -> RawFd {
+        self.0.raw_fd()
+    }
+    fn frame_capacity(&self) -> usize {
+        self.0.frame_capacity()
+    }
+    fn recv_burst(&mut self, _frames: &mut [IoFrame]) -> std::io::Result<usize> {
+        panic!("port {} broke", self.0.name())
+    }
+    fn queue(&mut self, frame: &[u8]) {
+        self.0.queue(frame)
+    }
+    fn flush(&mut self) {}
+    fn stats(&self) -> PortStats {
+        self.0.stats()
+    }
+}
+
+#[test]
+fn a_worker_that_panicked_is_reported_by_try_stop() {
+    let Some((a, b)) = taps() else { return };
+    let name = a.name().to_string();
+    let policy = policy();
+    let cfg = WorkerConfig::new(engine(&policy), Box::new(PanickingPort(a)), Box::new(b), None);
+    let worker = Worker::spawn(cfg).expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while worker.is_running() {
+        assert!(Instant::now() < deadline, "the worker should have died on the panicking port");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let err = worker.try_stop().err().expect("the worker panicked");
+    assert_eq!(err, format!("port {name} broke"));
 }

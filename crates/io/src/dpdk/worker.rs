@@ -28,7 +28,7 @@ use super::MAX_BURST;
 use crate::frame::IoFrame;
 use crate::sys::monotonic_ns;
 use crate::tap::Tap;
-use crate::worker::{IoStats, Port, PortStats};
+use crate::worker::{panic_message, IoStats, Port, PortStats};
 
 /// Housekeeping period of an idle worker.
 pub const IDLE_HOUSEKEEPING_NS: u64 = 100_000;
@@ -48,6 +48,8 @@ pub struct DpdkWorkerConfig {
 /// A running DPDK worker. [`stop`](DpdkWorker::stop) ends it and returns its node.
 pub struct DpdkWorker {
     stop: Arc<AtomicBool>,
+    /// Cleared when the loop ends, also by a panic.
+    running: Arc<AtomicBool>,
     job: Option<LcoreJob<(DpdkNode, Option<Tap>)>>,
     counters: Arc<CounterBlock>,
     io: Arc<IoStats>,
@@ -58,6 +60,7 @@ impl DpdkWorker {
     /// Starts the worker on the EAL worker lcore `lcore` (idle, not the main lcore).
     pub fn launch(eal: &Eal, lcore: u32, cfg: DpdkWorkerConfig) -> Result<DpdkWorker, DpdkError> {
         let stop = Arc::new(AtomicBool::new(false));
+        let running = Arc::new(AtomicBool::new(true));
         let io = Arc::new(IoStats::default());
         let counters = cfg.node.engine().counter_block();
         let reader = |p| cfg.node.port(p).expect("data port").stats_reader();
@@ -65,13 +68,20 @@ impl DpdkWorker {
         let job = launch(eal, lcore, {
             let stop = Arc::clone(&stop);
             let io = Arc::clone(&io);
+            let running = Arc::clone(&running);
             move || {
+                let _running = ClearOnDrop(running);
                 let mut l = Loop::new(cfg.node, cfg.host, cfg.host_poll_interval);
                 l.run(&stop, &io);
                 (l.node, l.host)
             }
         })?;
-        Ok(DpdkWorker { stop, job: Some(job), counters, io, ports })
+        Ok(DpdkWorker { stop, running, job: Some(job), counters, io, ports })
+    }
+
+    /// Whether the loop still runs (false once it has panicked).
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
     }
 
     /// The engine's published counters.
@@ -96,13 +106,7 @@ impl DpdkWorker {
     pub fn stop(mut self) -> Result<(DpdkNode, Option<Tap>), String> {
         self.stop.store(true, Ordering::Relaxed);
         let job = self.job.take().expect("a running worker has its job");
-        job.wait().map_err(|panic| {
-            panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "the worker panicked".to_string())
-        })
+        job.wait().map_err(|panic| panic_message(panic.as_ref()))
     }
 }
 
@@ -112,6 +116,15 @@ impl Drop for DpdkWorker {
             self.stop.store(true, Ordering::Relaxed);
             let _ = job.wait();
         }
+    }
+}
+
+/// Clears the flag when dropped, on return or unwind.
+struct ClearOnDrop(Arc<AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

@@ -63,6 +63,10 @@ impl Dataplane for Dpdk {
         Some(Value::Object(ports))
     }
 
+    fn is_running(&self) -> bool {
+        self.worker.is_running()
+    }
+
     fn stop(self: Box<Self>) -> Result<Counters, String> {
         let (node, tap) = self.worker.stop()?;
         let counters = node.engine().counters().clone();

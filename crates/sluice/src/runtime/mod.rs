@@ -63,6 +63,8 @@ trait Dataplane {
     fn driver_stats(&self) -> Option<Value> {
         None
     }
+    /// False once a worker has stopped on its own (it panicked).
+    fn is_running(&self) -> bool;
     /// Stops the workers, closes the ports and the service lane; the final counters.
     fn stop(self: Box<Self>) -> Result<Counters, String>;
 }
@@ -181,6 +183,9 @@ pub fn run(config: &NodeConfig, checked: Checked) -> Exit {
             log_summary("counters", &node.dataplane.counters(), &node.io);
             next_summary = now + SUMMARY_INTERVAL;
         }
+        if !node.dataplane.is_running() {
+            break "the dataplane worker stopped on its own";
+        }
         match signals.wait(next_stats.saturating_duration_since(Instant::now())) {
             Some(Request::Stop(name)) => break name,
             Some(Request::Reload) => {
@@ -192,7 +197,7 @@ pub fn run(config: &NodeConfig, checked: Checked) -> Exit {
             None => {}
         }
     };
-    info!(signal = reason, "stopping: draining the worker, removing the service lane, releasing the ports");
+    info!(reason, "stopping: draining the worker, removing the service lane, releasing the ports");
     let Node { dataplane, policy, _allowlist, io, lane, started } = node;
     let last = Report { policy: &policy, io: &io, lane: &lane, started };
     let exit = match dataplane.stop() {

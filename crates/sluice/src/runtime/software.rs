@@ -35,8 +35,12 @@ impl Dataplane for Software {
         self.worker.io_stats()
     }
 
+    fn is_running(&self) -> bool {
+        self.worker.is_running()
+    }
+
     fn stop(self: Box<Self>) -> Result<Counters, String> {
-        Ok(self.worker.stop().counters().clone())
+        Ok(self.worker.try_stop()?.counters().clone())
     }
 }
 
