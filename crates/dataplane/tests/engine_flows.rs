@@ -81,6 +81,21 @@ fn idle_flows_expire_incrementally() {
 }
 
 #[test]
+fn idle_expiry_updates_the_active_flow_gauges() {
+    let mut lab = Lab::resolved();
+    lab.send(PortId::Internal, &udp(CLIENT, WEB, 5353, 53));
+    lab.drain_all();
+    lab.sweep_all();
+    assert_eq!((lab.counter(Counter::FlowsActive), lab.counter(Counter::NatPortsInUse)), (1, 1));
+    // No packet follows: only idle housekeeping sees the flow go.
+    lab.advance(lab.engine().config().timeouts.udp_new + 2 * TICK);
+    lab.sweep_all();
+    assert_eq!(lab.engine().flows().len(), 0);
+    assert_eq!(lab.counter(Counter::FlowsExpired), 1);
+    assert_eq!((lab.counter(Counter::FlowsActive), lab.counter(Counter::NatPortsInUse)), (0, 0));
+}
+
+#[test]
 fn a_full_table_refuses_new_flows_and_keeps_old_ones() {
     let mut cfg = config();
     cfg.flow_capacity = 4;

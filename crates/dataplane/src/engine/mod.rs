@@ -320,7 +320,11 @@ impl Engine {
         // (Lookups treat expired flows as gone, so a slow sweep only delays reuse of memory.)
         let budget = self.cfg.sweep_budget + 2 * self.opened_since_sweep;
         self.opened_since_sweep = 0;
-        self.expire_flows(now, budget);
+        if self.expire_flows(now, budget) > 0 {
+            // An idle worker expires flows with no burst to follow: refresh the gauges here
+            // too, or they would show the flows until the next packet arrives.
+            self.set_flow_gauges();
+        }
         // ARP timers are coarse (seconds): poll them every millisecond at most.
         if now.wrapping_sub(self.last_neighbor_poll) >= 1_000_000 || now < self.last_neighbor_poll {
             self.last_neighbor_poll = now;
@@ -330,11 +334,16 @@ impl Engine {
     }
 
     fn finish_burst(&mut self, now: u64) {
+        self.set_flow_gauges();
+        self.maybe_publish(now);
+    }
+
+    #[inline]
+    fn set_flow_gauges(&mut self) {
         self.counters.set(Counter::FlowsActive, self.flows.len() as u64);
         if self.cfg.snat {
             self.counters.set(Counter::NatPortsInUse, self.flows.len() as u64);
         }
-        self.maybe_publish(now);
     }
 
     /// Copy the counters to the published block at most every [`PUBLISH_INTERVAL_NS`] of

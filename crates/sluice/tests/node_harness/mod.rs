@@ -9,6 +9,7 @@
 #[path = "../../../io/tests/netns_harness/mod.rs"]
 pub mod netns_harness;
 
+mod burst;
 mod clients;
 mod servers;
 
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub use burst::{reset, udp_new_flows, BurstOutcome, LineConn, NewFlowBurst};
 pub use clients::{http_get, links, ping, ttl_one_probe, udp_ask};
 pub use netns_harness::{in_netns, require_root, spawn_in_netns, Lab, POLICY};
 pub use servers::{tcp_server, udp_echo, udp_sink, Server};
