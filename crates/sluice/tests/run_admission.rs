@@ -40,6 +40,12 @@ fn software_node_admission_holds_under_a_burst_of_new_connections() {
     admission_holds_under_a_burst_of_new_connections(Mode::Software);
 }
 
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_node_admission_holds_under_a_burst_of_new_connections() {
+    admission_holds_under_a_burst_of_new_connections(Mode::Dpdk);
+}
+
 /// Round-trips on one established connection, on a thread, until stopped; remembers when
 /// each one finished and every failure.
 struct RoundTrips {
