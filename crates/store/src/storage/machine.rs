@@ -93,6 +93,11 @@ impl StateMachineStore {
         let shared = Shared::new(state);
         Ok((StateMachineStore { db, shared: shared.clone(), last_applied, last_membership }, shared))
     }
+
+    /// Opens the state machine without a `Store` around it (storage tests, tools).
+    pub fn open_detached(db: Arc<Database>) -> Result<StateMachineStore, DbError> {
+        Ok(StateMachineStore::open(db)?.0)
+    }
 }
 
 fn sm_write_error(e: &DbError) -> StorageError {

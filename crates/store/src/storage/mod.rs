@@ -161,17 +161,18 @@ pub struct Replay {
 /// entry after it up to `up_to` (all of them when `None`). Nothing is written.
 pub fn replay(data_dir: &Path, up_to: Option<u64>) -> Result<Replay, DbError> {
     let db = Database::open(data_dir.join(DB_FILE))?;
-    let (snapshot_index, mut state) = match read_snapshot(&db)? {
-        Some((meta, data)) => {
-            let state = decode_image(&data)?;
-            (meta.last_log_id.map_or(0, |id| id.index), state)
-        }
-        None => (0, State::default()),
+    // Raft's first entry (the initial membership) has index 0, so "covered up to" is
+    // `Option`al: `None` means no entry has been applied yet.
+    let (covered, mut state) = match read_snapshot(&db)? {
+        Some((meta, data)) => (meta.last_log_id.map(|id| id.index), decode_image(&data)?),
+        None => (None, State::default()),
     };
+    let snapshot_index = covered.unwrap_or(0);
+    let first = covered.map_or(0, |index| index + 1);
     let txn = db.begin_read()?;
     let table = txn.open_table(LOG)?;
     let mut points = Vec::new();
-    for row in table.range(snapshot_index + 1..)? {
+    for row in table.range(first..)? {
         let (index, bytes) = row?;
         let index = index.value();
         if up_to.is_some_and(|limit| index > limit) {
