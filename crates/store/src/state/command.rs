@@ -1,5 +1,11 @@
 //! Typed commands, their outcomes and their errors. There is no generic key-value command:
 //! every change the state can undergo is one of these variants.
+//!
+//! The state hash covers the JSON encoding of requests and outcomes as this binary produces
+//! it, and replays re-encode entries written by older releases. So an encoding must never
+//! change for existing values: add fields only as `#[serde(default, skip_serializing_if =
+//! ...)]` options, add variants rather than reshape them, and never rename. The
+//! `the_encoding_of_a_known_history_is_pinned` test fails on any such change.
 
 use std::fmt;
 
