@@ -248,3 +248,12 @@ async fn open_database_retrying(dir: &Path) -> Result<Arc<Database>, StoreError>
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_store_can_be_shared_between_tasks_and_threads() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<super::Store>();
+    }
+}

@@ -212,3 +212,20 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::{BasicNode, Membership};
+
+    use super::canonical_membership;
+
+    #[test]
+    fn the_membership_encoding_is_our_own_and_pinned() {
+        let nodes = BTreeMap::from([(1, BasicNode::new("10.0.0.1:9600")), (2, BasicNode::default())]);
+        let membership = Membership::new(vec![BTreeSet::from([1, 2])], nodes);
+        let encoded = String::from_utf8(canonical_membership(&membership)).unwrap();
+        assert_eq!(encoded, r#"[[[1,2]],[[1,"10.0.0.1:9600"],[2,""]]]"#);
+    }
+}
