@@ -151,7 +151,8 @@ pub struct ReplayPoint {
 pub struct Replay {
     /// The index the latest snapshot covers (0 without one).
     pub snapshot_index: u64,
-    /// The hash after every log entry past the snapshot, in order.
+    /// The hash at the snapshot's index (when there is a snapshot), then after every later log
+    /// entry, in order.
     pub points: Vec<ReplayPoint>,
     /// The state after the last entry replayed.
     pub state: State,
@@ -172,6 +173,9 @@ pub fn replay(data_dir: &Path, up_to: Option<u64>) -> Result<Replay, DbError> {
     let txn = db.begin_read()?;
     let table = txn.open_table(LOG)?;
     let mut points = Vec::new();
+    if let Some(index) = covered {
+        points.push(ReplayPoint { index, state_hash: state.state_hash() });
+    }
     for row in table.range(first..)? {
         let (index, bytes) = row?;
         let index = index.value();
