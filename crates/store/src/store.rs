@@ -173,6 +173,24 @@ impl Store {
         }
     }
 
+    /// Returns the cluster id, first minting a random one (128 bits, hex) if the state has
+    /// none: what a seed does once.
+    pub async fn ensure_cluster_identity(&self, actor: &str) -> Result<String, StoreError> {
+        if let Some(identity) = self.read(|state| state.cluster().cloned()) {
+            return Ok(identity.cluster_id);
+        }
+        let mut random = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
+            .map_err(|_| StoreError::Storage("the system random source failed".into()))?;
+        let cluster_id: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+        match self.write(actor, Command::InitCluster { cluster_id }).await?.response {
+            Ok(Outcome::ClusterInitialized { cluster_id }) => Ok(cluster_id),
+            // Another writer set it first; theirs stands.
+            Err(CommandError::ClusterIdMismatch { existing, .. }) => Ok(existing),
+            other => Err(StoreError::Raft(format!("unexpected outcome of InitCluster: {other:?}"))),
+        }
+    }
+
     /// Reads the applied state of this node (not linearizable across a cluster).
     pub fn read<T>(&self, read: impl FnOnce(&State) -> T) -> T {
         let state = self.shared.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());

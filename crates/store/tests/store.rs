@@ -147,6 +147,25 @@ async fn a_restart_keeps_policies_tokens_settings_and_audit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_identity_is_minted_once_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let id = store.ensure_cluster_identity("seed").await.unwrap();
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(store.ensure_cluster_identity("seed").await.unwrap(), id);
+    store.shutdown().await.unwrap();
+
+    let store = open(dir.path()).await;
+    assert_eq!(store.ensure_cluster_identity("seed").await.unwrap(), id);
+    let other = tempfile::tempdir().unwrap();
+    let other_store = open(other.path()).await;
+    assert_ne!(other_store.ensure_cluster_identity("seed").await.unwrap(), id);
+    store.shutdown().await.unwrap();
+    other_store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_of_the_log_gives_the_same_hash_at_every_index() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
