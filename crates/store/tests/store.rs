@@ -166,6 +166,18 @@ async fn a_cluster_identity_is_minted_once_and_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_fed_the_same_requests_report_the_same_hash_at_each_index() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(dir_a.path()).await, open(dir_b.path()).await);
+    let applied_a = write_all(&a, history()).await;
+    let applied_b = write_all(&b, history()).await;
+    assert_eq!(applied_a, applied_b);
+    assert_eq!(a.read(content), b.read(content));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_of_the_log_gives_the_same_hash_at_every_index() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
