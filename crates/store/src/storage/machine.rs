@@ -219,7 +219,35 @@ mod tests {
 
     use openraft::{BasicNode, Membership};
 
-    use super::canonical_membership;
+    use super::{canonical_membership, save_snapshot, StateMachineStore};
+    use crate::raft::SnapshotMeta;
+    use crate::state::{encode_image, ImageError, State, SCHEMA_VERSION};
+    use crate::storage::{open_database, DbError};
+
+    #[tokio::test]
+    async fn a_snapshot_from_a_newer_schema_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(dir.path()).unwrap();
+        let mut image: serde_json::Value = serde_json::from_slice(&encode_image(&State::default())).unwrap();
+        image["schema_version"] = serde_json::json!(SCHEMA_VERSION + 1);
+        save_snapshot(&db, SnapshotMeta::default(), serde_json::to_vec(&image).unwrap()).await.unwrap();
+        match StateMachineStore::open(db) {
+            Err(DbError::Image(ImageError::TooNew { found, .. })) => assert_eq!(found, SCHEMA_VERSION + 1),
+            Err(other) => panic!("wrong error: {other}"),
+            Ok(_) => panic!("a newer schema was accepted"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_whose_state_disagrees_with_its_meta_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(dir.path()).unwrap();
+        let mut state = State::default();
+        state.apply_blank(5);
+        save_snapshot(&db, SnapshotMeta::default(), encode_image(&state)).await.unwrap();
+        let error = StateMachineStore::open(db).err().expect("refused");
+        assert!(matches!(error, DbError::Inconsistent(_)), "{error}");
+    }
 
     #[test]
     fn the_membership_encoding_is_our_own_and_pinned() {
