@@ -123,7 +123,7 @@ impl Trafgen {
         // One trafgen process; it pins itself to the first CPU of its affinity mask.
         // --no-sock-mem: socket memory is ours to manage (see `WmemDefault`);
         // --notouch-irq: leave interrupt affinities alone.
-        cmd.args(["netns", "exec", &lab.client, "taskset", "-c", &cpu.to_string(), "nice", "-n", "10"])
+        cmd.args(["netns", "exec", &lab.client, "taskset", "-c", &cpu.to_string()])
             .args(["trafgen", "--dev", &lab.client_if(), "--conf"])
             .arg(&cfg)
             .args(["--cpus", "1", "--no-sock-mem", "--notouch-irq", "--no-cpu-stats"])

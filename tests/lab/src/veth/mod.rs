@@ -109,10 +109,12 @@ pub fn run(opts: &Options) -> Result<Vec<(Mode, Sample)>> {
         let sample = measure_mode(&lab, opts, mode, cpus, &policy)
             .map_err(|e| err(format!("{} mode: {e}", mode.name())))?;
         println!(
-            "# {}: delivered {:.0} pps of {:.0} offered, forwarder CPU {:.2}, {:.0} pps per CPU-second",
+            "# {}: delivered {:.0} pps of {:.0} offered ({:.0} dropped at the node's input queue), \
+             forwarder CPU {:.2}, {:.0} pps per CPU-second",
             mode.name(),
             sample.delivered_pps,
             sample.offered_pps,
+            sample.input_dropped_pps,
             sample.cpus,
             sample.pps_per_cpu()
         );
@@ -173,7 +175,11 @@ fn measure_mode(lab: &Lab, opts: &Options, mode: Mode, cpus: Cpus, policy: &std:
     let forwarder = Forwarder::start(lab, opts, mode, cpus, policy)?;
     // Started after the forwarder: Sluice turns GRO (and so veth NAPI) off on its ports.
     let napi = wire::threaded_napi(&lab.node, &lab.node_in, cpus.forwarder)?;
-    wire::threaded_napi(&lab.upstream, &lab.upstream_if(), cpus.load)?;
+    // A veth hands frames to its peer's NAPI poller only when it has no TSO feature;
+    // otherwise the receiver's work would run on the forwarder's CPU, in its context.
+    crate::sh_in(&lab.node, &["ethtool", "-K", &lab.node_out, "tso", "off"])?;
+    let receiver = wire::threaded_napi(&lab.upstream, &lab.upstream_if(), cpus.load)?;
+    wire::realtime(&receiver)?;
     for (ns, dev) in [(&lab.client, lab.client_if()), (&lab.upstream, lab.upstream_if())] {
         let _ = crate::sh(&["ip", "-n", ns, "neigh", "flush", "dev", &dev]);
     }
@@ -188,6 +194,7 @@ fn measure_mode(lab: &Lab, opts: &Options, mode: Mode, cpus: Cpus, policy: &std:
         flows: opts.flows,
         dst_port: SINK_PORT,
     };
+    let receiver_dropped_before = wire::link_stats(&lab.node, &lab.node_out)?.tx_dropped;
     let sink = Sink::install(lab)?;
     let mut trafgen = Trafgen::start(lab, &load, cpus.load)?;
     let snapshot = |start: Instant| -> Result<Snapshot> {
@@ -198,6 +205,7 @@ fn measure_mode(lab: &Lab, opts: &Options, mode: Mode, cpus: Cpus, policy: &std:
             secs: start.elapsed().as_secs_f64(),
             delivered,
             offered: client.tx_packets + client.tx_dropped,
+            input_dropped: client.tx_dropped,
             cpu_ns: threads.map(wire::cpu_ns).sum(),
         })
     };
@@ -233,7 +241,7 @@ fn measure_mode(lab: &Lab, opts: &Options, mode: Mode, cpus: Cpus, policy: &std:
             opened_after - opened_before
         )));
     }
-    let dropped = wire::link_stats(&lab.node, &lab.node_out)?.tx_dropped;
+    let dropped = wire::link_stats(&lab.node, &lab.node_out)?.tx_dropped - receiver_dropped_before;
     if dropped > 0 {
         println!("# {}: warning: {dropped} frames dropped into the receiver's queue (receiver too slow?)", mode.name());
     }

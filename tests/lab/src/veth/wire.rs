@@ -32,6 +32,16 @@ pub fn threaded_napi(ns: &str, dev: &str, cpu: usize) -> Result<Vec<u32>> {
     Ok(pids)
 }
 
+/// Give threads the lowest real-time priority, so they run as soon as they have work, ahead
+/// of ordinary threads on their CPU (used for the receiver, which must never be the
+/// bottleneck; it only runs when frames arrive).
+pub fn realtime(pids: &[u32]) -> Result<()> {
+    for pid in pids {
+        sh(&["chrt", "--fifo", "--pid", "1", &pid.to_string()])?;
+    }
+    Ok(())
+}
+
 fn napi_threads(dev: &str) -> Vec<u32> {
     let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
