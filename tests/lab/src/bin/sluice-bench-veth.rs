@@ -64,6 +64,7 @@ fn run(opts: &Options, quick: bool, json: Option<PathBuf>) -> Result<(), String>
     if !sluice_lab::is_root() {
         return Err("the veth benchmark builds network namespaces: run it as root".into());
     }
+    veth::stop_on_signals();
     let results = veth::run(opts).map_err(|e| e.to_string())?;
     let named: Vec<(&str, report::Sample)> = results.iter().map(|(m, s)| (m.name(), *s)).collect();
     let figures = report::figures(&named);

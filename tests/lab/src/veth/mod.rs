@@ -20,6 +20,7 @@ pub mod report;
 pub mod wire;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::{err, Lab, Launch, Node, Result, CLIENT_ADDR};
@@ -91,6 +92,44 @@ pub struct Cpus {
     pub forwarder: usize,
 }
 
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Turn SIGINT and SIGTERM into an orderly stop: the run fails at its next pause and every
+/// guard (lab, node, nft tables, socket memory) undoes its part. Call before any thread or
+/// child starts (the blocked mask is inherited by threads; std resets it in children).
+pub fn stop_on_signals() {
+    // SAFETY: sigset operations on a local set, and pthread_sigmask on the calling thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let set = set;
+        std::thread::spawn(move || {
+            let mut sig = 0;
+            libc::sigwait(&set, &mut sig);
+            eprintln!("sluice-bench-veth: signal {sig}: stopping and cleaning up");
+            INTERRUPTED.store(true, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Sleep `d`, failing early if the run was interrupted.
+fn pause(d: Duration) -> Result<()> {
+    let end = Instant::now() + d;
+    loop {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            return Err(err("interrupted"));
+        }
+        let now = Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+}
+
 /// Run every mode of `opts` in one lab; returns each mode's median window.
 pub fn run(opts: &Options) -> Result<Vec<(Mode, Sample)>> {
     let allowed = wire::allowed_cpus()?;
@@ -105,6 +144,7 @@ pub fn run(opts: &Options) -> Result<Vec<(Mode, Sample)>> {
     let _wmem = WmemDefault::at_least(4 << 20)?;
     let mut results = Vec::new();
     for &mode in &opts.modes {
+        pause(Duration::ZERO)?;
         println!("# {}: starting", mode.name());
         let sample = measure_mode(&lab, opts, mode, cpus, &policy)
             .map_err(|e| err(format!("{} mode: {e}", mode.name())))?;
@@ -210,12 +250,12 @@ fn measure_mode(lab: &Lab, opts: &Options, mode: Mode, cpus: Cpus, policy: &std:
         })
     };
     let start = Instant::now();
-    std::thread::sleep(opts.ramp);
+    pause(opts.ramp)?;
     trafgen.check_running()?;
     let mut samples = Vec::new();
     let mut before = snapshot(start)?;
     for _ in 0..opts.windows {
-        std::thread::sleep(opts.window);
+        pause(opts.window)?;
         let after = snapshot(start)?;
         trafgen.check_running()?;
         samples.push(Sample::between(&before, &after));
