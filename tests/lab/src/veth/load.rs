@@ -56,7 +56,8 @@ pub fn warm_up(lab: &Lab, flows: u16) -> Result<()> {
 /// Echo every datagram to the sink address until `stop`; returns the sources seen.
 fn respond(stop: &AtomicBool, ready: &AtomicBool) -> Result<Vec<Ipv4Addr>> {
     let addr: Ipv4Addr = SINK_ADDR.parse().expect("sink address");
-    let sock = UdpSocket::bind(SocketAddrV4::new(addr, SINK_PORT)).map_err(|e| err(format!("bind {SINK_ADDR}: {e}")))?;
+    let sock =
+        UdpSocket::bind(SocketAddrV4::new(addr, SINK_PORT)).map_err(|e| err(format!("bind {SINK_ADDR}: {e}")))?;
     sock.set_read_timeout(Some(Duration::from_millis(20))).map_err(|e| err(e.to_string()))?;
     ready.store(true, Ordering::Release);
     let mut sources = Vec::new();
@@ -131,9 +132,9 @@ impl Trafgen {
             .stdout(out)
             .stderr(out2)
             .process_group(0);
-        let child = cmd.spawn().map_err(|e| {
-            err(format!("could not start trafgen: {e} (it comes from the Debian package netsniff-ng)"))
-        })?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| err(format!("could not start trafgen: {e} (it comes from the Debian package netsniff-ng)")))?;
         Ok(Trafgen { child: Some(child), log })
     }
 
@@ -142,7 +143,10 @@ impl Trafgen {
         let child = self.child.as_mut().expect("running");
         if let Ok(Some(status)) = child.try_wait() {
             self.child = None;
-            return Err(err(format!("trafgen exited ({status}):\n{}", fs::read_to_string(&self.log).unwrap_or_default())));
+            return Err(err(format!(
+                "trafgen exited ({status}):\n{}",
+                fs::read_to_string(&self.log).unwrap_or_default()
+            )));
         }
         Ok(())
     }

@@ -146,8 +146,8 @@ pub fn run(opts: &Options) -> Result<Vec<(Mode, Sample)>> {
     for &mode in &opts.modes {
         pause(Duration::ZERO)?;
         println!("# {}: starting", mode.name());
-        let sample = measure_mode(&lab, opts, mode, cpus, &policy)
-            .map_err(|e| err(format!("{} mode: {e}", mode.name())))?;
+        let sample =
+            measure_mode(&lab, opts, mode, cpus, &policy).map_err(|e| err(format!("{} mode: {e}", mode.name())))?;
         println!(
             "# {}: delivered {:.0} pps of {:.0} offered ({:.0} dropped at the node's input queue), \
              forwarder CPU {:.2}, {:.0} pps per CPU-second",

@@ -36,7 +36,8 @@ pub fn parse_link_stats(json: &str) -> Result<LinkStats> {
 pub fn parse_nft_counters(json: &str) -> Result<Vec<(String, u64)>> {
     let v: serde_json::Value =
         serde_json::from_str(json).map_err(|e| err(format!("`nft -j` printed no JSON ({e}): {json}")))?;
-    let items = v.get("nftables").and_then(serde_json::Value::as_array).ok_or_else(|| err(format!("not nft JSON: {json}")))?;
+    let items =
+        v.get("nftables").and_then(serde_json::Value::as_array).ok_or_else(|| err(format!("not nft JSON: {json}")))?;
     Ok(items
         .iter()
         .filter_map(|item| item.get("counter"))
