@@ -158,6 +158,14 @@ pub fn run(opts: &Options) -> Result<Vec<(Mode, Sample)>> {
             sample.cpus,
             sample.pps_per_cpu()
         );
+        if sample.offered_pps < 1.5 * sample.delivered_pps {
+            println!(
+                "# {}: warning: the load was not well above what was delivered: the generator, not the \
+                 forwarder, may have set the rate (is CPU {} busy?)",
+                mode.name(),
+                cpus.load
+            );
+        }
         results.push((mode, sample));
     }
     Ok(results)
@@ -281,9 +289,13 @@ fn measure_mode(lab: &Lab, opts: &Options, mode: Mode, cpus: Cpus, policy: &std:
             opened_after - opened_before
         )));
     }
+    // Frames the receiver's queue refused are missing from `delivered`; say so when it matters.
     let dropped = wire::link_stats(&lab.node, &lab.node_out)?.tx_dropped - receiver_dropped_before;
-    if dropped > 0 {
-        println!("# {}: warning: {dropped} frames dropped into the receiver's queue (receiver too slow?)", mode.name());
+    if dropped * 100 > translated {
+        println!(
+            "# {}: warning: the receiver's queue refused {dropped} frames (delivered {translated}): the figure is low",
+            mode.name()
+        );
     }
     report::median(&samples).ok_or_else(|| err("no measurement window"))
 }
