@@ -257,6 +257,7 @@ fn measure_mode(lab: &Lab, opts: &Options, mode: Mode, cpus: Cpus, policy: &std:
             cpu_ns: threads.map(wire::cpu_ns).sum(),
         })
     };
+    println!("# {}: flows open and SNAT checked; load running", mode.name());
     let start = Instant::now();
     pause(opts.ramp)?;
     trafgen.check_running()?;
