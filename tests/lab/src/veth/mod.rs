@@ -211,6 +211,19 @@ impl Forwarder {
         }
     }
 
+    /// Sluice drops frames larger than its receive buffers (GRO superframes) as truncated;
+    /// the run turns GRO back on, so it checks that none arrived (the load is UDP, which
+    /// the kernel does not merge without UDP GRO forwarding).
+    fn check_nothing_merged(&self) -> Result<()> {
+        let Forwarder::Sluice(node) = self else { return Ok(()) };
+        let stats = node.stats()?;
+        let truncated = stats["ports"]["internal"]["rx_truncated"].as_u64().unwrap_or(0);
+        if truncated > 0 {
+            return Err(err(format!("Sluice received {truncated} merged (GRO) frames on its internal port")));
+        }
+        Ok(())
+    }
+
     fn pid(&self) -> Option<u32> {
         match self {
             Forwarder::Sluice(node) => node.pid(),
@@ -284,6 +297,7 @@ fn measure_mode(lab: &Lab, opts: &Options, mode: Mode, cpus: Cpus, policy: &std:
         )));
     }
     let opened_after = forwarder.flows_opened()?;
+    forwarder.check_nothing_merged()?;
     if opened_after != opened_before {
         return Err(err(format!(
             "the forwarder opened {} flows during the measurement: the load was not all established traffic",
