@@ -150,13 +150,14 @@ pub fn run(opts: &Options) -> Result<Vec<(Mode, Sample)>> {
             measure_mode(&lab, opts, mode, cpus, &policy).map_err(|e| err(format!("{} mode: {e}", mode.name())))?;
         println!(
             "# {}: delivered {:.0} pps of {:.0} offered ({:.0} dropped at the node's input queue), \
-             forwarder CPU {:.2}, {:.0} pps per CPU-second",
+             forwarder CPU {:.2}, {:.0} pps per CPU-second; trafgen CPU {:.2}",
             mode.name(),
             sample.delivered_pps,
             sample.offered_pps,
             sample.input_dropped_pps,
             sample.cpus,
-            sample.pps_per_cpu()
+            sample.pps_per_cpu(),
+            sample.load_cpus
         );
         if sample.offered_pps < 1.5 * sample.delivered_pps {
             println!(
@@ -264,7 +265,7 @@ fn measure_mode(lab: &Lab, opts: &Options, mode: Mode, cpus: Cpus, policy: &std:
     let receiver_dropped_before = wire::link_stats(&lab.node, &lab.node_out)?.tx_dropped;
     let sink = Sink::install(lab)?;
     let mut trafgen = Trafgen::start(lab, &load, cpus.load)?;
-    let snapshot = |start: Instant| -> Result<Snapshot> {
+    let snapshot = |start: Instant, trafgen: &Trafgen| -> Result<Snapshot> {
         let (delivered, _) = sink.counts()?;
         let client = wire::link_stats(&lab.client, &lab.client_if())?;
         let threads = forwarder.pid().into_iter().chain(napi.iter().copied());
@@ -274,6 +275,7 @@ fn measure_mode(lab: &Lab, opts: &Options, mode: Mode, cpus: Cpus, policy: &std:
             offered: client.tx_packets + client.tx_dropped,
             input_dropped: client.tx_dropped,
             cpu_ns: threads.map(wire::cpu_ns).sum(),
+            load_cpu_ns: trafgen.cpu_ns(),
         })
     };
     println!("# {}: flows open and SNAT checked; load running", mode.name());
@@ -281,10 +283,10 @@ fn measure_mode(lab: &Lab, opts: &Options, mode: Mode, cpus: Cpus, policy: &std:
     pause(opts.ramp)?;
     trafgen.check_running()?;
     let mut samples = Vec::new();
-    let mut before = snapshot(start)?;
+    let mut before = snapshot(start, &trafgen)?;
     for _ in 0..opts.windows {
         pause(opts.window)?;
-        let after = snapshot(start)?;
+        let after = snapshot(start, &trafgen)?;
         trafgen.check_running()?;
         samples.push(Sample::between(&before, &after));
         before = after;

@@ -135,6 +135,8 @@ pub struct Snapshot {
     pub input_dropped: u64,
     /// CPU time of the forwarder's threads (the node process and/or the NAPI poller).
     pub cpu_ns: u64,
+    /// CPU time of the load generator.
+    pub load_cpu_ns: u64,
 }
 
 /// One window's rates.
@@ -146,6 +148,8 @@ pub struct Sample {
     pub input_dropped_pps: f64,
     /// CPU-seconds the forwarder used per second.
     pub cpus: f64,
+    /// CPU-seconds the load generator used per second.
+    pub load_cpus: f64,
 }
 
 impl Sample {
@@ -156,6 +160,7 @@ impl Sample {
             offered_pps: b.offered.saturating_sub(a.offered) as f64 / secs,
             input_dropped_pps: b.input_dropped.saturating_sub(a.input_dropped) as f64 / secs,
             cpus: b.cpu_ns.saturating_sub(a.cpu_ns) as f64 / 1e9 / secs,
+            load_cpus: b.load_cpu_ns.saturating_sub(a.load_cpu_ns) as f64 / 1e9 / secs,
         }
     }
 
@@ -303,24 +308,26 @@ mod tests {
 
     #[test]
     fn rates_medians_and_ratios() {
-        let a = Snapshot { secs: 1.0, delivered: 1000, offered: 5000, input_dropped: 0, cpu_ns: 0 };
+        let a = Snapshot { secs: 1.0, delivered: 1000, offered: 5000, input_dropped: 0, cpu_ns: 0, load_cpu_ns: 0 };
         let b = Snapshot {
             secs: 3.0,
             delivered: 201_000,
             offered: 1_005_000,
             input_dropped: 600_000,
             cpu_ns: 1_000_000_000,
+            load_cpu_ns: 2_000_000_000,
         };
         let s = Sample::between(&a, &b);
         assert_eq!((s.delivered_pps, s.offered_pps, s.cpus), (100_000.0, 500_000.0, 0.5));
-        assert_eq!(s.input_dropped_pps, 300_000.0);
+        assert_eq!((s.input_dropped_pps, s.load_cpus), (300_000.0, 1.0));
         assert_eq!(s.pps_per_cpu(), 200_000.0);
         let slow = Sample { delivered_pps: 50_000.0, ..s };
         let fast = Sample { delivered_pps: 150_000.0, ..s };
         assert_eq!(median(&[fast, slow, s]).unwrap().delivered_pps, 100_000.0);
         assert_eq!(median(&[]), None);
 
-        let kernel = Sample { delivered_pps: 200_000.0, offered_pps: 1e6, input_dropped_pps: 0.0, cpus: 1.0 };
+        let kernel =
+            Sample { delivered_pps: 200_000.0, offered_pps: 1e6, input_dropped_pps: 0.0, cpus: 1.0, load_cpus: 1.0 };
         let f = figures(&[("software", s), ("kernel", kernel)]);
         let get = |n: &str| f.iter().find(|f| f.name == n).unwrap_or_else(|| panic!("{n}: {f:?}")).clone();
         assert_eq!(get("software_vs_kernel_ratio").value, 0.5);
