@@ -32,16 +32,6 @@ pub fn threaded_napi(ns: &str, dev: &str, cpu: usize) -> Result<Vec<u32>> {
     Ok(pids)
 }
 
-/// Give threads the lowest real-time priority, so they run as soon as they have work, ahead
-/// of ordinary threads on their CPU (used for the receiver, which must never be the
-/// bottleneck; it only runs when frames arrive).
-pub fn realtime(pids: &[u32]) -> Result<()> {
-    for pid in pids {
-        sh(&["chrt", "--fifo", "--pid", "1", &pid.to_string()])?;
-    }
-    Ok(())
-}
-
 fn napi_threads(dev: &str) -> Vec<u32> {
     let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
@@ -49,6 +39,14 @@ fn napi_threads(dev: &str) -> Vec<u32> {
             fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| report::is_napi_thread_of(&comm, dev))
         })
         .collect()
+}
+
+/// Receive on `dev` in the transmitting CPU's softirq: GRO off (no veth NAPI poller) and no
+/// RPS, so the sender queues each frame to its own CPU's backlog and nothing crosses CPUs.
+pub fn receive_locally(ns: &str, dev: &str) -> Result<()> {
+    sh_in(ns, &["ethtool", "-K", dev, "gro", "off"])?;
+    sh_in(ns, &["sh", "-c", &format!("echo 0 > /sys/class/net/{dev}/queues/rx-0/rps_cpus")])?;
+    Ok(())
 }
 
 /// Nanoseconds all threads of `pid` have run (a kernel thread is its own only thread).
