@@ -106,8 +106,7 @@ fn open_flows(flows: u16) -> Result<usize> {
     Ok(answered)
 }
 
-/// trafgen sending `load` from the client namespace, pinned to one CPU at low priority (so
-/// the receiver's poller on the same CPU keeps up), until stopped.
+/// trafgen sending `load` from the client namespace, pinned to one CPU, until stopped.
 pub struct Trafgen {
     child: Option<Child>,
     log: std::path::PathBuf,

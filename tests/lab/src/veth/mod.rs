@@ -6,7 +6,9 @@
 //! - CPUs: the forwarder's work runs on one CPU (`forwarder`): Sluice's threads (software mode
 //!   pinned with `taskset`, DPDK's dataplane lcore), and the threaded NAPI poller of the node's
 //!   internal veth, which is where the kernel forwards in (c) and where frames reach Sluice's
-//!   packet sockets in (a) and (b). trafgen and the receiver's poller share the other CPU.
+//!   packet sockets in (a) and (b). The receiver's veth has no poller: what the forwarder
+//!   transmits is received in a softirq on its own CPU (no cross-CPU wake-up, whose cost
+//!   differs between forwarders). trafgen has the other CPU to itself.
 //! - Flows: `flows` UDP flows are opened with a request and a reply first (warm-up), which
 //!   also proves SNAT; the measured traffic is then established forwarding only, which is
 //!   checked (no flow opened during the measurement).
