@@ -161,6 +161,15 @@ pub fn run(opts: &Options) -> Result<Vec<(Mode, Sample)>> {
             sample.pps_per_cpu(),
             sample.load_cpus
         );
+        if sample.cpus < 0.9 {
+            println!(
+                "# {}: warning: the forwarder got {:.2} of CPU {} under overload: other work shares it, so the \
+                 plain pps figures measure its share; compare the per-CPU figures",
+                mode.name(),
+                sample.cpus,
+                cpus.forwarder
+            );
+        }
         if sample.delivered_pps > 0.9 * sample.offered_pps {
             println!(
                 "# {}: warning: the forwarder delivered over 90 % of the load: the generator, not the \
