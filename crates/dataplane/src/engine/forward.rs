@@ -147,7 +147,7 @@ impl Engine {
         if ip.ttl <= 1 {
             // The node's own stack gets no ICMP from its own dataplane.
             if origin == Origin::Internal {
-                self.send_time_exceeded(PortId::Internal, p.data(), eth, ip, now);
+                self.send_time_exceeded(PortId::Internal, p.data(), ip, now);
             }
             return Action::Drop(DropReason::TtlExceeded);
         }
@@ -337,7 +337,7 @@ impl Engine {
             return Action::Drop(DropReason::InboundNoFlow);
         }
         if ip.ttl <= 1 {
-            self.send_time_exceeded(PortId::External, p.data(), eth, ip, now);
+            self.send_time_exceeded(PortId::External, p.data(), ip, now);
             return Action::Drop(DropReason::TtlExceeded);
         }
         let tcp_flags = match ip.l4 {

@@ -32,7 +32,7 @@ use crate::counters::{Counter, CounterBlock, Counters, DropReason};
 use crate::flow::{ticks, timeout_ticks, Flow, FlowState, FlowTable, NO_PIN};
 use crate::neighbor::NeighborCache;
 use crate::packet::Packet;
-use crate::parse::{parse_frame, ParseError, ParsedFrame, L3};
+use crate::parse::{self, parse_frame, ParseError, ParsedFrame, L3};
 use crate::policy_handle::{PolicyReader, PublishedPolicy};
 
 pub use rewrite::Endpoint;
@@ -438,15 +438,16 @@ impl Engine {
         if eth.vlan != our_vlan {
             return Action::Drop(DropReason::VlanMismatch);
         }
+        let dst_mac = parse::dst_mac(p.data());
         match &eth.l3 {
             L3::Arp(arp) => {
-                if eth.dst_mac != our_mac && eth.dst_mac != [0xFF; 6] {
+                if dst_mac != our_mac && dst_mac != [0xFF; 6] {
                     return Action::Drop(DropReason::NotForUs);
                 }
                 self.handle_arp(from, eth, arp, now)
             }
             L3::Ipv4(ip) => {
-                if eth.dst_mac != our_mac {
+                if dst_mac != our_mac {
                     return Action::Drop(DropReason::NotForUs);
                 }
                 match from {

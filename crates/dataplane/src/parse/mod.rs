@@ -14,6 +14,13 @@
 //! - Packets carrying a source-route option (LSRR/SSRR) are dropped; other options pass.
 //! - Ethernet padding after the IPv4 total length is ignored; a total length that runs past
 //!   the frame is a truncation.
+//!
+//! Almost every frame on the packet path is untagged IPv4 without options carrying TCP or UDP:
+//! [`parse_frame`] tries a short parser for exactly that case first (`fast`) and hands
+//! everything else to the full one. The two are property-tested to agree on every frame the
+//! short one accepts.
+
+mod fast;
 
 use core::fmt;
 
@@ -162,15 +169,28 @@ pub enum L4 {
     Other,
 }
 
+/// What the parser found in a frame. The MAC addresses are not copied out: read them from
+/// the frame with [`dst_mac`] and [`src_mac`] (a parsed frame is at least a full Ethernet
+/// header long).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParsedFrame {
-    pub dst_mac: [u8; 6],
-    pub src_mac: [u8; 6],
     /// The 802.1Q VLAN id if the frame carries one tag.
     pub vlan: Option<u16>,
     /// Offset of the Ethernet payload (14, or 18 with a tag).
     pub l3_offset: u8,
     pub l3: L3,
+}
+
+/// The destination MAC address of a frame that parsed.
+#[inline]
+pub fn dst_mac(frame: &[u8]) -> [u8; 6] {
+    mac(frame, 0)
+}
+
+/// The source MAC address of a frame that parsed.
+#[inline]
+pub fn src_mac(frame: &[u8]) -> [u8; 6] {
+    mac(frame, 6)
 }
 
 #[inline]
@@ -193,11 +213,18 @@ fn mac(b: &[u8], at: usize) -> [u8; 6] {
 /// Parse one Ethernet frame.
 #[inline]
 pub fn parse_frame(frame: &[u8]) -> Result<ParsedFrame, ParseError> {
+    match fast::parse_common(frame) {
+        Some(parsed) => Ok(parsed),
+        None => parse_any(frame),
+    }
+}
+
+/// The full parser: every frame, every rule. Out of line so the common case stays small.
+#[inline(never)]
+fn parse_any(frame: &[u8]) -> Result<ParsedFrame, ParseError> {
     if frame.len() < ETH_HEADER_LEN {
         return Err(ParseError::EthernetTruncated);
     }
-    let dst_mac = mac(frame, 0);
-    let src_mac = mac(frame, 6);
     let mut ethertype = be16(frame, 12);
     let mut l3_offset = ETH_HEADER_LEN;
     let mut vlan = None;
@@ -218,7 +245,7 @@ pub fn parse_frame(frame: &[u8]) -> Result<ParsedFrame, ParseError> {
         ETHERTYPE_IPV6 => return Err(ParseError::Ipv6),
         _ => return Err(ParseError::UnsupportedEthertype),
     };
-    Ok(ParsedFrame { dst_mac, src_mac, vlan, l3_offset: l3_offset as u8, l3 })
+    Ok(ParsedFrame { vlan, l3_offset: l3_offset as u8, l3 })
 }
 
 fn parse_arp(frame: &[u8], at: usize) -> Result<Arp, ParseError> {
