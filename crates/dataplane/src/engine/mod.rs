@@ -244,15 +244,23 @@ impl Engine {
         let current = Arc::clone(&self.current);
         let mut parsed = [Err(ParseError::EthernetTruncated); MAX_BURST];
         let mut hashes = [0u32; MAX_BURST];
+        let (rx_packets, rx_bytes) = match from {
+            PortId::Internal => (Counter::InternalRxPackets, Counter::InternalRxBytes),
+            PortId::External => (Counter::ExternalRxPackets, Counter::ExternalRxBytes),
+            PortId::Host => (Counter::HostRxPackets, Counter::HostRxBytes),
+        };
         for (chunk, acts) in frames.chunks_mut(MAX_BURST).zip(actions.chunks_mut(MAX_BURST)) {
             let n = chunk.len();
+            let mut bytes = 0;
             // Stage 1: parse everything and prefetch each packet's index slot; stage 2:
             // prefetch the flow records those slots point at. By the time stage 3 looks a
             // flow up, its two cache misses have overlapped with the rest of the burst's.
             for i in 0..n {
+                let frame = chunk[i].data();
+                bytes += frame.len();
                 // Hash from the fresh result, before it is stored: reading it back from the
                 // array right away stalls on store forwarding.
-                let r = parse_frame(chunk[i].data());
+                let r = parse_frame(frame);
                 if let Ok(ParsedFrame { l3: L3::Ipv4(ip), .. }) = &r {
                     if let Some(k) = forward::key_of(ip) {
                         let h = self.flows.hash(&k);
@@ -262,6 +270,9 @@ impl Engine {
                 }
                 parsed[i] = r;
             }
+            // Received traffic is counted per chunk, not per packet.
+            self.counters.add(rx_packets, n as u64);
+            self.counters.add(rx_bytes, bytes as u64);
             for i in 0..n {
                 if let Ok(ParsedFrame { l3: L3::Ipv4(ip), .. }) = &parsed[i] {
                     if self.flows.prefetch_flow(hashes[i]) && from != PortId::External {
@@ -412,15 +423,6 @@ impl Engine {
         now: u64,
         current: &PublishedPolicy,
     ) -> Action {
-        let len = p.data().len() as u64;
-        let (cp, cb) = match from {
-            PortId::Internal => (Counter::InternalRxPackets, Counter::InternalRxBytes),
-            PortId::External => (Counter::ExternalRxPackets, Counter::ExternalRxBytes),
-            PortId::Host => (Counter::HostRxPackets, Counter::HostRxBytes),
-        };
-        self.counters.inc(cp);
-        self.counters.add(cb, len);
-
         let eth = match parsed {
             Ok(e) => e,
             Err(e) => return Action::Drop((*e).into()),

@@ -269,6 +269,10 @@ fn parse_arp(frame: &[u8], at: usize) -> Result<Arp, ParseError> {
 /// One's-complement sum check of an IPv4 header: a correct header sums to 0xFFFF. Sums
 /// 32-bit native-endian words with end-around carry; the test against 0xFFFF does not depend
 /// on byte order, and IPv4 header lengths are multiples of four.
+///
+/// Folding with end-around carry keeps a sum's value modulo 0xFFFF (2^16 = 1 mod 0xFFFF) and
+/// gives 0xFFFF for a non-zero multiple of 0xFFFF, 0 only for 0: so the fold is 0xFFFF
+/// exactly when the wide sum is a non-zero multiple of 0xFFFF, which one remainder decides.
 #[inline]
 fn ipv4_header_checksum_ok(header: &[u8]) -> bool {
     debug_assert!(header.len().is_multiple_of(4));
@@ -276,12 +280,7 @@ fn ipv4_header_checksum_ok(header: &[u8]) -> bool {
     for w in header.chunks_exact(4) {
         sum += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
     }
-    sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
-    sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
-    let mut s = (sum & 0xFFFF) + (sum >> 16);
-    s = (s & 0xFFFF) + (s >> 16);
-    s = (s & 0xFFFF) + (s >> 16);
-    s == 0xFFFF
+    sum != 0 && sum % 0xFFFF == 0
 }
 
 fn check_options(options: &[u8]) -> Result<(), ParseError> {
@@ -515,6 +514,38 @@ mod tests {
         assert_eq!(parse_frame(&f), Err(ParseError::Ipv6));
         f[12..14].copy_from_slice(&0x88CCu16.to_be_bytes());
         assert_eq!(parse_frame(&f), Err(ParseError::UnsupportedEthertype));
+    }
+
+    #[test]
+    fn header_checksum_check_matches_a_plain_fold() {
+        let plain = |h: &[u8]| {
+            let mut s: u32 = 0;
+            for w in h.chunks(2) {
+                s += u32::from(u16::from_be_bytes([w[0], w[1]]));
+                s = (s & 0xFFFF) + (s >> 16);
+            }
+            s == 0xFFFF
+        };
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut header = [0u8; 24];
+        for round in 0..20_000 {
+            for b in header.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            let len = if round % 2 == 0 { 20 } else { 24 };
+            // Make about half of them valid.
+            if round % 4 < 2 {
+                header[10..12].fill(0);
+                let c = crate::checksum::checksum(&header[..len]);
+                header[10..12].copy_from_slice(&c.to_be_bytes());
+            }
+            assert_eq!(ipv4_header_checksum_ok(&header[..len]), plain(&header[..len]), "{header:?}");
+        }
+        assert!(!ipv4_header_checksum_ok(&[0; 20]), "all zeros sum to 0, not 0xFFFF");
+        assert!(ipv4_header_checksum_ok(&[0xFF; 20]));
     }
 
     #[test]
