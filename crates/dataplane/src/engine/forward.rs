@@ -226,8 +226,10 @@ impl Engine {
                 Err(r) => return Action::Drop(r),
             },
         };
-        let f = *self.flows.get(idx);
-        translate(p.data_mut(), ip, Endpoint::Source, self.flows.nat_ip(&f), f.nat_port);
+        let f = self.flows.get(idx);
+        debug_assert_eq!(f.orig, key);
+        let (nat_ip, nat_port) = (self.flows.nat_ip(f), f.nat_port);
+        translate(p.data_mut(), ip, Endpoint::Source, nat_ip, nat_port);
         let next_hop = self.external_next_hop(ip.dst);
         self.emit(p, eth, PortId::External, next_hop, now)
     }

@@ -281,15 +281,43 @@ impl Engine {
                     }
                 }
             }
-            for i in 0..n {
-                let a = self.process_one(from, &mut chunk[i], &parsed[i], hashes[i], now, &current);
-                if let Action::Drop(r) = a {
-                    self.counters.drop(r);
+            // Stage 3, with the port a constant in each copy of the loop: every decision on
+            // it is made once per burst, not per packet.
+            let parsed = &parsed[..n];
+            let hashes = &hashes[..n];
+            match from {
+                PortId::Internal => {
+                    self.process_chunk(PortId::Internal, chunk, parsed, hashes, &mut acts[..n], now, &current)
                 }
-                acts[i] = a;
+                PortId::External => {
+                    self.process_chunk(PortId::External, chunk, parsed, hashes, &mut acts[..n], now, &current)
+                }
+                PortId::Host => self.process_chunk(PortId::Host, chunk, parsed, hashes, &mut acts[..n], now, &current),
             }
         }
         self.finish_burst(now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn process_chunk<P: Packet>(
+        &mut self,
+        from: PortId,
+        chunk: &mut [P],
+        parsed: &[Result<ParsedFrame, ParseError>],
+        hashes: &[u32],
+        acts: &mut [Action],
+        now: u64,
+        current: &PublishedPolicy,
+    ) {
+        debug_assert!(parsed.len() == chunk.len() && hashes.len() == chunk.len() && acts.len() == chunk.len());
+        for (((p, r), &h), act) in chunk.iter_mut().zip(parsed).zip(hashes).zip(acts.iter_mut()) {
+            let a = self.process_one(from, p, r, h, now, current);
+            if let Action::Drop(r) = a {
+                self.counters.drop(r);
+            }
+            *act = a;
+        }
     }
 
     /// Prefetch the index slot of the reply key a new flow gets when its source port can be
@@ -413,7 +441,7 @@ impl Engine {
         self.counters.inc(why);
     }
 
-    #[inline]
+    #[inline(always)]
     fn process_one<P: Packet>(
         &mut self,
         from: PortId,
