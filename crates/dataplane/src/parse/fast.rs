@@ -93,7 +93,7 @@ mod tests {
         if options {
             b = b.ip_options(&[1, 1, 1, 0]);
         }
-        if tcp_options && kind % 5 == 0 {
+        if tcp_options && kind.is_multiple_of(5) {
             b = b.tcp_options(&[1, 1, 1, 1]);
         }
         match frag % 4 {

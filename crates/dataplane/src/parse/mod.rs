@@ -280,7 +280,7 @@ fn ipv4_header_checksum_ok(header: &[u8]) -> bool {
     for w in header.chunks_exact(4) {
         sum += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
     }
-    sum != 0 && sum % 0xFFFF == 0
+    sum != 0 && sum.is_multiple_of(0xFFFF)
 }
 
 fn check_options(options: &[u8]) -> Result<(), ParseError> {
