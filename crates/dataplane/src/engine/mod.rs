@@ -62,6 +62,10 @@ pub enum Action {
 /// A burst is processed in chunks of at most this many frames.
 pub const MAX_BURST: usize = 64;
 
+/// How many packets behind parsing the flow record is prefetched: by then the index slot
+/// read to find it has usually arrived.
+const PREFETCH_AHEAD: usize = 8;
+
 /// ICMP error rate limiter: a token bucket refilled from `now`.
 struct TokenBucket {
     tokens: u64,
@@ -252,9 +256,10 @@ impl Engine {
         for (chunk, acts) in frames.chunks_mut(MAX_BURST).zip(actions.chunks_mut(MAX_BURST)) {
             let n = chunk.len();
             let mut bytes = 0;
-            // Stage 1: parse everything and prefetch each packet's index slot; stage 2:
-            // prefetch the flow records those slots point at. By the time stage 3 looks a
-            // flow up, its two cache misses have overlapped with the rest of the burst's.
+            // Stage 1: parse everything and prefetch each packet's index slot, and, a few
+            // packets behind (so that slot has had time to arrive), the flow record that slot
+            // points at; stage 2 does the last few records. By the time stage 3 looks a flow
+            // up, its two cache misses have overlapped with the rest of the burst's.
             for i in 0..n {
                 let frame = chunk[i].data();
                 bytes += frame.len();
@@ -269,17 +274,15 @@ impl Engine {
                     }
                 }
                 parsed[i] = r;
+                if i >= PREFETCH_AHEAD {
+                    self.prefetch_record(from, &parsed[i - PREFETCH_AHEAD], hashes[i - PREFETCH_AHEAD]);
+                }
             }
             // Received traffic is counted per chunk, not per packet.
             self.counters.add(rx_packets, n as u64);
             self.counters.add(rx_bytes, bytes as u64);
-            for i in 0..n {
-                if let Ok(ParsedFrame { l3: L3::Ipv4(ip), .. }) = &parsed[i] {
-                    if self.flows.prefetch_flow(hashes[i]) && from != PortId::External {
-                        // Certainly a new flow: warm the slot of its first NAT candidate too.
-                        self.prefetch_nat_candidate(ip);
-                    }
-                }
+            for i in n.saturating_sub(PREFETCH_AHEAD)..n {
+                self.prefetch_record(from, &parsed[i], hashes[i]);
             }
             // Stage 3, with the port a constant in each copy of the loop: every decision on
             // it is made once per burst, not per packet.
@@ -317,6 +320,17 @@ impl Engine {
                 self.counters.drop(r);
             }
             *act = a;
+        }
+    }
+
+    /// Prefetch the flow record the home index slot of a parsed packet points at, or, when
+    /// that slot is empty (certainly a new flow), the slot of its first NAT candidate.
+    #[inline(always)]
+    fn prefetch_record(&self, from: PortId, parsed: &Result<ParsedFrame, ParseError>, hash: u32) {
+        if let Ok(ParsedFrame { l3: L3::Ipv4(ip), .. }) = parsed {
+            if self.flows.prefetch_flow(hash) && from != PortId::External {
+                self.prefetch_nat_candidate(ip);
+            }
         }
     }
 
