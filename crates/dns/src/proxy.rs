@@ -131,6 +131,10 @@ impl DnsProxy {
         Arc::clone(&self.counters)
     }
 
+    pub fn counters_ref(&self) -> &DnsCounters {
+        &self.counters
+    }
+
     /// The bound addresses (UDP; TCP listens on the same), in configured order.
     pub fn listening(&self) -> &[SocketAddr] {
         &self.listening
