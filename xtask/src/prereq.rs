@@ -6,6 +6,7 @@ use crate::run::{self, Error, Result};
 /// Debian packages the build, the tests and the lab need. To add one, add a line.
 /// `dnsmasq-base` is the lab's authoritative DNS server: the binary alone, without the
 /// `dnsmasq` package's system service (which would take port 53 on the host).
+/// `dnsutils` provides `dig`, the real DNS client of the hostname-policy end-to-end tests.
 /// `dpdk-dev` provides `dpdk-testpmd`, the reference of `cargo xtask bench dpdk` (on Debian 12
 /// the `dpdk` package holds only scripts).
 pub const APT_PACKAGES: &[&str] = &[
@@ -18,6 +19,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "dnsmasq-base",
     "dpdk-dev",
+    "dnsutils",
 ];
 
 /// A cargo subcommand installed from crates.io with `cargo install <krate> --locked`.

@@ -201,8 +201,7 @@ impl TcpConn {
         let (pending2, closed2) = (Arc::clone(&pending), Arc::clone(&closed));
         tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_TCP_MESSAGE];
-            loop {
-                let Ok(len) = reader.read_u16().await else { break };
+            while let Ok(len) = reader.read_u16().await {
                 let len = usize::from(len);
                 if reader.read_exact(&mut buf[..len]).await.is_err() {
                     break;
