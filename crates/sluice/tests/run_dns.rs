@@ -184,6 +184,22 @@ fn hostname_policy_end_to_end(mode: Mode) {
     let out = (0..3).map(|_| dig(&lab, &["allowed.test"])).find(|o| status(o) == "NOERROR").unwrap_or_default();
     assert_eq!(status(&out), "NOERROR", "{out}\n{}", node.log_text());
     assert!(out.contains(&format!("allowed.test.\t\t300\tIN\tA\t{WEB}")) || out.contains(WEB), "{out}");
+    // The node's stack gets each client packet once, through the lane only (its kernel also
+    // sees the internal port's frames, and must not take them).
+    let sink = in_netns(&lab.node, || UdpSocket::bind("10.10.0.1:5555").unwrap());
+    sink.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    in_netns(&lab.client, || {
+        let s = UdpSocket::bind("10.10.0.2:0").unwrap();
+        for i in 0..10u8 {
+            s.send_to(&[i; 20], "10.10.0.1:5555").unwrap();
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while sink.recv(&mut buf).is_ok() {
+        got.push(buf[0]);
+    }
+    assert_eq!(got, (0..10).collect::<Vec<u8>>(), "each datagram once, in order");
     connect(&lab, WEB, 80).expect("the learned address is open on the rule's port");
     // ... and only on the rule's ports.
     let e = connect(&lab, WEB, 22).expect_err("port 22 is not in the rule");

@@ -159,3 +159,35 @@ pub fn add_host_route(lane: &str, ip: std::net::Ipv4Addr) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The kernel interface under a data port, if it is one: a software port's name, or the
+/// `iface=` of DPDK `net_af_packet` devargs.
+fn kernel_interface(port: &str) -> Option<String> {
+    let port = port.trim();
+    if std::path::Path::new("/sys/class/net").join(port).exists() {
+        return Some(port.to_string());
+    }
+    port.split(',').find_map(|arg| arg.strip_prefix("iface=")).map(str::to_string)
+}
+
+/// When the internal port is a kernel interface, the node's own kernel sees every frame the
+/// clients send to the engine's MAC (it is the interface's), and since the lane holds the
+/// internal address it would accept packets for that address straight off the port, beside
+/// the copy the engine sends up the lane: every DNS query would reach the proxy twice. Strict
+/// reverse-path filtering on that interface makes the kernel drop them (their source is
+/// routed via the lane). Returns what it did, for the log; `Err` says why it could not.
+pub fn shield_internal_interface(port: &str) -> Result<Option<String>, String> {
+    let Some(iface) = kernel_interface(port) else { return Ok(None) };
+    let conf = format!("/proc/sys/net/ipv4/conf/{iface}/rp_filter");
+    std::fs::write(&conf, "1").map_err(|e| format!("cannot write {conf}: {e}"))?;
+    // The effective mode is the larger of `all` and the interface's: loose (2) would let the
+    // packets in.
+    let all = std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter").unwrap_or_default();
+    if all.trim() == "2" {
+        return Err(format!(
+            "net.ipv4.conf.all.rp_filter is 2 (loose), which overrides the strict filter set on {iface}: clients' \
+             packets to the internal address may reach the node's own stack twice; set it to 0 or 1"
+        ));
+    }
+    Ok(Some(iface))
+}

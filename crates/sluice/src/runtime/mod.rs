@@ -86,6 +86,14 @@ impl Parts {
     ) -> Result<(Engine, Tap), Failure> {
         let mut engine_config = config.engine_config(internal_mac, external_mac)?;
         let tap = lane::open(config.internal_address, &mut engine_config)?;
+        match lane::shield_internal_interface(&config.internal_port) {
+            Ok(Some(iface)) => info!(
+                interface = %iface,
+                "strict reverse-path filter on the internal port's kernel interface: the node's own stack takes                  clients' packets only from the service lane"
+            ),
+            Ok(None) => {}
+            Err(why) => warn!("{why}"),
+        }
         engine_config.hash_seed = random_seed();
         let engine = Engine::new(engine_config, self.policy, self.allowlist)
             .map_err(|e| Failure::new(Exit::Setting, e.to_string()))?;
