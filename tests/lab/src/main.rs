@@ -5,9 +5,7 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sluice_lab::{
-    probe, Lab, Node, BLOCKED, DNS, ECHO_PORT, FIXED_PREFIX, HTTP_PORT, RESOLVER, SSH_PORT, WEB, WEB2,
-};
+use sluice_lab::{probe, Lab, Node, BLOCKED, DNS, ECHO_PORT, FIXED_PREFIX, HTTP_PORT, RESOLVER, SSH_PORT, WEB, WEB2};
 
 const USAGE: &str = "\
 sluice-lab: the Sluice network-namespace lab and live demo (run as root)
