@@ -9,6 +9,7 @@
 //! - [`query`]: reading and checking a client's query;
 //! - [`answer`]: checking an upstream's reply and taking the addresses it teaches (CNAME
 //!   chain from the queried name, A records, TTL floor/ceiling, per-name cap);
+//! - [`recent`]: what the workers already hold, so repeated answers skip the allowlist wait;
 //! - [`counters`]: what is counted.
 //!
 //! And the I/O edge: [`upstream`] (our own forwarding client) and [`proxy`] (listeners on a
@@ -28,6 +29,7 @@ pub mod answer;
 pub mod counters;
 pub mod proxy;
 pub mod query;
+pub mod recent;
 pub mod upstream;
 pub mod wire;
 

@@ -3,7 +3,7 @@
 //! and the allowlist wait that holds an answer back until every worker has its addresses.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::answer::{learn_from_answer, LearnLimits};
 use crate::counters::{DnsCounter, DnsCounters};
 use crate::query::{ClientQuery, Rejected};
+use crate::recent::{Learn, RecentlyLearned};
 use crate::upstream::Upstreams;
 use crate::wire::{self, Rcode};
 
@@ -85,6 +86,7 @@ impl DnsProxy {
             };
             runtime.block_on(async move {
                 let proxy = Arc::new(Proxy {
+                    recent: std::sync::Mutex::default(),
                     upstreams: Upstreams::new(&config.upstreams, config.upstream_timeout, Arc::clone(&shared_counters)),
                     inflight: Arc::new(Semaphore::new(config.max_inflight)),
                     tcp_clients: Arc::new(Semaphore::new(config.max_tcp_clients)),
@@ -160,8 +162,12 @@ impl Drop for DnsProxy {
     }
 }
 
+/// An address already applied is sent again only if its expiry moves by more than this.
+const RESEND_SLACK_NS: u64 = 1_000_000_000;
+
 struct Proxy {
     config: DnsConfig,
+    recent: std::sync::Mutex<RecentlyLearned>,
     policy: PolicyHandle,
     allowlist: AllowlistWriter,
     upstreams: Upstreams,
@@ -353,16 +359,29 @@ impl Proxy {
                 return servfail();
             }
         };
+        let mut ttl_cap = self.config.limits.ttl_ceiling.max(self.config.limits.ttl_floor);
         if !learn_for.is_empty() {
             let learned = learn_from_answer(&reply.message, &query.name, &self.config.limits);
             self.counters.add(DnsCounter::AllowlistOverCap, learned.over_cap as u64);
             if !learned.addresses.is_empty() {
-                if let Err(why) = self.learn(&learn_for, &learned.addresses).await {
+                let generation = self.policy.current().generation;
+                let plan = self.recent.lock().expect("recent lock").plan(
+                    generation,
+                    &learn_for,
+                    &learned.addresses,
+                    monotonic_ns(),
+                    RESEND_SLACK_NS,
+                );
+                if let Some(left) = plan.ttl_cap {
+                    ttl_cap = ttl_cap.min(left);
+                }
+                if let Err(why) = self.learn(&plan.send).await {
                     warn!(name = %query.name_text, "answer withheld (SERVFAIL): {why}");
                     self.counters.inc(DnsCounter::AllowlistFailures);
                     self.counters.inc(DnsCounter::Servfail);
                     return servfail();
                 }
+                self.recent.lock().expect("recent lock").applied(generation, &plan.send);
             }
         }
         let mut answer = reply.bytes;
@@ -371,7 +390,7 @@ impl Proxy {
         if wire::question_span(&answer).as_ref() == Some(&query.question) {
             answer[query.question.clone()].copy_from_slice(question);
         }
-        let _ = wire::cap_ttls(&mut answer, self.config.limits.ttl_ceiling.max(self.config.limits.ttl_floor));
+        let _ = wire::cap_ttls(&mut answer, ttl_cap);
         if transport == Transport::Udp && answer.len() > query.udp_limit {
             // Too big for the client over UDP: it retries over TCP (addresses already learned).
             self.counters.inc(DnsCounter::TruncatedToClient);
@@ -381,30 +400,26 @@ impl Proxy {
         answer
     }
 
-    /// Inserts every address for every rule into every worker's allowlist and waits until the
-    /// workers have applied them, without blocking the runtime: the writer is asked not to
-    /// wait, and the ticket is polled.
-    async fn learn(&self, rules: &[RuleKey], addresses: &[(Ipv4Addr, u32)]) -> Result<(), String> {
+    /// Inserts every entry into every worker's allowlist and waits until the workers have
+    /// applied them, without blocking the runtime: the writer is asked not to wait, and the
+    /// ticket is polled.
+    async fn learn(&self, entries: &[Learn]) -> Result<(), String> {
         let deadline = Instant::now() + self.config.allowlist_timeout;
-        let now = monotonic_ns();
         let mut last: Option<Ticket> = None;
-        for &rule in rules {
-            for &(ip, ttl) in addresses {
-                let expires_at = now.saturating_add(u64::from(ttl) * 1_000_000_000);
-                let mut pause = Pause::default();
-                loop {
-                    match self.allowlist.learn(rule, u32::from(ip), expires_at, Duration::ZERO) {
-                        Ok(ticket) => {
-                            last = Some(ticket);
-                            self.counters.inc(DnsCounter::AllowlistInserts);
-                            break;
-                        }
-                        Err(AllowlistSendError::Disconnected) => return Err("no dataplane worker is running".into()),
-                        Err(AllowlistSendError::Full) if Instant::now() >= deadline => {
-                            return Err("the workers' allowlist channels stayed full".into())
-                        }
-                        Err(AllowlistSendError::Full) => pause.wait().await,
+        for &(rule, ip, expires_at) in entries {
+            let mut pause = Pause::default();
+            loop {
+                match self.allowlist.learn(rule, u32::from(ip), expires_at, Duration::ZERO) {
+                    Ok(ticket) => {
+                        last = Some(ticket);
+                        self.counters.inc(DnsCounter::AllowlistInserts);
+                        break;
                     }
+                    Err(AllowlistSendError::Disconnected) => return Err("no dataplane worker is running".into()),
+                    Err(AllowlistSendError::Full) if Instant::now() >= deadline => {
+                        return Err("the workers' allowlist channels stayed full".into())
+                    }
+                    Err(AllowlistSendError::Full) => pause.wait().await,
                 }
             }
         }

@@ -200,6 +200,12 @@ fn allowed_names_are_answered_after_the_allowlist_has_them_and_others_get_nxdoma
     assert_eq!(s.count(DnsCounter::NxdomainPolicy), 1);
     assert_eq!(s.count(DnsCounter::Answered), 2);
     assert_eq!(s.count(DnsCounter::AllowlistInserts), 2);
+    // Asked again at once: the workers already hold the address, nothing is re-sent, and the
+    // answer's TTL is no longer than what is left of the entry.
+    let (_, m) = s.ask("allowed.test", true);
+    assert_eq!(addresses(&m), [web]);
+    assert!(m.answers[0].ttl <= 120, "{}", m.answers[0].ttl);
+    assert_eq!(s.count(DnsCounter::AllowlistInserts), 2);
     assert!(s.proxy.counters().latency_histogram().iter().map(|(_, n)| n).sum::<u64>() >= 2);
 }
 
