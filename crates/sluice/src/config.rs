@@ -277,6 +277,7 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn required() -> FileConfig {
         FileConfig::parse(
@@ -357,6 +358,27 @@ mod tests {
         check(&|c| c.internal_port = "  ".into(), Exit::Setting);
         check(&|c| c.log_level = "verbose".into(), Exit::Setting);
         assert!(base.validate().is_ok());
+    }
+
+    #[test]
+    fn dns_settings_come_from_flags_or_file_with_defaults() {
+        let mut file = required();
+        let dns = FileConfig::parse(
+            "dns_upstream = [\"198.51.100.53\", \"192.0.2.53:5353\"]\ndns_timeout = \"2s\"\ndns_ttl_floor = 5\n",
+            Path::new("node.toml"),
+        )
+        .unwrap();
+        (file.dns_upstream, file.dns_timeout, file.dns_ttl_floor) = (dns.dns_upstream, dns.dns_timeout, dns.dns_ttl_floor);
+        let c = resolve(RunArgs::default(), file).unwrap();
+        let ups: Vec<String> = c.dns.upstreams.iter().map(ToString::to_string).collect();
+        assert_eq!(ups, ["198.51.100.53:53", "192.0.2.53:5353"]);
+        assert_eq!((c.dns.timeout, c.dns.ttl_floor, c.dns.ttl_ceiling), (Duration::from_secs(2), 5, DEFAULT_TTL_CEILING));
+        assert_eq!(c.dns.target_ips, [Ipv4Addr::new(10, 10, 0, 1)], "the internal address by default");
+        let args = RunArgs { dns_upstream: vec!["203.0.113.53".parse().unwrap()], ..RunArgs::default() };
+        let c = resolve(args, required()).unwrap();
+        assert_eq!(c.dns.upstreams.len(), 1, "flags replace the file's list");
+        let err = FileConfig::parse("dns_timeout = \"2 minutes\"\n", Path::new("n.toml")).unwrap_err();
+        assert!(err.message.contains("with its unit"), "{err}");
     }
 
     #[test]
