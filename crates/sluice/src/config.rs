@@ -368,11 +368,15 @@ mod tests {
             Path::new("node.toml"),
         )
         .unwrap();
-        (file.dns_upstream, file.dns_timeout, file.dns_ttl_floor) = (dns.dns_upstream, dns.dns_timeout, dns.dns_ttl_floor);
+        (file.dns_upstream, file.dns_timeout, file.dns_ttl_floor) =
+            (dns.dns_upstream, dns.dns_timeout, dns.dns_ttl_floor);
         let c = resolve(RunArgs::default(), file).unwrap();
         let ups: Vec<String> = c.dns.upstreams.iter().map(ToString::to_string).collect();
         assert_eq!(ups, ["198.51.100.53:53", "192.0.2.53:5353"]);
-        assert_eq!((c.dns.timeout, c.dns.ttl_floor, c.dns.ttl_ceiling), (Duration::from_secs(2), 5, DEFAULT_TTL_CEILING));
+        assert_eq!(
+            (c.dns.timeout, c.dns.ttl_floor, c.dns.ttl_ceiling),
+            (Duration::from_secs(2), 5, DEFAULT_TTL_CEILING)
+        );
         assert_eq!(c.dns.target_ips, [Ipv4Addr::new(10, 10, 0, 1)], "the internal address by default");
         let args = RunArgs { dns_upstream: vec!["203.0.113.53".parse().unwrap()], ..RunArgs::default() };
         let c = resolve(args, required()).unwrap();
