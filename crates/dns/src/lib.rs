@@ -12,7 +12,7 @@
 //! - [`recent`]: what the workers already hold, so repeated answers skip the allowlist wait;
 //! - [`counters`]: what is counted.
 //!
-//! And the I/O edge: [`upstream`] (our own forwarding client) and [`proxy`] (listeners on a
+//! And the I/O edge: [`upstream`] (our own forwarding client, with [`udp_pool`]) and [`proxy`] (listeners on a
 //! runtime thread of their own, allowlist tickets).
 //!
 //! # Outcomes
@@ -30,6 +30,7 @@ pub mod counters;
 pub mod proxy;
 pub mod query;
 pub mod recent;
+pub mod udp_pool;
 pub mod upstream;
 pub mod wire;
 

@@ -1,7 +1,8 @@
 //! The proxy's own upstream client: ordered upstreams with a per-attempt timeout and
-//! failover, a fresh UDP socket (kernel-chosen random port) and random id per query, replies
-//! checked for id, question and source, TC answered by a retry over TCP, and one reused TCP
-//! connection per upstream that carries many queries at once (pipelining, matched by id).
+//! failover, a random id per query on connected UDP sockets on random ports that are replaced
+//! often ([`crate::udp_pool`]), replies checked for id, question and source, TC answered by a
+//! retry over TCP, and one reused TCP connection per upstream that carries many queries at
+//! once (pipelining, matched by id).
 
 use std::collections::HashMap;
 use std::io;
@@ -13,20 +14,19 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tracing::debug;
 
 use crate::answer::check_reply;
 use crate::counters::{DnsCounter, DnsCounters};
+use crate::udp_pool::UdpPool;
 use crate::wire;
 
 /// How long an upstream that failed is tried only after the others.
 pub const DEAD_FOR: Duration = Duration::from_secs(5);
 /// Largest DNS message over TCP.
 const MAX_TCP_MESSAGE: usize = 65_535;
-/// Largest UDP datagram read from an upstream.
-const MAX_UDP_REPLY: usize = 65_535;
 
 /// Why no upstream answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,7 @@ struct Upstream {
     addr: SocketAddr,
     /// Milliseconds since `Upstreams::epoch` until which this upstream is tried last.
     dead_until_ms: AtomicU64,
+    udp: UdpPool,
     tcp: tokio::sync::Mutex<Option<Arc<TcpConn>>>,
 }
 
@@ -59,7 +60,12 @@ impl Upstreams {
     pub fn new(addrs: &[SocketAddr], timeout: Duration, counters: Arc<DnsCounters>) -> Upstreams {
         let list = addrs
             .iter()
-            .map(|&addr| Upstream { addr, dead_until_ms: AtomicU64::new(0), tcp: tokio::sync::Mutex::new(None) })
+            .map(|&addr| Upstream {
+                addr,
+                dead_until_ms: AtomicU64::new(0),
+                udp: UdpPool::new(addr),
+                tcp: tokio::sync::Mutex::new(None),
+            })
             .collect();
         Upstreams { list, timeout, epoch: Instant::now(), counters }
     }
@@ -112,7 +118,7 @@ impl Upstreams {
 
     /// One upstream: UDP, then TCP if the UDP answer was truncated.
     async fn ask(&self, upstream: &Upstream, query: &[u8], question: &[u8]) -> io::Result<Reply> {
-        let reply = self.ask_udp(upstream.addr, query, question).await?;
+        let reply = self.ask_udp(upstream, query, question).await?;
         if !wire::is_truncated(&reply.bytes) {
             return Ok(reply);
         }
@@ -120,24 +126,14 @@ impl Upstreams {
         self.ask_tcp(upstream, query, question).await
     }
 
-    async fn ask_udp(&self, addr: SocketAddr, query: &[u8], question: &[u8]) -> io::Result<Reply> {
-        let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
-        // A new socket per query: the kernel picks a random ephemeral port, and connecting it
-        // makes the kernel drop datagrams from any other source.
-        let socket = UdpSocket::bind(bind).await?;
-        socket.connect(addr).await?;
-        let id: u16 = rand::random();
-        let mut out = query.to_vec();
-        wire::set_id(&mut out, id);
-        socket.send(&out).await?;
-        let mut buf = vec![0u8; MAX_UDP_REPLY];
-        loop {
-            let n = socket.recv(&mut buf).await?;
-            match check_reply(&buf[..n], id, question) {
-                Ok(message) => return Ok(Reply { bytes: buf[..n].to_vec(), message }),
-                // A stray or forged datagram: keep waiting for the real one (the caller's
-                // timeout bounds this).
-                Err(_) => self.counters.inc(DnsCounter::UpstreamBadReplies),
+    async fn ask_udp(&self, upstream: &Upstream, query: &[u8], question: &[u8]) -> io::Result<Reply> {
+        let (id, bytes) = upstream.udp.exchange(query).await?;
+        match check_reply(&bytes, id, question) {
+            Ok(message) => Ok(Reply { bytes, message }),
+            Err(bad) => {
+                // The connected socket only takes datagrams from the upstream itself.
+                self.counters.inc(DnsCounter::UpstreamBadReplies);
+                Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad UDP reply: {bad:?}")))
             }
         }
     }
