@@ -269,6 +269,24 @@ fn hostname_policy_end_to_end(mode: Mode) {
     }
     drop(upstream);
     assert!(dns_counter(&node, "nxdomain_policy") >= 1);
+
+    // A policy write that keeps the rule's names keeps what was learned for it: no new lookup.
+    let policy = dir.path().join("policy.json");
+    let more = POLICY.replace(
+        r#"      ] }"#,
+        r#"      , { "id": "ntp", "action": "allow", "match": { "proto": "udp", "dst_ports": [123], "dst_cidrs": ["203.0.113.0/24"] } } ] }"#,
+    );
+    assert_ne!(more, POLICY);
+    std::fs::write(&policy, &more).unwrap();
+    node.signal(libc::SIGHUP);
+    node.wait_generation(2);
+    connect(&lab, WEB, 80).expect("learned addresses survive a policy write that keeps the rule");
+    // One that changes the rule's names drops them.
+    std::fs::write(&policy, more.replace(r#""allowed.test", "#, "")).unwrap();
+    node.signal(libc::SIGHUP);
+    node.wait_generation(3);
+    let e = connect(&lab, WEB, 80).expect_err("the rule's names changed: its learned addresses are gone");
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
 }
 
 #[test]
