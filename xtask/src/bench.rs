@@ -52,6 +52,14 @@ pub const SUITES: &[Suite] = &[
         features: &[],
         binaries: &["sluice"],
     },
+    Suite {
+        name: "veth",
+        about: "Sluice software and DPDK modes vs kernel forwarding, trafgen load on veths (root)",
+        package: "sluice-lab",
+        bin: "sluice-bench-veth",
+        features: &[],
+        binaries: &[],
+    },
 ];
 
 pub fn find(name: &str) -> Result<&'static Suite> {
@@ -95,12 +103,14 @@ pub fn command(suite: &Suite, quick: bool, extra: &[String]) -> std::process::Co
 /// Run a suite; a failing benchmark fails with the binary's exit code.
 pub fn run(name: &str, quick: bool, extra: &[String]) -> Result<()> {
     let suite = find(name)?;
+    // The veth suite drives a DPDK build of `sluice`, built here first.
+    let extra = if suite.name == "veth" { crate::veth::prepare(extra)? } else { extra.to_vec() };
     let dir = run::root().join("target").join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| Error::failed(format!("cannot create {}: {e}", dir.display())))?;
     for package in suite.binaries {
         run::run(run::cargo().args(["build", "--profile", "bench", "-p", package]))?;
     }
-    run::run(&mut command(suite, quick, extra)).map_err(|mut e| {
+    run::run(&mut command(suite, quick, &extra)).map_err(|mut e| {
         e.message = format!("bench suite `{}` failed: {}", suite.name, e.message);
         e
     })?;
@@ -133,6 +143,18 @@ mod tests {
             line.ends_with(
                 "cargo run --profile bench -p sluice-bench --bin sluice-bench --features dpdk -- \
                  dpdk --json target/bench/dpdk.json"
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn veth_suite_runs_the_lab_binary() {
+        let line = run::show(&command(find("veth").unwrap(), true, &["--sluice".into(), "S".into()]));
+        assert!(
+            line.ends_with(
+                "cargo run --profile bench -p sluice-lab --bin sluice-bench-veth -- \
+                 veth --quick --json target/bench/veth.json --sluice S"
             ),
             "{line}"
         );

@@ -9,7 +9,8 @@ use crate::run::{self, Error, Result};
 /// `dnsutils` provides `dig`, the real DNS client of the hostname-policy end-to-end tests;
 /// `dnsperf` drives `cargo xtask bench dns`.
 /// `dpdk-dev` provides `dpdk-testpmd`, the reference of `cargo xtask bench dpdk` (on Debian 12
-/// the `dpdk` package holds only scripts).
+/// the `dpdk` package holds only scripts). `netsniff-ng` provides `trafgen`, the load of
+/// `cargo xtask bench veth`, and `nftables` the `nft` of its kernel baseline and counting sink.
 pub const APT_PACKAGES: &[&str] = &[
     "pkg-config",
     "iproute2",
@@ -22,6 +23,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "dpdk-dev",
     "dnsutils",
     "dnsperf",
+    "netsniff-ng",
+    "nftables",
 ];
 
 /// A cargo subcommand installed from crates.io with `cargo install <krate> --locked`.

@@ -168,6 +168,16 @@ pub(crate) fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, 
     .map(|_| ())
 }
 
+/// Read a socket option of plain-old-data type `T`.
+pub(crate) fn getsockopt<T: Copy>(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int) -> io::Result<T> {
+    let mut value = std::mem::MaybeUninit::<T>::zeroed();
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: `value` is writable for `len` bytes; the kernel writes at most `len` bytes.
+    cvt(unsafe { libc::getsockopt(fd.as_raw_fd(), level, opt, value.as_mut_ptr().cast(), &mut len) })?;
+    // SAFETY: zero-initialised and `T` is plain old data, so every byte pattern is valid.
+    Ok(unsafe { value.assume_init() })
+}
+
 /// CLOCK_MONOTONIC in nanoseconds: the engine's clock.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

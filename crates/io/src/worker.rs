@@ -38,12 +38,18 @@ pub trait Port: Send {
     /// Transmit everything queued, without blocking.
     fn flush(&mut self);
     fn stats(&self) -> PortStats;
+    /// Fetch counters the kernel or driver keeps for the port (a system call, so the worker
+    /// calls it only when it publishes statistics, not per burst).
+    fn refresh_stats(&mut self) {}
 }
 
 /// What a port counts that the engine cannot see.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PortStats {
     pub rx_packets: u64,
+    /// Frames the kernel dropped because the port's receive ring was full (the worker fell
+    /// behind the wire).
+    pub rx_dropped: u64,
     /// Frames larger than the receive buffer, dropped.
     pub rx_truncated: u64,
     pub rx_errors: u64,
@@ -61,7 +67,7 @@ pub struct PortStats {
 /// at idle, and at exit).
 #[derive(Default)]
 pub struct IoStats {
-    ports: [[AtomicU64; 8]; 3],
+    ports: [[AtomicU64; 9]; 3],
     /// Frames the engine sent to a port the worker does not have (no service lane).
     no_port: AtomicU64,
 }
@@ -70,6 +76,7 @@ impl IoStats {
     pub(crate) fn publish(&self, port: PortId, s: &PortStats) {
         let v = [
             s.rx_packets,
+            s.rx_dropped,
             s.rx_truncated,
             s.rx_errors,
             s.rx_checksum_partial,
@@ -87,13 +94,14 @@ impl IoStats {
         let v: Vec<u64> = self.ports[port as usize].iter().map(|a| a.load(Ordering::Relaxed)).collect();
         PortStats {
             rx_packets: v[0],
-            rx_truncated: v[1],
-            rx_errors: v[2],
-            rx_checksum_partial: v[3],
-            tx_packets: v[4],
-            tx_bytes: v[5],
-            tx_dropped: v[6],
-            tx_errors: v[7],
+            rx_dropped: v[1],
+            rx_truncated: v[2],
+            rx_errors: v[3],
+            rx_checksum_partial: v[4],
+            tx_packets: v[5],
+            tx_bytes: v[6],
+            tx_dropped: v[7],
+            tx_errors: v[8],
         }
     }
 
@@ -387,9 +395,10 @@ impl<'a> Loop<'a> {
         }
     }
 
-    fn publish_stats(&self) {
+    fn publish_stats(&mut self) {
         for id in PORTS {
-            if let Some(p) = self.ports[id as usize].as_ref() {
+            if let Some(p) = self.ports[id as usize].as_mut() {
+                p.refresh_stats();
                 let mut s = p.stats();
                 s.rx_errors += self.rx_errors[id as usize];
                 self.stats.publish(id, &s);

@@ -53,6 +53,7 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
                 name.to_string(),
                 json!({
                     "rx_packets": p.rx_packets,
+                    "rx_dropped": p.rx_dropped,
                     "rx_truncated": p.rx_truncated,
                     "rx_errors": p.rx_errors,
                     "rx_checksum_partial": p.rx_checksum_partial,

@@ -178,6 +178,13 @@ impl Port for AfPacketPort {
     fn stats(&self) -> PortStats {
         self.stats
     }
+
+    fn refresh_stats(&mut self) {
+        // PACKET_STATISTICS returns the counts since the previous call and resets them.
+        if let Ok(s) = sys::getsockopt::<libc::tpacket_stats>(&self.fd, libc::SOL_PACKET, libc::PACKET_STATISTICS) {
+            self.stats.rx_dropped += u64::from(s.tp_drops);
+        }
+    }
 }
 
 /// Put an 802.1Q tag the kernel took out back after the MAC addresses; false if the

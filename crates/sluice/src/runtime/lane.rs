@@ -175,7 +175,8 @@ fn kernel_interface(port: &str) -> Option<String> {
 /// internal address it would accept packets for that address straight off the port, beside
 /// the copy the engine sends up the lane: every DNS query would reach the proxy twice. Strict
 /// reverse-path filtering on that interface makes the kernel drop them (their source is
-/// routed via the lane). Returns what it did, for the log; `Err` says why it could not.
+/// routed via the lane); the port guard's nftables chain does too, but needs `nft`, and this
+/// needs nothing. Returns what it did, for the log; `Err` says why it could not.
 pub fn shield_internal_interface(port: &str) -> Result<Option<String>, String> {
     let Some(iface) = kernel_interface(port) else { return Ok(None) };
     let conf = format!("/proc/sys/net/ipv4/conf/{iface}/rp_filter");

@@ -15,6 +15,7 @@
 #[cfg(feature = "dpdk")]
 mod dpdk;
 mod lane;
+mod port_guard;
 mod software;
 
 use std::hash::{BuildHasher, Hasher};

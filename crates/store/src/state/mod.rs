@@ -1,0 +1,409 @@
+//! The replicated state and its pure transition function. No I/O, no clock, no Raft: the
+//! storage layer feeds log entries in index order and keeps what `apply` returns.
+
+mod command;
+mod hash;
+mod image;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use command::{Command, CommandError, Outcome, Request, Role};
+use hash::EntryKind;
+pub use hash::{hash_token_secret, Digest, StateHash, TokenHash};
+pub use image::{decode_image, encode_image, ImageError, MIN_READABLE_SCHEMA_VERSION, SCHEMA_VERSION};
+
+/// Limits that keep every part of the state bounded.
+pub const MAX_POLICY_HISTORY_LIMIT: u32 = 10_000;
+pub const MAX_AUDIT_LOG_LIMIT: u32 = 100_000;
+pub const MIN_AUDIT_LOG_LIMIT: u32 = 10;
+pub const MAX_TOKENS: usize = 10_000;
+pub const MAX_ID_LEN: usize = 128;
+pub const MAX_LABEL_LEN: usize = 256;
+pub const MAX_ACTOR_LEN: usize = 256;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIdentity {
+    pub cluster_id: String,
+    pub initialized_at_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    pub version: u64,
+    /// The policy JSON exactly as the caller validated it.
+    pub document: Arc<str>,
+    /// SHA-256 of `document`.
+    pub sha256: Digest,
+    pub comment: String,
+    pub created_at_ms: u64,
+    pub created_by: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub id: String,
+    pub role: Role,
+    pub secret_hash: TokenHash,
+    pub label: String,
+    pub created_at_ms: u64,
+    pub created_by: String,
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Token {
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|expiry| now_ms >= expiry)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// How many policy versions are kept (the active one is never evicted).
+    pub policy_history_limit: u32,
+    /// How many audit entries are kept.
+    pub audit_log_limit: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings { policy_history_limit: 50, audit_log_limit: 1000 }
+    }
+}
+
+/// One change, as the audit log remembers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub index: u64,
+    pub at_ms: u64,
+    pub actor: String,
+    pub action: String,
+}
+
+/// Why a presented token is not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthError {
+    Unknown,
+    Expired,
+}
+
+/// The whole replicated state at `applied_index`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    schema_version: u32,
+    applied_index: u64,
+    state_hash: StateHash,
+    cluster: Option<ClusterIdentity>,
+    policies: BTreeMap<u64, PolicyVersion>,
+    active_policy: Option<u64>,
+    /// Version numbers are never reused, even after eviction.
+    next_policy_version: u64,
+    tokens: BTreeMap<String, Token>,
+    settings: Settings,
+    audit: VecDeque<AuditEntry>,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            schema_version: SCHEMA_VERSION,
+            applied_index: 0,
+            state_hash: StateHash::default(),
+            cluster: None,
+            policies: BTreeMap::new(),
+            active_policy: None,
+            next_policy_version: 1,
+            tokens: BTreeMap::new(),
+            settings: Settings::default(),
+            audit: VecDeque::new(),
+        }
+    }
+}
+
+impl State {
+    pub fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+
+    /// The log index of the last entry applied (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    pub fn state_hash(&self) -> StateHash {
+        self.state_hash
+    }
+
+    pub fn cluster(&self) -> Option<&ClusterIdentity> {
+        self.cluster.as_ref()
+    }
+
+    pub fn active_policy(&self) -> Option<&PolicyVersion> {
+        self.active_policy.and_then(|version| self.policies.get(&version))
+    }
+
+    pub fn policy(&self, version: u64) -> Option<&PolicyVersion> {
+        self.policies.get(&version)
+    }
+
+    /// Stored versions, oldest first.
+    pub fn policy_versions(&self) -> impl DoubleEndedIterator<Item = &PolicyVersion> {
+        self.policies.values()
+    }
+
+    pub fn tokens(&self) -> impl Iterator<Item = &Token> {
+        self.tokens.values()
+    }
+
+    pub fn token(&self, id: &str) -> Option<&Token> {
+        self.tokens.get(id)
+    }
+
+    /// Finds the token whose secret hashes to `secret_hash`. Every stored hash is compared in
+    /// constant time, so the answer's timing does not tell how close a guess was.
+    pub fn authenticate(&self, secret_hash: &TokenHash, now_ms: u64) -> Result<&Token, AuthError> {
+        let mut found = None;
+        for token in self.tokens.values() {
+            if token.secret_hash.constant_time_eq(secret_hash) {
+                found = Some(token);
+            }
+        }
+        match found {
+            None => Err(AuthError::Unknown),
+            Some(token) if token.is_expired(now_ms) => Err(AuthError::Expired),
+            Some(token) => Ok(token),
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// The audit log, oldest first.
+    pub fn audit_log(&self) -> impl DoubleEndedIterator<Item = &AuditEntry> {
+        self.audit.iter()
+    }
+
+    /// Applies a command entry at log `index`. Refusals are deterministic outcomes, not
+    /// failures: they leave the state unchanged except for the applied index and hash.
+    pub fn apply(&mut self, index: u64, request: &Request) -> Result<Outcome, CommandError> {
+        let result = self.execute(index, request);
+        let entry = serde_json::to_vec(request).expect("requests serialize");
+        let outcome = serde_json::to_vec(&result).expect("outcomes serialize");
+        self.advance(index, EntryKind::Command, &entry, &outcome);
+        result
+    }
+
+    /// Applies a blank entry (a new leader's first entry).
+    pub fn apply_blank(&mut self, index: u64) {
+        self.advance(index, EntryKind::Blank, &[], &[]);
+    }
+
+    /// Applies a membership entry, given in a canonical encoding chosen by the caller.
+    pub fn apply_membership(&mut self, index: u64, canonical_membership: &[u8]) {
+        self.advance(index, EntryKind::Membership, canonical_membership, &[]);
+    }
+
+    fn advance(&mut self, index: u64, kind: EntryKind, entry: &[u8], outcome: &[u8]) {
+        self.state_hash = hash::chain(&self.state_hash, index, kind, entry, outcome);
+        self.applied_index = index;
+    }
+
+    fn execute(&mut self, index: u64, request: &Request) -> Result<Outcome, CommandError> {
+        check_text("actor", &request.actor, MAX_ACTOR_LEN)?;
+        let (outcome, action) = match &request.command {
+            Command::InitCluster { cluster_id } => self.init_cluster(cluster_id, request.at_ms)?,
+            Command::PutPolicy { document, comment } => self.put_policy(document, comment, request)?,
+            Command::ActivatePolicy { version } => self.activate_policy(*version)?,
+            Command::MintToken { id, role, secret_hash, label, expires_at_ms } => {
+                let token = Token {
+                    id: id.clone(),
+                    role: *role,
+                    secret_hash: *secret_hash,
+                    label: label.clone(),
+                    created_at_ms: request.at_ms,
+                    created_by: request.actor.clone(),
+                    expires_at_ms: *expires_at_ms,
+                };
+                self.mint_token(token)?
+            }
+            Command::RevokeToken { id } => match self.tokens.remove(id) {
+                Some(_) => (Outcome::TokenRevoked { id: id.clone() }, Some(format!("token.revoke id={id}"))),
+                None => return Err(CommandError::UnknownToken { id: id.clone() }),
+            },
+            Command::UpdateSettings { policy_history_limit, audit_log_limit } => {
+                self.update_settings(*policy_history_limit, *audit_log_limit)?
+            }
+        };
+        if let Some(action) = action {
+            self.record(AuditEntry { index, at_ms: request.at_ms, actor: request.actor.clone(), action });
+        }
+        Ok(outcome)
+    }
+
+    fn init_cluster(&mut self, cluster_id: &str, at_ms: u64) -> Result<(Outcome, Option<String>), CommandError> {
+        check_text("cluster_id", cluster_id, MAX_ID_LEN)?;
+        let outcome = Outcome::ClusterInitialized { cluster_id: cluster_id.to_owned() };
+        match &self.cluster {
+            Some(existing) if existing.cluster_id == cluster_id => Ok((outcome, None)),
+            Some(existing) => Err(CommandError::ClusterIdMismatch {
+                existing: existing.cluster_id.clone(),
+                requested: cluster_id.to_owned(),
+            }),
+            None => {
+                self.cluster = Some(ClusterIdentity { cluster_id: cluster_id.to_owned(), initialized_at_ms: at_ms });
+                Ok((outcome, Some(format!("cluster.init id={cluster_id}"))))
+            }
+        }
+    }
+
+    fn put_policy(
+        &mut self,
+        document: &str,
+        comment: &str,
+        request: &Request,
+    ) -> Result<(Outcome, Option<String>), CommandError> {
+        if document.trim().is_empty() {
+            return Err(CommandError::invalid("document", "must not be empty"));
+        }
+        if comment.len() > MAX_LABEL_LEN {
+            return Err(CommandError::invalid("comment", format!("longer than {MAX_LABEL_LEN} bytes")));
+        }
+        let version = self.next_policy_version;
+        self.next_policy_version += 1;
+        let sha256 = Digest::of(document.as_bytes());
+        self.policies.insert(
+            version,
+            PolicyVersion {
+                version,
+                document: Arc::from(document),
+                sha256,
+                comment: comment.to_owned(),
+                created_at_ms: request.at_ms,
+                created_by: request.actor.clone(),
+            },
+        );
+        self.active_policy = Some(version);
+        let evicted = self.evict_policies();
+        let action = format!("policy.put version={version} sha256={}", &sha256.to_hex()[..16]);
+        Ok((Outcome::PolicyStored { version, evicted }, Some(action)))
+    }
+
+    fn activate_policy(&mut self, version: u64) -> Result<(Outcome, Option<String>), CommandError> {
+        if !self.policies.contains_key(&version) {
+            return Err(CommandError::UnknownPolicyVersion { version });
+        }
+        let previous = self.active_policy.replace(version);
+        let action = match previous {
+            Some(previous) if previous == version => None,
+            Some(previous) => Some(format!("policy.activate version={version} previous={previous}")),
+            None => Some(format!("policy.activate version={version}")),
+        };
+        Ok((Outcome::PolicyActivated { version, previous }, action))
+    }
+
+    fn mint_token(&mut self, token: Token) -> Result<(Outcome, Option<String>), CommandError> {
+        check_text("id", &token.id, MAX_ID_LEN)?;
+        if token.label.len() > MAX_LABEL_LEN {
+            return Err(CommandError::invalid("label", format!("longer than {MAX_LABEL_LEN} bytes")));
+        }
+        if token.expires_at_ms.is_some_and(|expiry| expiry <= token.created_at_ms) {
+            return Err(CommandError::invalid("expires_at_ms", "must be later than the request time"));
+        }
+        if self.tokens.contains_key(&token.id) {
+            return Err(CommandError::TokenExists { id: token.id });
+        }
+        if self.tokens.values().any(|existing| existing.secret_hash == token.secret_hash) {
+            return Err(CommandError::invalid("secret_hash", "another token has the same secret"));
+        }
+        if self.tokens.len() >= MAX_TOKENS {
+            return Err(CommandError::TooManyTokens { limit: MAX_TOKENS });
+        }
+        let action = format!("token.mint id={} role={}", token.id, token.role.as_str());
+        let outcome = Outcome::TokenMinted { id: token.id.clone() };
+        self.tokens.insert(token.id.clone(), token);
+        Ok((outcome, Some(action)))
+    }
+
+    fn update_settings(
+        &mut self,
+        policy_history_limit: Option<u32>,
+        audit_log_limit: Option<u32>,
+    ) -> Result<(Outcome, Option<String>), CommandError> {
+        if let Some(limit) = policy_history_limit {
+            if !(1..=MAX_POLICY_HISTORY_LIMIT).contains(&limit) {
+                return Err(CommandError::invalid(
+                    "policy_history_limit",
+                    format!("must be between 1 and {MAX_POLICY_HISTORY_LIMIT}"),
+                ));
+            }
+        }
+        if let Some(limit) = audit_log_limit {
+            if !(MIN_AUDIT_LOG_LIMIT..=MAX_AUDIT_LOG_LIMIT).contains(&limit) {
+                return Err(CommandError::invalid(
+                    "audit_log_limit",
+                    format!("must be between {MIN_AUDIT_LOG_LIMIT} and {MAX_AUDIT_LOG_LIMIT}"),
+                ));
+            }
+        }
+        let mut changes = Vec::new();
+        if let Some(limit) = policy_history_limit {
+            self.settings.policy_history_limit = limit;
+            changes.push(format!("policy_history_limit={limit}"));
+        }
+        if let Some(limit) = audit_log_limit {
+            self.settings.audit_log_limit = limit;
+            changes.push(format!("audit_log_limit={limit}"));
+        }
+        let evicted_versions = self.evict_policies();
+        self.trim_audit();
+        let outcome = Outcome::SettingsUpdated {
+            policy_history_limit: self.settings.policy_history_limit,
+            audit_log_limit: self.settings.audit_log_limit,
+            evicted_versions,
+        };
+        let action = (!changes.is_empty()).then(|| format!("settings.update {}", changes.join(" ")));
+        Ok((outcome, action))
+    }
+
+    /// Drops the oldest versions beyond the history limit, never the active one.
+    fn evict_policies(&mut self) -> Vec<u64> {
+        let limit = self.settings.policy_history_limit as usize;
+        let mut evicted = Vec::new();
+        while self.policies.len() > limit {
+            let oldest = self.policies.keys().copied().find(|version| Some(*version) != self.active_policy);
+            let Some(oldest) = oldest else { break };
+            self.policies.remove(&oldest);
+            evicted.push(oldest);
+        }
+        evicted
+    }
+
+    fn record(&mut self, entry: AuditEntry) {
+        self.audit.push_back(entry);
+        self.trim_audit();
+    }
+
+    fn trim_audit(&mut self) {
+        while self.audit.len() > self.settings.audit_log_limit as usize {
+            self.audit.pop_front();
+        }
+    }
+}
+
+fn check_text(field: &str, value: &str, max_len: usize) -> Result<(), CommandError> {
+    if value.is_empty() {
+        return Err(CommandError::invalid(field, "must not be empty"));
+    }
+    if value.len() > max_len {
+        return Err(CommandError::invalid(field, format!("longer than {max_len} bytes")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(CommandError::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
