@@ -126,7 +126,11 @@ struct Setup {
 
 impl Setup {
     fn new(upstreams: &[u16], tune: impl FnOnce(&mut DnsConfig)) -> Setup {
-        let policy = sluice_policy::compile_json(POLICY).unwrap();
+        Setup::with_policy(POLICY, upstreams, tune)
+    }
+
+    fn with_policy(policy: &str, upstreams: &[u16], tune: impl FnOnce(&mut DnsConfig)) -> Setup {
+        let policy = sluice_policy::compile_json(policy).unwrap();
         let rule = policy.dns_decision(u32::from(Ipv4Addr::LOCALHOST), "allowed.test").learn_for[0];
         let (writer, mut lists) = allowlist_channel(1, &AllowlistConfig { capacity: 4096, channel_capacity: 64 });
         let allowlist = Arc::new(Mutex::new(lists.pop().unwrap()));
@@ -302,4 +306,19 @@ fn a_flood_of_garbage_leaves_the_proxy_serving() {
         (0..3).find_map(|_| ask_udp(s.addr(), &query(0x1234, "allowed.test", true))).expect("the proxy answers");
     assert_eq!(addresses(&Message::from_vec(&answer).unwrap()), [Ipv4Addr::new(198, 51, 100, 10)]);
     assert!(s.count(DnsCounter::Formerr) >= 100, "{:?}", s.proxy.counters().snapshot());
+}
+
+#[test]
+fn an_audit_group_forwards_what_it_would_refuse_and_counts_it() {
+    let port = free_port();
+    let _up = Dnsmasq::start(port);
+    let audit = POLICY.replace(r#""priority": 10,"#, r#""priority": 10, "mode": "audit","#);
+    assert_ne!(audit, POLICY);
+    let s = Setup::with_policy(&audit, &[port], |_| {});
+    let (_, m) = s.ask("denied.test", true);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "audit mode does not break resolution");
+    assert_eq!(addresses(&m), [Ipv4Addr::new(198, 51, 100, 20)]);
+    assert_eq!(s.count(DnsCounter::AuditWouldDeny), 1);
+    assert_eq!(s.count(DnsCounter::NxdomainPolicy), 0);
+    assert!(!s.learned(Ipv4Addr::new(198, 51, 100, 20)), "allowed by audit only: nothing learned");
 }
