@@ -320,3 +320,25 @@ fn ttl_expiry_stops_new_connections_not_live_ones(mode: Mode) {
     let n = live.read(&mut buf).expect("the live connection still carries data");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("still here"));
 }
+
+#[test]
+fn a_taken_dns_port_stops_the_node_with_exit_24() {
+    require_root();
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    // Something in the node's namespace already holds port 53 on every address.
+    let squatter = in_netns(&lab.node, || UdpSocket::bind("0.0.0.0:53").expect("bind 0.0.0.0:53"));
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.node, env!("CARGO_BIN_EXE_sluice"), "run"])
+        .args(["--internal-port", &lab.node_in, "--external-port", &lab.node_out])
+        .args(["--internal-address", "10.10.0.1/24", "--external-address", "203.0.113.2/24"])
+        .args(["--gateway", "203.0.113.1", "--dns-upstream", DNS_SERVER, "--data-dir"])
+        .arg(dir.path())
+        .env_remove("SLUICE_CONFIG")
+        .output()
+        .unwrap();
+    drop(squatter);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(24), "{log}");
+    assert!(log.contains("cannot start the DNS proxy") && log.contains("10.10.0.1:53"), "{log}");
+}
