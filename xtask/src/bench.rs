@@ -14,6 +14,8 @@ pub struct Suite {
     pub bin: &'static str,
     /// Cargo features the suite needs (e.g. a DPDK build).
     pub features: &'static [&'static str],
+    /// Packages whose binaries the suite runs, built first with the same profile.
+    pub binaries: &'static [&'static str],
 }
 
 /// Every suite `cargo xtask bench` knows. To add one, add an entry.
@@ -24,6 +26,7 @@ pub const SUITES: &[Suite] = &[
         package: "sluice-bench",
         bin: "sluice-bench",
         features: &[],
+        binaries: &[],
     },
     Suite {
         name: "dpdk",
@@ -31,6 +34,7 @@ pub const SUITES: &[Suite] = &[
         package: "sluice-bench",
         bin: "sluice-bench",
         features: &["dpdk"],
+        binaries: &[],
     },
     Suite {
         name: "afpacket",
@@ -38,6 +42,15 @@ pub const SUITES: &[Suite] = &[
         package: "sluice-bench",
         bin: "sluice-bench",
         features: &[],
+        binaries: &[],
+    },
+    Suite {
+        name: "dns",
+        about: "DNS proxy vs dnsmasq as a forwarder in the lab, dnsperf (root)",
+        package: "sluice-bench",
+        bin: "sluice-bench",
+        features: &[],
+        binaries: &["sluice"],
     },
     Suite {
         name: "veth",
@@ -45,6 +58,7 @@ pub const SUITES: &[Suite] = &[
         package: "sluice-lab",
         bin: "sluice-bench-veth",
         features: &[],
+        binaries: &[],
     },
 ];
 
@@ -93,6 +107,9 @@ pub fn run(name: &str, quick: bool, extra: &[String]) -> Result<()> {
     let extra = if suite.name == "veth" { crate::veth::prepare(extra)? } else { extra.to_vec() };
     let dir = run::root().join("target").join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| Error::failed(format!("cannot create {}: {e}", dir.display())))?;
+    for package in suite.binaries {
+        run::run(run::cargo().args(["build", "--profile", "bench", "-p", package]))?;
+    }
     run::run(&mut command(suite, quick, &extra)).map_err(|mut e| {
         e.message = format!("bench suite `{}` failed: {}", suite.name, e.message);
         e

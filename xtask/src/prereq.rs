@@ -6,6 +6,8 @@ use crate::run::{self, Error, Result};
 /// Debian packages the build, the tests and the lab need. To add one, add a line.
 /// `dnsmasq-base` is the lab's authoritative DNS server: the binary alone, without the
 /// `dnsmasq` package's system service (which would take port 53 on the host).
+/// `dnsutils` provides `dig`, the real DNS client of the hostname-policy end-to-end tests;
+/// `dnsperf` drives `cargo xtask bench dns`.
 /// `dpdk-dev` provides `dpdk-testpmd`, the reference of `cargo xtask bench dpdk` (on Debian 12
 /// the `dpdk` package holds only scripts). `netsniff-ng` provides `trafgen`, the load of
 /// `cargo xtask bench veth`, and `nftables` the `nft` of its kernel baseline and counting sink.
@@ -19,6 +21,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "dnsmasq-base",
     "dpdk-dev",
+    "dnsutils",
+    "dnsperf",
     "netsniff-ng",
     "nftables",
 ];

@@ -11,6 +11,7 @@
 //! see "Instructions per packet" in docs/benchmarks.md.
 
 mod afpacket;
+mod dns;
 #[cfg(feature = "dpdk")]
 mod dpdk;
 
@@ -87,6 +88,7 @@ fn main() {
         println!("       sluice-bench dpdk [--quick] [--json PATH] [--only engine|testpmd] [--bursts N] [--runs N]");
         println!("                   (feature `dpdk`)");
         println!("       sluice-bench afpacket [--quick] [--json PATH]   (root: netns, veth)");
+        println!("       sluice-bench dns [--quick] [--json PATH]   (root: the lab, dnsperf, dnsmasq, sluice binary)");
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -112,8 +114,12 @@ fn main() {
         run_afpacket(quick, json_path);
         return;
     }
+    if suite == "dns" {
+        run_dns(quick, json_path);
+        return;
+    }
     if suite != "engine" {
-        eprintln!("unknown suite `{suite}`; known: engine, dpdk, afpacket");
+        eprintln!("unknown suite `{suite}`; known: engine, dpdk, afpacket, dns");
         std::process::exit(2);
     }
     let wants = |name: &str| only.as_deref().is_none_or(|o| o == name);
@@ -186,6 +192,41 @@ fn write_json(path: &str, suite: &str, quick: bool, figures: &[Figure]) {
         .collect();
     let doc = serde_json::json!({"suite": suite, "quick": quick, "figures": entries});
     std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).expect("write JSON");
+}
+
+fn run_dns(quick: bool, json_path: Option<String>) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("sluice-bench dns needs root (it builds the lab's network namespaces)");
+        std::process::exit(2);
+    }
+    let r = match dns::run(quick) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice-bench dns failed: {e}");
+            std::process::exit(1);
+        }
+    };
+    let figures: Vec<Figure> = r
+        .figures
+        .iter()
+        .map(|&(name, value)| {
+            let (unit, target) = match name {
+                "dns_vs_dnsmasq_ratio" => ("ratio", ">= 2.0 with 0% loss"),
+                "dns_p99_added_ms" => ("ms", "<= 1.0"),
+                _ => ("qps", ""),
+            };
+            Figure { name, value, unit, target }
+        })
+        .collect();
+    for f in &figures {
+        println!("BENCH {} {:.3} {}", f.name, f.value, f.unit);
+    }
+    println!("BENCH dns_sluice_loss_pct {:.3} %", r.loss.0);
+    println!("BENCH dns_dnsmasq_loss_pct {:.3} %", r.loss.1);
+    if let Some(path) = json_path {
+        write_json(&path, "dns", quick, &figures);
+    }
 }
 
 fn run_afpacket(quick: bool, json_path: Option<String>) {

@@ -45,6 +45,8 @@ pub const DNS_NAMES: [(&str, &str); 3] = [("allowed.test", WEB), ("web2.test", W
 
 pub const CLIENT_ADDR: &str = "10.10.0.2";
 pub const NODE_INTERNAL: &str = "10.10.0.1/24";
+/// The node's internal address: the clients' gateway and DNS resolver.
+pub const RESOLVER: &str = "10.10.0.1";
 pub const NODE_EXTERNAL: &str = "203.0.113.2/24";
 pub const GATEWAY: &str = "203.0.113.1";
 
@@ -415,6 +417,8 @@ impl Node {
             .args(["--internal-port", &launch.internal_port, "--external-port", &launch.external_port])
             .args(["--internal-address", NODE_INTERNAL, "--external-address", NODE_EXTERNAL])
             .args(["--gateway", GATEWAY, "--log-format", "json"])
+            // The node resolves for its clients, through the upstream namespace's dnsmasq.
+            .args(["--dns-upstream", DNS])
             .arg("--policy")
             .arg(policy)
             .arg("--data-dir")

@@ -267,7 +267,8 @@ impl Engine {
             self.flows.get_mut(idx).generation = pol.generation;
             return true;
         }
-        let v = pol.policy.evaluate(&query_for(&f.orig), &Learned { allowlist: self.allowlist.as_ref(), now });
+        let learned = Learned { allowlist: self.allowlist.as_ref(), now, new_flow: false };
+        let v = pol.policy.evaluate(&query_for(&f.orig), &learned);
         if !v.allowed() {
             self.remove_flow(idx, Counter::FlowsEvicted);
             return false;
@@ -313,7 +314,9 @@ impl Engine {
         }
         let mut verdict = None;
         if origin == Origin::Internal {
-            let v = pol.policy.evaluate(&query_for(&key), &Learned { allowlist: self.allowlist.as_ref(), now });
+            // A long-lived flow pinning an expired entry must not admit new flows to it.
+            let learned = Learned { allowlist: self.allowlist.as_ref(), now, new_flow: true };
+            let v = pol.policy.evaluate(&query_for(&key), &learned);
             self.count_decision(&v);
             if !v.allowed() {
                 return Err(DropReason::PolicyDenied);

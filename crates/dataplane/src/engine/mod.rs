@@ -136,12 +136,21 @@ const HOP_CACHE_NS: u64 = 10_000_000;
 struct Learned<'a> {
     allowlist: Option<&'a Allowlist>,
     now: u64,
+    /// Admitting a new flow: only entries within their TTL count. Re-checking a live flow
+    /// after a policy swap, entries its own pin keeps count too.
+    new_flow: bool,
 }
 
 impl LearnedLookup for Learned<'_> {
     #[inline]
     fn is_learned(&self, rule: RuleKey, dst: u32) -> bool {
-        self.allowlist.is_some_and(|a| a.contains(rule, dst, self.now))
+        self.allowlist.is_some_and(|a| {
+            if self.new_flow {
+                a.is_live(rule, dst, self.now)
+            } else {
+                a.contains(rule, dst, self.now)
+            }
+        })
     }
 }
 
