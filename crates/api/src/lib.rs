@@ -7,6 +7,7 @@
 //! and a [`NodeView`] (what only the running node knows: dataplane and DNS health, counters,
 //! the allowlist, flows, and the policy version the dataplane runs).
 
+pub mod admin_socket;
 pub mod auth;
 pub mod body;
 pub mod config;
