@@ -249,6 +249,11 @@ impl Client {
         Client { addr, connector: tokio_rustls::TlsConnector::from(Arc::new(config)) }
     }
 
+    pub async fn connect(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        self.connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+    }
+
     pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> Answer {
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         let tls = self.connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
