@@ -14,6 +14,8 @@ pub struct Suite {
     pub bin: &'static str,
     /// Cargo features the suite needs (e.g. a DPDK build).
     pub features: &'static [&'static str],
+    /// Packages whose binaries the suite runs, built first with the same profile.
+    pub binaries: &'static [&'static str],
 }
 
 /// Every suite `cargo xtask bench` knows. To add one, add an entry.
@@ -24,6 +26,7 @@ pub const SUITES: &[Suite] = &[
         package: "sluice-bench",
         bin: "sluice-bench",
         features: &[],
+        binaries: &[],
     },
     Suite {
         name: "dpdk",
@@ -31,6 +34,7 @@ pub const SUITES: &[Suite] = &[
         package: "sluice-bench",
         bin: "sluice-bench",
         features: &["dpdk"],
+        binaries: &[],
     },
     Suite {
         name: "afpacket",
@@ -38,6 +42,23 @@ pub const SUITES: &[Suite] = &[
         package: "sluice-bench",
         bin: "sluice-bench",
         features: &[],
+        binaries: &[],
+    },
+    Suite {
+        name: "dns",
+        about: "DNS proxy vs dnsmasq as a forwarder in the lab, dnsperf (root)",
+        package: "sluice-bench",
+        bin: "sluice-bench",
+        features: &[],
+        binaries: &["sluice"],
+    },
+    Suite {
+        name: "veth",
+        about: "Sluice software and DPDK modes vs kernel forwarding, trafgen load on veths (root)",
+        package: "sluice-lab",
+        bin: "sluice-bench-veth",
+        features: &[],
+        binaries: &[],
     },
 ];
 
@@ -82,9 +103,14 @@ pub fn command(suite: &Suite, quick: bool, extra: &[String]) -> std::process::Co
 /// Run a suite; a failing benchmark fails with the binary's exit code.
 pub fn run(name: &str, quick: bool, extra: &[String]) -> Result<()> {
     let suite = find(name)?;
+    // The veth suite drives a DPDK build of `sluice`, built here first.
+    let extra = if suite.name == "veth" { crate::veth::prepare(extra)? } else { extra.to_vec() };
     let dir = run::root().join("target").join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| Error::failed(format!("cannot create {}: {e}", dir.display())))?;
-    run::run(&mut command(suite, quick, extra)).map_err(|mut e| {
+    for package in suite.binaries {
+        run::run(run::cargo().args(["build", "--profile", "bench", "-p", package]))?;
+    }
+    run::run(&mut command(suite, quick, &extra)).map_err(|mut e| {
         e.message = format!("bench suite `{}` failed: {}", suite.name, e.message);
         e
     })?;
@@ -117,6 +143,18 @@ mod tests {
             line.ends_with(
                 "cargo run --profile bench -p sluice-bench --bin sluice-bench --features dpdk -- \
                  dpdk --json target/bench/dpdk.json"
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn veth_suite_runs_the_lab_binary() {
+        let line = run::show(&command(find("veth").unwrap(), true, &["--sluice".into(), "S".into()]));
+        assert!(
+            line.ends_with(
+                "cargo run --profile bench -p sluice-lab --bin sluice-bench-veth -- \
+                 veth --quick --json target/bench/veth.json --sluice S"
             ),
             "{line}"
         );

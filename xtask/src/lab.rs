@@ -12,7 +12,7 @@ use crate::run::{self, Error, Result};
 pub const DEMO_POLICY: &str = "examples/demo-policy.json";
 
 /// The target directory cargo builds into (`CARGO_TARGET_DIR`, else `target/`).
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => run::root().join(dir),
         None => run::root().join("target"),

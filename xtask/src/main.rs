@@ -8,6 +8,7 @@ mod lab;
 mod pipeline;
 mod prereq;
 mod run;
+mod veth;
 
 use std::process::ExitCode;
 
@@ -403,7 +404,7 @@ mod tests {
         );
         assert_eq!(parse_bench(&args("--help")).unwrap(), None);
         assert_eq!(parse_bench(&[]).unwrap_err().code, 2);
-        let err = parse_bench(&args("veth")).unwrap_err();
+        let err = parse_bench(&args("no-such-suite")).unwrap_err();
         assert!(err.message.contains("known suites"), "{}", err.message);
     }
 

@@ -6,8 +6,11 @@ use crate::run::{self, Error, Result};
 /// Debian packages the build, the tests and the lab need. To add one, add a line.
 /// `dnsmasq-base` is the lab's authoritative DNS server: the binary alone, without the
 /// `dnsmasq` package's system service (which would take port 53 on the host).
+/// `dnsutils` provides `dig`, the real DNS client of the hostname-policy end-to-end tests;
+/// `dnsperf` drives `cargo xtask bench dns`.
 /// `dpdk-dev` provides `dpdk-testpmd`, the reference of `cargo xtask bench dpdk` (on Debian 12
-/// the `dpdk` package holds only scripts).
+/// the `dpdk` package holds only scripts). `netsniff-ng` provides `trafgen`, the load of
+/// `cargo xtask bench veth`, and `nftables` the `nft` of its kernel baseline and counting sink.
 pub const APT_PACKAGES: &[&str] = &[
     "pkg-config",
     "iproute2",
@@ -18,6 +21,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "dnsmasq-base",
     "dpdk-dev",
+    "dnsutils",
+    "dnsperf",
+    "netsniff-ng",
+    "nftables",
 ];
 
 /// A cargo subcommand installed from crates.io with `cargo install <krate> --locked`.

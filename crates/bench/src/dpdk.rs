@@ -28,8 +28,8 @@ use sluice_io::dpdk::{Burst, DpdkNode, DpdkPort, Eal, Mempool, MempoolConfig, Po
 
 /// What the suite measured, for `main` to print and write.
 pub struct Results {
-    pub engine_mpps: f64,
-    pub testpmd_mpps: f64,
+    pub engine_mpps: Option<f64>,
+    pub testpmd_mpps: Option<f64>,
 }
 
 /// CPUs this process may run on (from `Cpus_allowed_list`), ascending.
@@ -63,12 +63,12 @@ fn cpus() -> (u32, u32) {
 const EAL_COMMON: &[&str] =
     &["--no-huge", "-m", "256", "--no-pci", "--no-shconf", "--no-telemetry", "--log-level=lib.eal:warning"];
 
-pub fn run(quick: bool) -> Results {
+/// Run the halves asked for: testpmd first, then the engine (`runs` runs of `bursts` bursts).
+pub fn run(quick: bool, bursts: usize, runs: usize, with_engine: bool, with_testpmd: bool) -> Results {
     let (fwd_cpu, main_cpu) = cpus();
     let testpmd_secs = if quick { 6 } else { 15 };
-    let testpmd_mpps = testpmd(fwd_cpu, main_cpu, testpmd_secs);
-    let (bursts, runs) = if quick { (20_000, 3) } else { (300_000, 7) };
-    let engine_mpps = engine(fwd_cpu, bursts, runs);
+    let testpmd_mpps = with_testpmd.then(|| testpmd(fwd_cpu, main_cpu, testpmd_secs));
+    let engine_mpps = with_engine.then(|| engine(fwd_cpu, bursts, runs));
     Results { engine_mpps, testpmd_mpps }
 }
 

@@ -3,8 +3,15 @@
 //!
 //! `sluice-bench dpdk [--quick] [--json PATH]` (feature `dpdk`): the engine over DPDK ports
 //! against `dpdk-testpmd`; see the `dpdk` module. Run through `cargo xtask bench dpdk`.
+//!
+//! For profiling and instruction counting, `--bursts N` and `--runs N` set the length of the
+//! measured packet runs (each run is N bursts of 32 packets), and `--only NAME` runs one
+//! workload (`engine`'s figures; `engine` or `testpmd` for `dpdk`). Counting instructions per
+//! packet under valgrind from two runs that differ only in `--bursts` cancels the set-up:
+//! see "Instructions per packet" in docs/benchmarks.md.
 
 mod afpacket;
+mod dns;
 #[cfg(feature = "dpdk")]
 mod dpdk;
 
@@ -77,29 +84,45 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let suite = args.first().map(String::as_str).unwrap_or("engine");
     if suite == "--help" || suite == "-h" {
-        println!("usage: sluice-bench engine [--quick] [--json PATH] [--only FIGURE]");
-        println!("       sluice-bench dpdk [--quick] [--json PATH]   (feature `dpdk`)");
+        println!("usage: sluice-bench engine [--quick] [--json PATH] [--only FIGURE] [--bursts N] [--runs N]");
+        println!("       sluice-bench dpdk [--quick] [--json PATH] [--only engine|testpmd] [--bursts N] [--runs N]");
+        println!("                   (feature `dpdk`)");
         println!("       sluice-bench afpacket [--quick] [--json PATH]   (root: netns, veth)");
+        println!("       sluice-bench dns [--quick] [--json PATH]   (root: the lab, dnsperf, dnsmasq, sluice binary)");
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
     let json_path = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
+    // `--only NAME` runs one workload (for profiling).
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let number = |flag: &str| -> Option<usize> {
+        let i = args.iter().position(|a| a == flag)?;
+        let v = args.get(i + 1).and_then(|v| v.parse().ok()).filter(|&n: &usize| n > 0);
+        Some(v.unwrap_or_else(|| {
+            eprintln!("{flag} needs a positive number");
+            std::process::exit(2);
+        }))
+    };
+    let (default_bursts, default_runs) = if quick { (20_000, 3) } else { (300_000, 7) };
+    let bursts = number("--bursts").unwrap_or(default_bursts);
+    let runs = number("--runs").unwrap_or(default_runs);
     if suite == "dpdk" {
-        run_dpdk(quick, json_path);
+        run_dpdk(quick, bursts, runs, only.as_deref(), json_path);
         return;
     }
     if suite == "afpacket" {
         run_afpacket(quick, json_path);
         return;
     }
+    if suite == "dns" {
+        run_dns(quick, json_path);
+        return;
+    }
     if suite != "engine" {
-        eprintln!("unknown suite `{suite}`; known: engine, dpdk, afpacket");
+        eprintln!("unknown suite `{suite}`; known: engine, dpdk, afpacket, dns");
         std::process::exit(2);
     }
-    // `--only NAME` runs one workload (for profiling).
-    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let wants = |name: &str| only.as_deref().is_none_or(|o| o == name);
-    let (bursts, runs) = if quick { (20_000, 3) } else { (300_000, 7) };
     let mut figures = Vec::new();
 
     let mut mpps_10k = None;
@@ -171,6 +194,41 @@ fn write_json(path: &str, suite: &str, quick: bool, figures: &[Figure]) {
     std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).expect("write JSON");
 }
 
+fn run_dns(quick: bool, json_path: Option<String>) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("sluice-bench dns needs root (it builds the lab's network namespaces)");
+        std::process::exit(2);
+    }
+    let r = match dns::run(quick) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice-bench dns failed: {e}");
+            std::process::exit(1);
+        }
+    };
+    let figures: Vec<Figure> = r
+        .figures
+        .iter()
+        .map(|&(name, value)| {
+            let (unit, target) = match name {
+                "dns_vs_dnsmasq_ratio" => ("ratio", ">= 2.0 with 0% loss"),
+                "dns_p99_added_ms" => ("ms", "<= 1.0"),
+                _ => ("qps", ""),
+            };
+            Figure { name, value, unit, target }
+        })
+        .collect();
+    for f in &figures {
+        println!("BENCH {} {:.3} {}", f.name, f.value, f.unit);
+    }
+    println!("BENCH dns_sluice_loss_pct {:.3} %", r.loss.0);
+    println!("BENCH dns_dnsmasq_loss_pct {:.3} %", r.loss.1);
+    if let Some(path) = json_path {
+        write_json(&path, "dns", quick, &figures);
+    }
+}
+
 fn run_afpacket(quick: bool, json_path: Option<String>) {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -206,18 +264,27 @@ fn run_afpacket(quick: bool, json_path: Option<String>) {
 }
 
 #[cfg(feature = "dpdk")]
-fn run_dpdk(quick: bool, json_path: Option<String>) {
-    let r = dpdk::run(quick);
-    let figures = [
-        Figure { name: "dpdk_engine_mpps", value: r.engine_mpps, unit: "Mpps", target: "" },
-        Figure { name: "testpmd_io_mpps", value: r.testpmd_mpps, unit: "Mpps", target: "" },
-        Figure {
-            name: "dpdk_engine_vs_testpmd_ratio",
-            value: r.engine_mpps / r.testpmd_mpps,
-            unit: "ratio",
-            target: ">= 0.5",
-        },
-    ];
+fn run_dpdk(quick: bool, bursts: usize, runs: usize, only: Option<&str>, json_path: Option<String>) {
+    let (engine, testpmd) = match only {
+        None => (true, true),
+        Some("engine") => (true, false),
+        Some("testpmd") => (false, true),
+        Some(other) => {
+            eprintln!("unknown dpdk workload `{other}`; known: engine, testpmd");
+            std::process::exit(2);
+        }
+    };
+    let r = dpdk::run(quick, bursts, runs, engine, testpmd);
+    let mut figures = Vec::new();
+    if let Some(mpps) = r.engine_mpps {
+        figures.push(Figure { name: "dpdk_engine_mpps", value: mpps, unit: "Mpps", target: "" });
+    }
+    if let Some(mpps) = r.testpmd_mpps {
+        figures.push(Figure { name: "testpmd_io_mpps", value: mpps, unit: "Mpps", target: "" });
+    }
+    if let (Some(e), Some(t)) = (r.engine_mpps, r.testpmd_mpps) {
+        figures.push(Figure { name: "dpdk_engine_vs_testpmd_ratio", value: e / t, unit: "ratio", target: ">= 0.5" });
+    }
     for f in &figures {
         println!("BENCH {} {:.3} {}", f.name, f.value, f.unit);
     }
@@ -227,7 +294,7 @@ fn run_dpdk(quick: bool, json_path: Option<String>) {
 }
 
 #[cfg(not(feature = "dpdk"))]
-fn run_dpdk(_quick: bool, _json_path: Option<String>) {
+fn run_dpdk(_quick: bool, _bursts: usize, _runs: usize, _only: Option<&str>, _json_path: Option<String>) {
     eprintln!("this sluice-bench was built without the `dpdk` feature; run `cargo xtask bench dpdk`");
     std::process::exit(2);
 }

@@ -19,19 +19,19 @@ pub struct PortConfig {
 }
 
 impl PortConfig {
+    /// The network mask of `prefix_len` (0 to 32; `EngineConfig::validate` checks it), without
+    /// a branch (it is on the packet path): shifting 32 ones right by the prefix length into
+    /// the low half of a 64-bit word leaves that many ones at its top.
     #[inline]
     pub fn netmask(&self) -> u32 {
-        if self.prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix_len))
-        }
+        debug_assert!(self.prefix_len <= 32);
+        (0xFFFF_FFFF_0000_0000u64 >> self.prefix_len.min(32)) as u32
     }
 
     /// Whether `addr` is on this port's connected network.
     #[inline]
     pub fn contains(&self, addr: u32) -> bool {
-        addr & self.netmask() == self.ip & self.netmask()
+        (addr ^ self.ip) & self.netmask() == 0
     }
 }
 
@@ -144,3 +144,25 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::PortConfig;
+
+    #[test]
+    fn netmask_and_contains_for_every_prefix_length() {
+        for len in 0..=32u8 {
+            let p = PortConfig { mac: [0; 6], ip: 0x0A0B_0C0D, prefix_len: len, vlan: None };
+            let expected = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            assert_eq!(p.netmask(), expected, "/{len}");
+            assert!(p.contains(p.ip));
+            // The highest bit outside the prefix flips nothing; the lowest bit inside does.
+            if len < 32 {
+                assert!(p.contains(p.ip ^ (1 << (31 - u32::from(len)))), "/{len}");
+            }
+            if len > 0 {
+                assert!(!p.contains(p.ip ^ (1 << (32 - u32::from(len)))), "/{len}");
+            }
+        }
+    }
+}

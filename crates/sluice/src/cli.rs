@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::dns_settings::{DnsUpstream, WrittenDuration};
 use crate::net::IfaceAddr;
 
 /// The exit codes, shown under `sluice run --help`.
@@ -29,6 +30,7 @@ Exit codes:
   21  the data directory cannot be created or written
   22  a port or the service lane cannot be opened (not Ethernet, no TAP support, ...)
   23  DPDK could not start (EAL arguments rejected, no worker lcore, no buffer memory)
+  24  the DNS proxy could not start (port 53 on a target address taken, upstream routes refused)
   30  the dataplane worker failed while running (the node stopped)
 
 Precedence: command-line flags > SLUICE_* environment variables > --config file > defaults.";
@@ -164,6 +166,38 @@ pub struct RunArgs {
     /// Default: info. Example: --log-level sluice=debug,info
     #[arg(long, env = "SLUICE_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
+
+    /// Address clients send DNS queries to (repeatable; comma-separated in the variable). The
+    /// DNS proxy listens there on UDP and TCP port 53 behind the service lane.
+    /// Default: the internal address. Example: --dns-target-ip 10.10.0.1
+    #[arg(long, env = "SLUICE_DNS_TARGET_IP", value_name = "ADDR", value_delimiter = ',')]
+    pub dns_target_ip: Vec<Ipv4Addr>,
+
+    /// Upstream resolver, `ip[:port]` (repeatable, tried in order; comma-separated in the
+    /// variable). Queries reach it through the external port, source-NATed like client
+    /// traffic. Default: none, and then the DNS proxy is off. Example: --dns-upstream 192.0.2.53
+    #[arg(long, env = "SLUICE_DNS_UPSTREAM", value_name = "IP[:PORT]", value_delimiter = ',')]
+    pub dns_upstream: Vec<DnsUpstream>,
+
+    /// How long one upstream has to answer before the next is tried (then SERVFAIL).
+    /// Default: 1500ms. Example: --dns-timeout 2s
+    #[arg(long, env = "SLUICE_DNS_TIMEOUT", value_name = "DURATION")]
+    pub dns_timeout: Option<WrittenDuration>,
+
+    /// Seconds a learned address stays allowed at least, whatever its record's TTL.
+    /// Default: 30. Example: --dns-ttl-floor 60
+    #[arg(long, env = "SLUICE_DNS_TTL_FLOOR", value_name = "SECONDS")]
+    pub dns_ttl_floor: Option<u32>,
+
+    /// Seconds a learned address stays allowed at most (answers' TTLs are lowered to it).
+    /// Default: 3600. Example: --dns-ttl-ceiling 600
+    #[arg(long, env = "SLUICE_DNS_TTL_CEILING", value_name = "SECONDS")]
+    pub dns_ttl_ceiling: Option<u32>,
+
+    /// Addresses learned from one answer at most; the rest are not allowed (counted).
+    /// Default: 32. Example: --dns-max-ips-per-name 64
+    #[arg(long, env = "SLUICE_DNS_MAX_IPS_PER_NAME", value_name = "N")]
+    pub dns_max_ips_per_name: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

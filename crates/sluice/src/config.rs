@@ -13,6 +13,10 @@ use sluice_dataplane::config::{EngineConfig, PortConfig};
 use sluice_dataplane::flow::MAX_FLOW_CAPACITY;
 
 use crate::cli::{Dataplane, LogFormat, RunArgs};
+use crate::dns_settings::{
+    DnsSettings, DnsUpstream, WrittenDuration, DEFAULT_DNS_TIMEOUT, DEFAULT_MAX_IPS_PER_NAME, DEFAULT_TTL_CEILING,
+    DEFAULT_TTL_FLOOR,
+};
 use crate::exit::{Exit, Failure};
 use crate::net::IfaceAddr;
 
@@ -44,6 +48,13 @@ pub struct FileConfig {
     pub policy: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
+    pub dns_target_ip: Option<Vec<Ipv4Addr>>,
+    pub dns_upstream: Option<Vec<DnsUpstream>>,
+    pub dns_timeout: Option<WrittenDuration>,
+    pub dns_ttl_floor: Option<u32>,
+    pub dns_ttl_ceiling: Option<u32>,
+    #[serde(default, deserialize_with = "count")]
+    pub dns_max_ips_per_name: Option<usize>,
 }
 
 /// A count in the file: says "a whole number" rather than a Rust type name when it is not.
@@ -107,6 +118,16 @@ pub struct NodeConfig {
     pub policy: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub dns: DnsSettings,
+}
+
+/// A repeatable flag: the flags (or variable) when given, else the file's list.
+fn list<T>(args: Vec<T>, file: Option<Vec<T>>) -> Option<Vec<T>> {
+    if args.is_empty() {
+        file
+    } else {
+        Some(args)
+    }
 }
 
 fn missing(what: &str, flag: &str) -> Failure {
@@ -121,6 +142,18 @@ fn missing(what: &str, flag: &str) -> Failure {
 /// Layers `args` (flags over environment) over `file` over the defaults, then checks the
 /// result for consistency.
 pub fn resolve(args: RunArgs, file: FileConfig) -> Result<NodeConfig, Failure> {
+    let internal_address = args
+        .internal_address
+        .or(file.internal_address)
+        .ok_or_else(|| missing("internal address", "internal-address"))?;
+    let dns = DnsSettings {
+        target_ips: list(args.dns_target_ip, file.dns_target_ip).unwrap_or_else(|| vec![internal_address.ip]),
+        upstreams: list(args.dns_upstream, file.dns_upstream).unwrap_or_default(),
+        timeout: args.dns_timeout.or(file.dns_timeout).map_or(DEFAULT_DNS_TIMEOUT, |d| d.0),
+        ttl_floor: args.dns_ttl_floor.or(file.dns_ttl_floor).unwrap_or(DEFAULT_TTL_FLOOR),
+        ttl_ceiling: args.dns_ttl_ceiling.or(file.dns_ttl_ceiling).unwrap_or(DEFAULT_TTL_CEILING),
+        max_ips_per_name: args.dns_max_ips_per_name.or(file.dns_max_ips_per_name).unwrap_or(DEFAULT_MAX_IPS_PER_NAME),
+    };
     let config = NodeConfig {
         internal_port: args
             .internal_port
@@ -136,10 +169,7 @@ pub fn resolve(args: RunArgs, file: FileConfig) -> Result<NodeConfig, Failure> {
             .or(file.dpdk_eal_args)
             .map(|s| s.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default(),
-        internal_address: args
-            .internal_address
-            .or(file.internal_address)
-            .ok_or_else(|| missing("internal address", "internal-address"))?,
+        internal_address,
         external_address: args
             .external_address
             .or(file.external_address)
@@ -152,6 +182,7 @@ pub fn resolve(args: RunArgs, file: FileConfig) -> Result<NodeConfig, Failure> {
         policy: args.policy.or(file.policy),
         log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Plain),
         log_level: args.log_level.or(file.log_level).unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()),
+        dns,
     };
     config.validate()?;
     Ok(config)
@@ -223,7 +254,7 @@ impl NodeConfig {
                 self.log_level
             ));
         }
-        Ok(())
+        self.dns.validate(self.internal_address)
     }
 
     /// The engine configuration for this node. The MACs are those of the ports, known only
@@ -246,6 +277,7 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn required() -> FileConfig {
         FileConfig::parse(
@@ -326,6 +358,31 @@ mod tests {
         check(&|c| c.internal_port = "  ".into(), Exit::Setting);
         check(&|c| c.log_level = "verbose".into(), Exit::Setting);
         assert!(base.validate().is_ok());
+    }
+
+    #[test]
+    fn dns_settings_come_from_flags_or_file_with_defaults() {
+        let mut file = required();
+        let dns = FileConfig::parse(
+            "dns_upstream = [\"198.51.100.53\", \"192.0.2.53:5353\"]\ndns_timeout = \"2s\"\ndns_ttl_floor = 5\n",
+            Path::new("node.toml"),
+        )
+        .unwrap();
+        (file.dns_upstream, file.dns_timeout, file.dns_ttl_floor) =
+            (dns.dns_upstream, dns.dns_timeout, dns.dns_ttl_floor);
+        let c = resolve(RunArgs::default(), file).unwrap();
+        let ups: Vec<String> = c.dns.upstreams.iter().map(ToString::to_string).collect();
+        assert_eq!(ups, ["198.51.100.53:53", "192.0.2.53:5353"]);
+        assert_eq!(
+            (c.dns.timeout, c.dns.ttl_floor, c.dns.ttl_ceiling),
+            (Duration::from_secs(2), 5, DEFAULT_TTL_CEILING)
+        );
+        assert_eq!(c.dns.target_ips, [Ipv4Addr::new(10, 10, 0, 1)], "the internal address by default");
+        let args = RunArgs { dns_upstream: vec!["203.0.113.53".parse().unwrap()], ..RunArgs::default() };
+        let c = resolve(args, required()).unwrap();
+        assert_eq!(c.dns.upstreams.len(), 1, "flags replace the file's list");
+        let err = FileConfig::parse("dns_timeout = \"2 minutes\"\n", Path::new("n.toml")).unwrap_err();
+        assert!(err.message.contains("with its unit"), "{err}");
     }
 
     #[test]

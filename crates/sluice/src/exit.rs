@@ -46,6 +46,9 @@ pub enum Exit {
     /// The DPDK environment could not start: EAL arguments rejected, no worker lcore, no
     /// memory for the packet buffers.
     DpdkInit = 23,
+    /// The DNS proxy could not start: a target address or port 53 is taken, or the routes to
+    /// the upstreams could not be added.
+    DnsProxy = 24,
     /// The node ran, but its dataplane worker failed (panicked); it was stopped.
     WorkerFailed = 30,
 }

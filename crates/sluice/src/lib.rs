@@ -26,13 +26,16 @@
 //! | 20 | another sluice process holds one of the ports |
 //! | 21 | the data directory cannot be created or written |
 //! | 22 | a port or the service lane cannot be opened (not Ethernet, no TAP support, ...) |
-//! | 30 | every check passed, but this build has no packet runtime for the dataplane (DPDK) yet |
+//! | 23 | DPDK could not start (EAL arguments, lcores, buffer memory) |
+//! | 24 | the DNS proxy could not start (port 53 on a target address taken, upstream routes refused) |
+//! | 30 | a dataplane worker stopped on its own (it panicked); the node stops instead of staying up without forwarding |
 //!
 //! The same table is printed by `sluice run --help` ([`cli::EXIT_CODES_HELP`]).
 
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod dns_settings;
 pub mod exit;
 pub mod logging;
 pub mod net;

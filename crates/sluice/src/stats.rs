@@ -7,8 +7,12 @@
 //! { "pid": 4242, "time_unix_ms": 1795000000000, "uptime_ms": 12000, "running": true,
 //!   "workers": 1, "policy_generation": 2, "service_lane": "sl-lane0",
 //!   "counters": { "internal_rx_packets": 10, "...": 0, "policy_denied": 3 },
-//!   "ports": { "internal": { "rx_packets": 10, "...": 0 }, "external": {}, "host": {} } }
+//!   "ports": { "internal": { "rx_packets": 10, "...": 0 }, "external": {}, "host": {} },
+//!   "dns": { "counters": { "answered": 5, "nxdomain_policy": 1, "...": 0 },
+//!            "upstream_latency": { "le_250us": 0, "le_500us": 4, "...": 0 } } }
 //! ```
+//!
+//! `dns` is there when the DNS proxy runs.
 //!
 //! `counters` holds every engine counter and drop reason by name, summed over workers
 //! (`policy_generation` inside it is what the workers enforce; the top-level one is the
@@ -20,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 use sluice_dataplane::counters::Counters;
+use sluice_dns::DnsCounters;
 use sluice_io::PortStats;
 
 /// The document's parts, gathered by the runtime.
@@ -34,6 +39,8 @@ pub struct Snapshot<'a> {
     pub ports: [(&'static str, PortStats); 3],
     /// The ports' driver counters under `dpdk` (DPDK dataplane only).
     pub driver: Option<Value>,
+    /// The DNS proxy's counters and upstream latency histogram, under `dns` (proxy on only).
+    pub dns: Option<&'a DnsCounters>,
 }
 
 pub fn to_json(s: &Snapshot<'_>) -> Value {
@@ -75,6 +82,11 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
     });
     if let Some(driver) = &s.driver {
         doc["dpdk"] = driver.clone();
+    }
+    if let Some(dns) = s.dns {
+        let counters: Map<String, Value> = dns.snapshot().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let latency: Map<String, Value> = dns.latency_histogram().into_iter().map(|(k, v)| (k, json!(v))).collect();
+        doc["dns"] = json!({ "counters": counters, "upstream_latency": latency });
     }
     doc
 }
@@ -125,6 +137,7 @@ mod tests {
             counters: &named,
             ports: [("internal", rx), ("external", PortStats::default()), ("host", PortStats::default())],
             driver: None,
+            dns: None,
         };
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), &to_json(&snap)).unwrap();

@@ -11,8 +11,12 @@
 //! Every name starts with the lab's prefix; [`Lab`] removes what it built when dropped (also
 //! after a panic), and [`down`] removes whatever is left under a prefix.
 
+mod launch;
 pub mod probe;
 pub mod servers;
+pub mod veth;
+
+pub use launch::Launch;
 
 use std::fmt;
 use std::fs::{self, File};
@@ -41,6 +45,8 @@ pub const DNS_NAMES: [(&str, &str); 3] = [("allowed.test", WEB), ("web2.test", W
 
 pub const CLIENT_ADDR: &str = "10.10.0.2";
 pub const NODE_INTERNAL: &str = "10.10.0.1/24";
+/// The node's internal address: the clients' gateway and DNS resolver.
+pub const RESOLVER: &str = "10.10.0.1";
 pub const NODE_EXTERNAL: &str = "203.0.113.2/24";
 pub const GATEWAY: &str = "203.0.113.1";
 
@@ -213,6 +219,23 @@ impl Lab {
         Lab::build(FIXED_PREFIX, 77)
     }
 
+    /// A lab under `prefix` (e.g. the veth benchmark's `sv-`), management subnet
+    /// 192.168.`mgmt_octet`.0/24; whatever a previous run left under the prefix is removed first.
+    pub fn named(prefix: &str, mgmt_octet: u8) -> Result<Lab> {
+        down(prefix);
+        Lab::build(prefix, mgmt_octet)
+    }
+
+    /// The client's end of the client-node veth.
+    pub fn client_if(&self) -> String {
+        format!("{}ci", self.prefix)
+    }
+
+    /// The upstream's end of the node-upstream veth.
+    pub fn upstream_if(&self) -> String {
+        format!("{}ue", self.prefix)
+    }
+
     fn build(prefix: &str, mgmt_octet: u8) -> Result<Lab> {
         if !is_root() {
             return Err(err("the lab builds network namespaces: run it as root"));
@@ -241,14 +264,13 @@ impl Lab {
     }
 
     fn wire(&mut self) -> Result<()> {
-        let p = &self.prefix;
         let (c, n, u) = (&self.client, &self.node, &self.upstream);
         for ns in [c, n, u] {
             sh(&["ip", "netns", "add", ns])?;
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
         }
-        let client_if = format!("{p}ci");
-        let up_if = format!("{p}ue");
+        let client_if = self.client_if();
+        let up_if = self.upstream_if();
         sh(&["ip", "link", "add", &client_if, "netns", c, "type", "veth", "peer", "name", &self.node_in, "netns", n])?;
         sh(&["ip", "link", "add", &up_if, "netns", u, "type", "veth", "peer", "name", &self.node_out, "netns", n])?;
         // Packet sockets on the node see frames before any offload would finish them: the
@@ -379,20 +401,29 @@ impl Node {
     /// most) until it writes `<data_dir>/stats.json`. On failure the error holds the node's
     /// exit status and its log.
     pub fn start(lab: &Lab, sluice: &Path, policy: &Path, data_dir: &Path) -> Result<Node> {
+        Node::start_with(lab, sluice, policy, data_dir, &Launch::software(lab))
+    }
+
+    /// [`Node::start`] with the ports, flags and launcher of `launch`.
+    pub fn start_with(lab: &Lab, sluice: &Path, policy: &Path, data_dir: &Path, launch: &Launch) -> Result<Node> {
         fs::create_dir_all(data_dir).map_err(|e| err(format!("create {}: {e}", data_dir.display())))?;
         let _ = fs::remove_file(data_dir.join("stats.json"));
         let log = data_dir.join("sluice.log");
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &lab.node])
+            .args(&launch.launcher)
             .arg(sluice)
             .arg("run")
-            .args(["--internal-port", &lab.node_in, "--external-port", &lab.node_out])
+            .args(["--internal-port", &launch.internal_port, "--external-port", &launch.external_port])
             .args(["--internal-address", NODE_INTERNAL, "--external-address", NODE_EXTERNAL])
             .args(["--gateway", GATEWAY, "--log-format", "json"])
+            // The node resolves for its clients, through the upstream namespace's dnsmasq.
+            .args(["--dns-upstream", DNS])
             .arg("--policy")
             .arg(policy)
             .arg("--data-dir")
-            .arg(data_dir);
+            .arg(data_dir)
+            .args(&launch.extra);
         for (var, _) in std::env::vars() {
             if var.starts_with("SLUICE_") {
                 cmd.env_remove(var);

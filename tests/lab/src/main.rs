@@ -5,7 +5,7 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sluice_lab::{probe, Lab, Node, BLOCKED, DNS, ECHO_PORT, FIXED_PREFIX, HTTP_PORT, SSH_PORT, WEB};
+use sluice_lab::{probe, Lab, Node, BLOCKED, DNS, ECHO_PORT, FIXED_PREFIX, HTTP_PORT, RESOLVER, SSH_PORT, WEB, WEB2};
 
 const USAGE: &str = "\
 sluice-lab: the Sluice network-namespace lab and live demo (run as root)
@@ -164,7 +164,8 @@ fn print_explore(lab: &Lab) {
     println!("  ip netns exec {c} curl -s http://{WEB}/                 # allowed");
     println!("  ip netns exec {c} curl -s -m 3 http://{BLOCKED}/        # dropped");
     println!("  ip netns exec {c} ping -c 3 {WEB}                       # allowed");
-    println!("  ip netns exec {c} {me} dig {DNS} allowed.test   # DNS to the upstream server: allowed");
+    println!("  ip netns exec {c} {me} dig {RESOLVER} allowed.test   # DNS through the node: answered");
+    println!("  ip netns exec {c} {me} dig {RESOLVER} blocked.test   # a name no rule allows: NXDOMAIN");
     println!("  cat {}/node/stats.json    # the node's counters, rewritten every second", lab.dir.display());
 }
 
@@ -172,6 +173,8 @@ fn print_explore(lab: &Lab) {
 enum Outcome {
     Allowed,
     Dropped,
+    /// A DNS query answered NXDOMAIN by the node's policy.
+    Refused,
 }
 
 impl Outcome {
@@ -179,6 +182,7 @@ impl Outcome {
         match self {
             Outcome::Allowed => "allowed",
             Outcome::Dropped => "dropped",
+            Outcome::Refused => "NXDOMAIN",
         }
     }
 }
@@ -210,26 +214,42 @@ fn run_probes(lab: &Lab) -> Result<Vec<Probe>, String> {
         sluice_lab::in_netns(&c, f).map_err(|e| e.to_string())?
     };
 
+    // Names first: the web rule allows port 80 only to addresses the node learned from
+    // answers to allowed names.
+    let r = in_client(Box::new(move || {
+        probe::dns_query(RESOLVER, "allowed.test", allow_t).map(|a| format!("allowed.test A {}", a.join(", ")))
+    }));
+    let answered = r.as_ref().is_ok_and(|d| d.contains(WEB));
+    add("DNS allowed.test", format!("{RESOLVER}:53"), Outcome::Allowed, r, answered);
+    let r = in_client(Box::new(move || probe::dns_query(RESOLVER, "blocked.test", allow_t).map(|a| a.join(", "))));
+    let refused = r.as_ref().is_err_and(|d| d == "NXDOMAIN");
+    let observed_refusal = if refused { Outcome::Refused } else { Outcome::Allowed };
+    let refusal = Probe {
+        what: "DNS blocked.test",
+        dest: format!("{RESOLVER}:53"),
+        expected: Outcome::Refused,
+        observed: observed_refusal,
+        detail: r.unwrap_or_else(|e| e),
+        ok: refused,
+    };
     let web = in_client(Box::new(move || {
         probe::http_get(WEB, HTTP_PORT, allow_t).map(|(status, body)| format!("{status} | {body}"))
     }));
     let natted = web.as_ref().is_ok_and(|d| d.contains("203.0.113.2"));
-    add("HTTP GET", format!("{WEB}:{HTTP_PORT}"), Outcome::Allowed, web, natted);
+    add("HTTP GET (resolved)", format!("{WEB}:{HTTP_PORT}"), Outcome::Allowed, web, natted);
+    let r = in_client(Box::new(move || probe::tcp_echo(WEB, SSH_PORT, drop_t)));
+    add("TCP (port not in rule)", format!("{WEB}:{SSH_PORT}"), Outcome::Dropped, r, true);
+    let r = in_client(Box::new(move || probe::http_get(WEB2, HTTP_PORT, drop_t).map(|(s, _)| s)));
+    add("HTTP GET (no lookup)", format!("{WEB2}:{HTTP_PORT}"), Outcome::Dropped, r, true);
     let r = in_client(Box::new(move || probe::http_get(BLOCKED, HTTP_PORT, drop_t).map(|(s, _)| s)));
     add("HTTP GET", format!("{BLOCKED}:{HTTP_PORT}"), Outcome::Dropped, r, true);
-    let r = in_client(Box::new(move || probe::tcp_echo(WEB, SSH_PORT, drop_t)));
-    add("TCP connect", format!("{WEB}:{SSH_PORT}"), Outcome::Dropped, r, true);
     let r = in_client(Box::new(move || probe::udp_echo(WEB, ECHO_PORT, allow_t)));
     add("UDP echo", format!("{WEB}:{ECHO_PORT}"), Outcome::Allowed, r, true);
     let r = ping(&lab.client, WEB);
     add("ping", WEB.to_string(), Outcome::Allowed, r, true);
     let r = ping(&lab.client, BLOCKED);
     add("ping", BLOCKED.to_string(), Outcome::Dropped, r, true);
-    let r = in_client(Box::new(move || {
-        probe::dns_query(DNS, "allowed.test", allow_t).map(|a| format!("allowed.test A {}", a.join(", ")))
-    }));
-    let answered = r.as_ref().is_ok_and(|d| d.contains(WEB));
-    add("DNS query allowed.test", format!("{DNS}:53"), Outcome::Allowed, r, answered);
+    probes.insert(1, refusal);
     Ok(probes)
 }
 
@@ -333,8 +353,9 @@ fn demo(o: &Opts) -> Result<u8, String> {
     let probes = run_probes(&lab)?;
     print_table(&probes);
     println!(
-        "\nThe DNS query goes straight to the upstream server under an IP rule (udp/53 to {DNS});\n\
-         name-based policy (allowed names resolve, others get NXDOMAIN) comes with the DNS proxy.\n"
+        "\nThe client resolves through the node ({RESOLVER}): allowed names are answered and their\n\
+         addresses opened for the rule's ports only; other names get NXDOMAIN; an address nobody\n\
+         looked up is dropped. The node asks {DNS} through its external port, source-NATed.\n"
     );
     match node.fresh_counters() {
         Ok(c) => print_counters(&c),

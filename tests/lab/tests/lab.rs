@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use sluice_lab::{in_netns, namespaces, probe, Lab, BLOCKED, DNS, HTTP_PORT, WEB};
+use sluice_lab::{in_netns, namespaces, probe, Lab, BLOCKED, DNS, HTTP_PORT, RESOLVER, WEB};
 
 fn lab_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sluice-lab"))
@@ -56,6 +56,10 @@ fn node_forwards_reloads_and_the_lab_is_removed() {
         let policy = lab.dir.join("policy.json");
         std::fs::write(&policy, DEMO_POLICY).unwrap();
         let mut node = lab.start_node(&sluice_binary(), &policy).expect("node");
+        // The web rule is a hostname rule: the client resolves through the node first.
+        let resolved =
+            in_netns(&lab.client, || probe::dns_query(RESOLVER, "allowed.test", Duration::from_secs(3))).unwrap();
+        assert_eq!(resolved.unwrap(), [WEB], "{}", node.log_text());
         let (status, body) = http(&lab, WEB).expect("HTTP to the allowed server");
         assert!(status.contains("200"), "{status}");
         assert!(body.contains("203.0.113.2"), "the server sees the node's address: {body}");

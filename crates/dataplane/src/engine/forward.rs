@@ -71,6 +71,7 @@ impl Engine {
         self.counters.inc(c);
     }
 
+    #[inline(always)]
     pub(super) fn handle_internal<P: Packet>(
         &mut self,
         pol: &PublishedPolicy,
@@ -80,21 +81,54 @@ impl Engine {
         hash: u32,
         now: u64,
     ) -> Action {
-        let int = self.cfg.internal;
-        if ip.dst == int.ip || ip.dst == self.cfg.external.ip {
-            // For the node itself (DNS to the resolver address, ping): up the service lane,
-            // not routed, so the TTL is left alone.
-            return self.emit(p, eth, PortId::Host, 0, now);
+        // The flow is looked up first: a packet carrying the inside key of a flow this port
+        // opened has the addresses of the packet that opened it, which passed the checks
+        // below, and they depend on nothing else (the configuration does not change). So
+        // they are skipped for it; nearly every packet is such a one.
+        let hit = self.lookup_key_of(ip, hash);
+        let known = matches!(hit, Some((idx, Dir::Orig)) if self.flows.get(idx).origin == Origin::Internal);
+        if known {
+            debug_assert_eq!(self.internal_address_check(ip), None, "a known flow passes the address checks");
+        } else if let Some(refused) = self.internal_address_check(ip) {
+            return match refused {
+                Ok(()) => {
+                    // For the node itself (DNS to the resolver address, ping): up the
+                    // service lane, not routed, so the TTL is left alone.
+                    self.emit(p, eth, PortId::Host, 0, now)
+                }
+                Err(r) => Action::Drop(r),
+            };
         }
-        if is_martian(ip.src) || is_martian(ip.dst) || !int.contains(ip.src) || ip.src == int.ip {
-            return Action::Drop(DropReason::Martian);
-        }
-        if int.contains(ip.dst) {
-            return Action::Drop(DropReason::NoRoute);
-        }
-        self.outbound(pol, p, eth, ip, hash, Origin::Internal, now)
+        self.outbound(pol, p, eth, ip, hash, hit, Origin::Internal, now)
     }
 
+    /// Where the addresses of a packet from the inside keep it from being routed out: `None`
+    /// when they do not, `Some(Ok(()))` when it is for the node itself, else why it is
+    /// dropped.
+    #[inline(always)]
+    fn internal_address_check(&self, ip: &Ipv4) -> Option<Result<(), DropReason>> {
+        let int = self.cfg.internal;
+        if ip.dst == int.ip || ip.dst == self.cfg.external.ip {
+            return Some(Ok(()));
+        }
+        if is_martian(ip.src) || is_martian(ip.dst) || !int.contains(ip.src) || ip.src == int.ip {
+            return Some(Err(DropReason::Martian));
+        }
+        if int.contains(ip.dst) {
+            return Some(Err(DropReason::NoRoute));
+        }
+        None
+    }
+
+    /// The flow index entry for the packet's key, if it has a key and the entry exists.
+    #[inline(always)]
+    fn lookup_key_of(&self, ip: &Ipv4, hash: u32) -> Option<(u32, Dir)> {
+        let key = key_of(ip)?;
+        debug_assert_eq!(hash, self.flows.hash(&key));
+        self.flows.lookup(&key, hash)
+    }
+
+    #[inline(never)]
     pub(super) fn handle_host<P: Packet>(
         &mut self,
         pol: &PublishedPolicy,
@@ -119,12 +153,15 @@ impl Engine {
             decrement_ttl(p.data_mut(), ip);
             return self.emit(p, eth, PortId::Internal, ip.dst, now);
         }
-        self.outbound(pol, p, eth, ip, hash, Origin::Host, now)
+        let hit = self.lookup_key_of(ip, hash);
+        self.outbound(pol, p, eth, ip, hash, hit, Origin::Host, now)
     }
 
     /// Inside (or host) to outside: existing flow or a new one. `h` is the hash of the
-    /// packet's flow key, computed when the burst was parsed.
+    /// packet's flow key, computed when the burst was parsed, and `hit` the flow index entry
+    /// for that key ([`Engine::lookup_key_of`]).
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn outbound<P: Packet>(
         &mut self,
         pol: &PublishedPolicy,
@@ -132,6 +169,7 @@ impl Engine {
         eth: &ParsedFrame,
         ip: &Ipv4,
         h: u32,
+        hit: Option<(u32, Dir)>,
         origin: Origin,
         now: u64,
     ) -> Action {
@@ -147,7 +185,7 @@ impl Engine {
         if ip.ttl <= 1 {
             // The node's own stack gets no ICMP from its own dataplane.
             if origin == Origin::Internal {
-                self.send_time_exceeded(PortId::Internal, p.data(), eth, ip, now);
+                self.send_time_exceeded(PortId::Internal, p.data(), ip, now);
             }
             return Action::Drop(DropReason::TtlExceeded);
         }
@@ -156,8 +194,9 @@ impl Engine {
             _ => None,
         };
         debug_assert_eq!(h, self.flows.hash(&key));
+        debug_assert_eq!(hit, self.flows.lookup(&key, h));
         let mut found = None;
-        if let Some((idx, dir)) = self.flows.lookup(&key, h) {
+        if let Some((idx, dir)) = hit {
             if dir != Dir::Orig {
                 // An inside packet carrying some flow's outside tuple: only possible with
                 // overlapping address plans; never let it alias that flow.
@@ -187,13 +226,16 @@ impl Engine {
                 Err(r) => return Action::Drop(r),
             },
         };
-        let f = *self.flows.get(idx);
-        translate(p.data_mut(), ip, Endpoint::Source, self.flows.nat_ip(&f), f.nat_port);
+        let f = self.flows.get(idx);
+        debug_assert_eq!(f.orig, key);
+        let (nat_ip, nat_port) = (self.flows.nat_ip(f), f.nat_port);
+        translate(p.data_mut(), ip, Endpoint::Source, nat_ip, nat_port);
         let next_hop = self.external_next_hop(ip.dst);
         self.emit(p, eth, PortId::External, next_hop, now)
     }
 
     /// Re-check (if the policy changed) and advance an existing flow.
+    #[inline(always)]
     fn continue_flow(
         &mut self,
         pol: &PublishedPolicy,
@@ -216,14 +258,17 @@ impl Engine {
     }
 
     /// Evaluate a flow against a policy newer than the one it was admitted under; remove it
-    /// if it is no longer allowed.
+    /// if it is no longer allowed. Once per flow and policy change: kept out of line.
+    #[cold]
+    #[inline(never)]
     pub(super) fn recheck(&mut self, pol: &PublishedPolicy, idx: u32, now: u64) -> bool {
         let f = *self.flows.get(idx);
         if f.origin == Origin::Host {
             self.flows.get_mut(idx).generation = pol.generation;
             return true;
         }
-        let v = pol.policy.evaluate(&query_for(&f.orig), &Learned { allowlist: self.allowlist.as_ref(), now });
+        let learned = Learned { allowlist: self.allowlist.as_ref(), now, new_flow: false };
+        let v = pol.policy.evaluate(&query_for(&f.orig), &learned);
         if !v.allowed() {
             self.remove_flow(idx, Counter::FlowsEvicted);
             return false;
@@ -269,7 +314,9 @@ impl Engine {
         }
         let mut verdict = None;
         if origin == Origin::Internal {
-            let v = pol.policy.evaluate(&query_for(&key), &Learned { allowlist: self.allowlist.as_ref(), now });
+            // A long-lived flow pinning an expired entry must not admit new flows to it.
+            let learned = Learned { allowlist: self.allowlist.as_ref(), now, new_flow: true };
+            let v = pol.policy.evaluate(&query_for(&key), &learned);
             self.count_decision(&v);
             if !v.allowed() {
                 return Err(DropReason::PolicyDenied);
@@ -309,6 +356,7 @@ impl Engine {
         }
     }
 
+    #[inline(always)]
     pub(super) fn handle_external<P: Packet>(
         &mut self,
         pol: &PublishedPolicy,
@@ -337,7 +385,7 @@ impl Engine {
             return Action::Drop(DropReason::InboundNoFlow);
         }
         if ip.ttl <= 1 {
-            self.send_time_exceeded(PortId::External, p.data(), eth, ip, now);
+            self.send_time_exceeded(PortId::External, p.data(), ip, now);
             return Action::Drop(DropReason::TtlExceeded);
         }
         let tcp_flags = match ip.l4 {

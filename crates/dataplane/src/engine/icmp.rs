@@ -9,7 +9,7 @@ use crate::counters::{Counter, DropReason};
 use crate::flow::{Dir, Origin};
 use crate::generate::write_icmp_time_exceeded;
 use crate::packet::Packet;
-use crate::parse::{parse_quoted_ipv4, Ipv4, ParsedFrame, L4};
+use crate::parse::{parse_quoted_ipv4, src_mac, Ipv4, ParsedFrame, L4};
 use crate::policy_handle::PublishedPolicy;
 
 impl Engine {
@@ -104,7 +104,7 @@ impl Engine {
 
     /// Send ICMP time-exceeded to the sender of `frame` (on the port it came from), within
     /// the rate limit.
-    pub(super) fn send_time_exceeded(&mut self, port: PortId, frame: &[u8], eth: &ParsedFrame, ip: &Ipv4, now: u64) {
+    pub(super) fn send_time_exceeded(&mut self, port: PortId, frame: &[u8], ip: &Ipv4, now: u64) {
         if let L4::IcmpError { .. } = ip.l4 {
             return;
         }
@@ -114,10 +114,11 @@ impl Engine {
         }
         let cfg = *self.port(port);
         let original = &frame[ip.at()..ip.end()];
+        let sender_mac = src_mac(frame);
         let id = self.icmp_ip_id;
         self.icmp_ip_id = id.wrapping_add(1);
         let ok = self.generated.push(port, |buf| {
-            write_icmp_time_exceeded(buf, cfg.vlan, cfg.mac, eth.src_mac, cfg.ip, ip.src, id, original)
+            write_icmp_time_exceeded(buf, cfg.vlan, cfg.mac, sender_mac, cfg.ip, ip.src, id, original)
         });
         if ok {
             self.counters.inc(Counter::IcmpErrorsSent);

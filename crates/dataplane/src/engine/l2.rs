@@ -135,7 +135,8 @@ impl Engine {
 
     /// Make the frame carry the egress port's tag (or none): rewrite, push or pop one
     /// 802.1Q tag. Returns false when a tag must be added and there is no headroom.
-    #[inline]
+    /// Untagged in and out, the common case, is decided inline by the caller.
+    #[inline(never)]
     fn retag<P: Packet>(p: &mut P, have: Option<u16>, want: Option<u16>) -> bool {
         match (have, want) {
             (None, None) => true,
@@ -167,6 +168,7 @@ impl Engine {
 
     /// Send a routed frame out of `egress` towards `next_hop`: fix its tag and MACs, or park
     /// it until ARP resolves the next hop.
+    #[inline]
     pub(super) fn emit<P: Packet>(
         &mut self,
         p: &mut P,
@@ -185,7 +187,7 @@ impl Engine {
                 (port.mac, port.vlan)
             }
         };
-        if !Self::retag(p, eth.vlan, want_vlan) {
+        if (eth.vlan.is_some() || want_vlan.is_some()) && !Self::retag(p, eth.vlan, want_vlan) {
             return Action::Drop(DropReason::NoHeadroom);
         }
         let dst_mac = match egress {
@@ -193,11 +195,13 @@ impl Engine {
             _ => self.resolve(egress, next_hop, now),
         };
         let f = p.data_mut();
-        f[6..12].copy_from_slice(&src_mac);
+        let len = f.len();
+        let macs: &mut [u8; 12] = f.first_chunk_mut().expect("a parsed frame has an Ethernet header");
+        macs[6..12].copy_from_slice(&src_mac);
         match dst_mac {
             Some(mac) => {
-                f[0..6].copy_from_slice(&mac);
-                self.count_tx(egress, f.len());
+                macs[0..6].copy_from_slice(&mac);
+                self.count_tx(egress, len);
                 Action::Forward(egress)
             }
             None => self.park(p, egress, next_hop, now),
@@ -210,11 +214,17 @@ impl Engine {
         if c.ip == next_hop && now < c.until {
             return Some(c.mac);
         }
+        self.resolve_and_cache(port, next_hop, now)
+    }
+
+    #[inline(never)]
+    fn resolve_and_cache(&mut self, port: PortId, next_hop: u32, now: u64) -> Option<[u8; 6]> {
         let mac = self.neighbors[port as usize].lookup(next_hop, now)?;
         self.hop_cache[port as usize] = super::HopCache { ip: next_hop, mac, until: now + super::HOP_CACHE_NS };
         Some(mac)
     }
 
+    #[inline(never)]
     fn park<P: Packet>(&mut self, p: &mut P, egress: PortId, next_hop: u32, now: u64) -> Action {
         match self.neighbors[egress as usize].hold(next_hop, p.data(), now) {
             Hold::Queued { send_probe } => {

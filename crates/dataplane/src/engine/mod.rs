@@ -32,7 +32,7 @@ use crate::counters::{Counter, CounterBlock, Counters, DropReason};
 use crate::flow::{ticks, timeout_ticks, Flow, FlowState, FlowTable, NO_PIN};
 use crate::neighbor::NeighborCache;
 use crate::packet::Packet;
-use crate::parse::{parse_frame, ParseError, ParsedFrame, L3};
+use crate::parse::{self, parse_frame, ParseError, ParsedFrame, L3};
 use crate::policy_handle::{PolicyReader, PublishedPolicy};
 
 pub use rewrite::Endpoint;
@@ -61,6 +61,10 @@ pub enum Action {
 
 /// A burst is processed in chunks of at most this many frames.
 pub const MAX_BURST: usize = 64;
+
+/// How many packets behind parsing the flow record is prefetched: by then the index slot
+/// read to find it has usually arrived.
+const PREFETCH_AHEAD: usize = 8;
 
 /// ICMP error rate limiter: a token bucket refilled from `now`.
 struct TokenBucket {
@@ -132,12 +136,21 @@ const HOP_CACHE_NS: u64 = 10_000_000;
 struct Learned<'a> {
     allowlist: Option<&'a Allowlist>,
     now: u64,
+    /// Admitting a new flow: only entries within their TTL count. Re-checking a live flow
+    /// after a policy swap, entries its own pin keeps count too.
+    new_flow: bool,
 }
 
 impl LearnedLookup for Learned<'_> {
     #[inline]
     fn is_learned(&self, rule: RuleKey, dst: u32) -> bool {
-        self.allowlist.is_some_and(|a| a.contains(rule, dst, self.now))
+        self.allowlist.is_some_and(|a| {
+            if self.new_flow {
+                a.is_live(rule, dst, self.now)
+            } else {
+                a.contains(rule, dst, self.now)
+            }
+        })
     }
 }
 
@@ -244,15 +257,24 @@ impl Engine {
         let current = Arc::clone(&self.current);
         let mut parsed = [Err(ParseError::EthernetTruncated); MAX_BURST];
         let mut hashes = [0u32; MAX_BURST];
+        let (rx_packets, rx_bytes) = match from {
+            PortId::Internal => (Counter::InternalRxPackets, Counter::InternalRxBytes),
+            PortId::External => (Counter::ExternalRxPackets, Counter::ExternalRxBytes),
+            PortId::Host => (Counter::HostRxPackets, Counter::HostRxBytes),
+        };
         for (chunk, acts) in frames.chunks_mut(MAX_BURST).zip(actions.chunks_mut(MAX_BURST)) {
             let n = chunk.len();
-            // Stage 1: parse everything and prefetch each packet's index slot; stage 2:
-            // prefetch the flow records those slots point at. By the time stage 3 looks a
-            // flow up, its two cache misses have overlapped with the rest of the burst's.
+            let mut bytes = 0;
+            // Stage 1: parse everything and prefetch each packet's index slot, and, a few
+            // packets behind (so that slot has had time to arrive), the flow record that slot
+            // points at; stage 2 does the last few records. By the time stage 3 looks a flow
+            // up, its two cache misses have overlapped with the rest of the burst's.
             for i in 0..n {
+                let frame = chunk[i].data();
+                bytes += frame.len();
                 // Hash from the fresh result, before it is stored: reading it back from the
                 // array right away stalls on store forwarding.
-                let r = parse_frame(chunk[i].data());
+                let r = parse_frame(frame);
                 if let Ok(ParsedFrame { l3: L3::Ipv4(ip), .. }) = &r {
                     if let Some(k) = forward::key_of(ip) {
                         let h = self.flows.hash(&k);
@@ -261,24 +283,64 @@ impl Engine {
                     }
                 }
                 parsed[i] = r;
-            }
-            for i in 0..n {
-                if let Ok(ParsedFrame { l3: L3::Ipv4(ip), .. }) = &parsed[i] {
-                    if self.flows.prefetch_flow(hashes[i]) && from != PortId::External {
-                        // Certainly a new flow: warm the slot of its first NAT candidate too.
-                        self.prefetch_nat_candidate(ip);
-                    }
+                if i >= PREFETCH_AHEAD {
+                    self.prefetch_record(from, &parsed[i - PREFETCH_AHEAD], hashes[i - PREFETCH_AHEAD]);
                 }
             }
-            for i in 0..n {
-                let a = self.process_one(from, &mut chunk[i], &parsed[i], hashes[i], now, &current);
-                if let Action::Drop(r) = a {
-                    self.counters.drop(r);
+            // Received traffic is counted per chunk, not per packet.
+            self.counters.add(rx_packets, n as u64);
+            self.counters.add(rx_bytes, bytes as u64);
+            for i in n.saturating_sub(PREFETCH_AHEAD)..n {
+                self.prefetch_record(from, &parsed[i], hashes[i]);
+            }
+            // Stage 3, with the port a constant in each copy of the loop: every decision on
+            // it is made once per burst, not per packet.
+            let parsed = &parsed[..n];
+            let hashes = &hashes[..n];
+            match from {
+                PortId::Internal => {
+                    self.process_chunk(PortId::Internal, chunk, parsed, hashes, &mut acts[..n], now, &current)
                 }
-                acts[i] = a;
+                PortId::External => {
+                    self.process_chunk(PortId::External, chunk, parsed, hashes, &mut acts[..n], now, &current)
+                }
+                PortId::Host => self.process_chunk(PortId::Host, chunk, parsed, hashes, &mut acts[..n], now, &current),
             }
         }
         self.finish_burst(now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn process_chunk<P: Packet>(
+        &mut self,
+        from: PortId,
+        chunk: &mut [P],
+        parsed: &[Result<ParsedFrame, ParseError>],
+        hashes: &[u32],
+        acts: &mut [Action],
+        now: u64,
+        current: &PublishedPolicy,
+    ) {
+        debug_assert!(parsed.len() == chunk.len() && hashes.len() == chunk.len() && acts.len() == chunk.len());
+        for (((p, r), &h), act) in chunk.iter_mut().zip(parsed).zip(hashes).zip(acts.iter_mut()) {
+            let a = self.process_one(from, p, r, h, now, current);
+            if let Action::Drop(r) = a {
+                self.counters.drop(r);
+            }
+            *act = a;
+        }
+    }
+
+    /// Prefetch the flow record the home index slot of a parsed packet points at, or, when
+    /// that slot is empty (certainly a new flow), the slot of its first NAT candidate.
+    #[inline(always)]
+    fn prefetch_record(&self, from: PortId, parsed: &Result<ParsedFrame, ParseError>, hash: u32) {
+        if let Ok(ParsedFrame { l3: L3::Ipv4(ip), .. }) = parsed {
+            if self.flows.prefetch_flow(hash) && from != PortId::External {
+                self.prefetch_nat_candidate(ip);
+            }
+        }
     }
 
     /// Prefetch the index slot of the reply key a new flow gets when its source port can be
@@ -402,7 +464,7 @@ impl Engine {
         self.counters.inc(why);
     }
 
-    #[inline]
+    #[inline(always)]
     fn process_one<P: Packet>(
         &mut self,
         from: PortId,
@@ -412,15 +474,6 @@ impl Engine {
         now: u64,
         current: &PublishedPolicy,
     ) -> Action {
-        let len = p.data().len() as u64;
-        let (cp, cb) = match from {
-            PortId::Internal => (Counter::InternalRxPackets, Counter::InternalRxBytes),
-            PortId::External => (Counter::ExternalRxPackets, Counter::ExternalRxBytes),
-            PortId::Host => (Counter::HostRxPackets, Counter::HostRxBytes),
-        };
-        self.counters.inc(cp);
-        self.counters.add(cb, len);
-
         let eth = match parsed {
             Ok(e) => e,
             Err(e) => return Action::Drop((*e).into()),
@@ -438,15 +491,16 @@ impl Engine {
         if eth.vlan != our_vlan {
             return Action::Drop(DropReason::VlanMismatch);
         }
+        let dst_mac = parse::dst_mac(p.data());
         match &eth.l3 {
             L3::Arp(arp) => {
-                if eth.dst_mac != our_mac && eth.dst_mac != [0xFF; 6] {
+                if dst_mac != our_mac && dst_mac != [0xFF; 6] {
                     return Action::Drop(DropReason::NotForUs);
                 }
                 self.handle_arp(from, eth, arp, now)
             }
             L3::Ipv4(ip) => {
-                if eth.dst_mac != our_mac {
+                if dst_mac != our_mac {
                     return Action::Drop(DropReason::NotForUs);
                 }
                 match from {

@@ -22,6 +22,7 @@ use sluice_io::dpdk::{
 use sluice_io::IoStats;
 use tracing::info;
 
+use super::port_guard::{af_packet_iface, PortGuard};
 use super::{Dataplane, Parts};
 use crate::config::NodeConfig;
 use crate::exit::{Exit, Failure};
@@ -32,6 +33,8 @@ pub const HOST_POLL_INTERVAL: Duration = Duration::from_micros(50);
 struct Dpdk {
     worker: DpdkWorker,
     readers: [PortStatsReader; 2],
+    /// Removed after the worker and the ports stop.
+    _guard: PortGuard,
 }
 
 impl Dataplane for Dpdk {
@@ -160,5 +163,9 @@ pub(super) fn start(config: &NodeConfig, parts: Parts) -> Result<(Box<dyn Datapl
         .map_err(|e| Failure::new(Exit::DpdkInit, format!("cannot start the dataplane on lcore {lcore}: {e}")))?;
     info!(lcore, cpu = eal.lcore_cpu(lcore), main_lcore = eal.main_lcore(), "DPDK worker busy-polling");
     let readers = worker.port_stats().clone();
-    Ok((Box::new(Dpdk { worker, readers }), lane))
+    // Only af_packet ports share their interface with the host stack.
+    let ifaces: Vec<&str> =
+        [&config.internal_port, &config.external_port].into_iter().filter_map(|d| af_packet_iface(d)).collect();
+    let guard = PortGuard::install(&ifaces);
+    Ok((Box::new(Dpdk { worker, readers, _guard: guard }), lane))
 }

@@ -15,6 +15,7 @@
 #[cfg(feature = "dpdk")]
 mod dpdk;
 mod lane;
+mod port_guard;
 mod software;
 
 use std::hash::{BuildHasher, Hasher};
@@ -28,6 +29,7 @@ use sluice_dataplane::allowlist::{allowlist_channel, Allowlist, AllowlistConfig,
 use sluice_dataplane::counters::{Counter, Counters, DropReason};
 use sluice_dataplane::engine::{Engine, PortId};
 use sluice_dataplane::policy_handle::{PolicyHandle, PolicyReader};
+use sluice_dns::{DnsCounters, DnsProxy};
 use sluice_io::{IoStats, Tap};
 use sluice_policy::CompiledPolicy;
 use tracing::{error, info, warn};
@@ -85,6 +87,14 @@ impl Parts {
     ) -> Result<(Engine, Tap), Failure> {
         let mut engine_config = config.engine_config(internal_mac, external_mac)?;
         let tap = lane::open(config.internal_address, &mut engine_config)?;
+        match lane::shield_internal_interface(&config.internal_port) {
+            Ok(Some(iface)) => info!(
+                interface = %iface,
+                "strict reverse-path filter on the internal port's kernel interface: the node's own stack takes                  clients' packets only from the service lane"
+            ),
+            Ok(None) => {}
+            Err(why) => warn!("{why}"),
+        }
         engine_config.hash_seed = random_seed();
         let engine = Engine::new(engine_config, self.policy, self.allowlist)
             .map_err(|e| Failure::new(Exit::Setting, e.to_string()))?;
@@ -108,8 +118,8 @@ fn random_seed() -> u64 {
 struct Node {
     dataplane: Box<dyn Dataplane>,
     policy: PolicyHandle,
-    /// Kept for the DNS proxy: the sending side of every worker's allowlist channel.
-    _allowlist: AllowlistWriter,
+    /// The DNS proxy, when upstreams are configured.
+    dns: Option<DnsProxy>,
     io: Arc<IoStats>,
     lane: String,
     started: Instant,
@@ -131,7 +141,55 @@ fn start(config: &NodeConfig, policy: CompiledPolicy) -> Result<Node, Failure> {
         }
     };
     let io = dataplane.io();
-    Ok(Node { dataplane, policy, _allowlist: allowlist, io, lane, started: Instant::now() })
+    let dns = match start_dns(config, &lane, &policy, allowlist) {
+        Ok(dns) => dns,
+        Err(f) => {
+            let _ = dataplane.stop();
+            return Err(f);
+        }
+    };
+    Ok(Node { dataplane, policy, dns, io, lane, started: Instant::now() })
+}
+
+/// Routes the upstreams out of the service lane and starts the DNS proxy on the target
+/// addresses (which the lane holds). `None` when no upstream is configured.
+fn start_dns(
+    config: &NodeConfig,
+    lane: &str,
+    policy: &PolicyHandle,
+    allowlist: AllowlistWriter,
+) -> Result<Option<DnsProxy>, Failure> {
+    let Some(proxy_config) = config.dns.proxy_config() else {
+        warn!(
+            "no --dns-upstream given: the DNS proxy is off; clients' DNS queries to {} go unanswered",
+            config.internal_address.ip
+        );
+        return Ok(None);
+    };
+    for upstream in &config.dns.upstreams {
+        lane::add_host_route(lane, *upstream.0.ip()).map_err(|e| {
+            Failure::new(
+                Exit::DnsProxy,
+                format!("cannot route the DNS upstream {upstream} out of the service lane {lane}: {e}"),
+            )
+        })?;
+    }
+    let upstreams: Vec<String> = config.dns.upstreams.iter().map(ToString::to_string).collect();
+    let proxy = DnsProxy::start(proxy_config, policy.clone(), allowlist).map_err(|e| {
+        Failure::new(
+            Exit::DnsProxy,
+            format!(
+                "cannot start the DNS proxy: {e}; is another DNS server (dnsmasq, systemd-resolved) listening on                  port 53 of that address?"
+            ),
+        )
+    })?;
+    info!(
+        listen = ?proxy.listening(),
+        upstreams = %upstreams.join(","),
+        route = %format!("upstreams routed out of {lane}, source-NATed to {} by the dataplane", config.external_address.ip),
+        "DNS proxy running"
+    );
+    Ok(Some(proxy))
 }
 
 /// Runs the node until SIGTERM/SIGINT. `checked` holds the compiled policy and the port
@@ -198,8 +256,13 @@ pub fn run(config: &NodeConfig, checked: Checked) -> Exit {
         }
     };
     info!(reason, "stopping: draining the worker, removing the service lane, releasing the ports");
-    let Node { dataplane, policy, _allowlist, io, lane, started } = node;
-    let last = Report { policy: &policy, io: &io, lane: &lane, started };
+    let Node { dataplane, policy, dns, io, lane, started } = node;
+    let dns_counters = dns.as_ref().map(DnsProxy::counters);
+    // First the proxy, so no answer waits on a worker that is stopping.
+    if let Some(dns) = dns {
+        dns.stop();
+    }
+    let last = Report { policy: &policy, io: &io, lane: &lane, started, dns: dns_counters.as_deref() };
     let exit = match dataplane.stop() {
         Ok(counters) => {
             write_stats(config, &last, &counters, None, false);
@@ -222,11 +285,13 @@ struct Report<'a> {
     io: &'a IoStats,
     lane: &'a str,
     started: Instant,
+    dns: Option<&'a DnsCounters>,
 }
 
 impl Node {
     fn report(&self) -> Report<'_> {
-        Report { policy: &self.policy, io: &self.io, lane: &self.lane, started: self.started }
+        let dns = self.dns.as_ref().map(|d| d.counters_ref());
+        Report { policy: &self.policy, io: &self.io, lane: &self.lane, started: self.started, dns }
     }
 }
 
@@ -241,6 +306,7 @@ fn write_stats(config: &NodeConfig, node: &Report<'_>, counters: &Counters, driv
         service_lane: node.lane,
         counters: &named,
         driver,
+        dns: node.dns,
         ports: [
             ("internal", io.port(PortId::Internal)),
             ("external", io.port(PortId::External)),

@@ -8,6 +8,7 @@ use sluice_dataplane::counters::Counters;
 use sluice_io::{AfPacketPort, IoError, IoStats, Port, Worker, WorkerConfig};
 use tracing::info;
 
+use super::port_guard::PortGuard;
 use super::{Dataplane, Parts, BURST};
 use crate::config::NodeConfig;
 use crate::exit::{Exit, Failure};
@@ -24,6 +25,8 @@ fn port_failure(role: &str, name: &str, e: IoError) -> Failure {
 
 struct Software {
     worker: Worker,
+    /// Removed after the worker stops.
+    _guard: PortGuard,
 }
 
 impl Dataplane for Software {
@@ -70,6 +73,7 @@ pub(super) fn start(config: &NodeConfig, parts: Parts) -> Result<(Box<dyn Datapl
             );
         }
     }
+    let guard = PortGuard::install(&[&config.internal_port, &config.external_port]);
     let (engine, tap) = parts.engine(config, internal.mac(), external.mac())?;
     let lane = tap.name().to_string();
     let worker = Worker::spawn(WorkerConfig {
@@ -82,5 +86,5 @@ pub(super) fn start(config: &NodeConfig, parts: Parts) -> Result<(Box<dyn Datapl
         core: None,
     })
     .map_err(|e| Failure::new(Exit::PortOpen, format!("cannot start the dataplane worker: {e}")))?;
-    Ok((Box::new(Software { worker }), lane))
+    Ok((Box::new(Software { worker, _guard: guard }), lane))
 }

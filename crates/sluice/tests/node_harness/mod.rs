@@ -84,11 +84,13 @@ pub struct Launch<'a> {
     pub flow_capacity: usize,
     /// Numbers the log file, so several runs in one data directory keep their logs apart.
     pub run: usize,
+    /// More `sluice run` flags (the DNS proxy's, for instance).
+    pub extra: &'a [&'a str],
 }
 
 impl Default for Launch<'_> {
     fn default() -> Self {
-        Launch { mode: Mode::Software, policy: None, flow_capacity: 4096, run: 1 }
+        Launch { mode: Mode::Software, policy: None, flow_capacity: 4096, run: 1, extra: &[] }
     }
 }
 
@@ -111,6 +113,7 @@ impl Sluice {
             .args(["--gateway", "203.0.113.1", "--log-format", "json"])
             .args(["--flow-capacity", &launch.flow_capacity.to_string()])
             .args(launch.policy.map(|p| ["--policy".as_ref(), p.as_os_str()]).into_iter().flatten())
+            .args(launch.extra)
             .arg("--data-dir")
             .arg(data_dir)
             .stdin(Stdio::null())
