@@ -75,7 +75,13 @@ fn generate_if_missing(config: &ApiConfig) -> Result<CertificateSource, TlsError
     if cert_path.exists() && key_path.exists() {
         return Ok(source);
     }
-    let generated = rcgen::generate_simple_self_signed(config.certificate_names.clone())
+    // Clients verify the address they dial, so a specific bind address is a name too.
+    let mut names = config.certificate_names.clone();
+    let bind_ip = config.http_bind.ip();
+    if !bind_ip.is_unspecified() && !names.contains(&bind_ip.to_string()) {
+        names.push(bind_ip.to_string());
+    }
+    let generated = rcgen::generate_simple_self_signed(names)
         .map_err(|e| TlsError(format!("cannot generate a self-signed certificate: {e}")))?;
     fs::create_dir_all(&config.data_root)
         .map_err(|e| TlsError(format!("cannot create {}: {e}", config.data_root.display())))?;

@@ -107,3 +107,15 @@ async fn the_metrics_listener_serves_only_metrics_and_draining_fails_readiness()
     assert_eq!(status, StatusCode::OK);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generated_certificate_names_the_bind_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.http_bind = "127.0.0.2:0".parse().unwrap();
+    let mut node = TestNode::start_with(dir.path(), config, false, true).await;
+    node.client.name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::new(127, 0, 0, 2).into());
+    let (status, _) = node.client.json(Method::GET, "/health", None, None).await;
+    assert_eq!(status, StatusCode::OK, "verified against the address dialled");
+    node.stop().await;
+}

@@ -227,6 +227,8 @@ impl TestNode {
 pub struct Client {
     addr: SocketAddr,
     connector: tokio_rustls::TlsConnector,
+    /// The name the server's certificate is verified against.
+    pub name: ServerName<'static>,
 }
 
 pub struct Answer {
@@ -246,17 +248,21 @@ impl Client {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Client { addr, connector: tokio_rustls::TlsConnector::from(Arc::new(config)) }
+        Client {
+            addr,
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            name: ServerName::try_from("localhost").unwrap(),
+        }
     }
 
     pub async fn connect(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        self.connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+        self.connector.connect(self.name.clone(), tcp).await.unwrap()
     }
 
     pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> Answer {
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let tls = self.connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+        let tls = self.connector.connect(self.name.clone(), tcp).await.unwrap();
         send(hyper_util::rt::TokioIo::new(tls), method, path, token, body).await
     }
 
