@@ -1,0 +1,160 @@
+//! What the API needs from the running node that the store does not hold: the dataplane's
+//! and DNS proxy's health, counters, the learned allowlist, live flows, and which policy
+//! version the dataplane runs. The `sluice` runtime implements [`NodeView`]; the API only
+//! reads through it (every call is answered from memory and bounded by the caller's limit).
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use utoipa::{IntoParams, ToSchema};
+
+/// One named readiness check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Check {
+    pub ok: bool,
+    /// Why, for a person: "2 workers running", "upstream 10.0.0.53 unreachable".
+    pub detail: String,
+}
+
+impl Check {
+    pub fn ok(detail: impl Into<String>) -> Check {
+        Check { ok: true, detail: detail.into() }
+    }
+
+    pub fn failed(detail: impl Into<String>) -> Check {
+        Check { ok: false, detail: detail.into() }
+    }
+}
+
+/// Counters by stable name, summed over workers.
+pub type NamedCounters = Vec<(String, u64)>;
+
+/// Counters for the Prometheus page. Names are the runtime's counter names
+/// (`policy_denied`, `rx_packets`, ...); the API turns them into labels of fixed metric names.
+#[derive(Clone, Debug, Default)]
+pub struct NodeCounters {
+    pub dataplane: NamedCounters,
+    pub dns: NamedCounters,
+    /// Per port (`internal`, `external`, `host`): its counters.
+    pub ports: Vec<(String, NamedCounters)>,
+    /// Gauges: current sizes (`flows`, `allowlist_entries`, ...).
+    pub gauges: Vec<(String, u64)>,
+}
+
+/// A learned allowlist entry: `(group, rule, ip) -> expiry`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct AllowlistEntry {
+    #[schema(value_type = String)]
+    pub ip: Ipv4Addr,
+    pub group: String,
+    pub rule: String,
+    /// The hostname whose answer taught it, when known.
+    pub hostname: Option<String>,
+    /// Milliseconds until it expires (0 when pinned past its TTL by a live flow).
+    pub expires_in_ms: u64,
+    /// A live flow keeps it alive.
+    pub pinned: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AllowlistFilter {
+    /// Only entries for this address.
+    #[param(value_type = Option<String>)]
+    pub ip: Option<Ipv4Addr>,
+    /// Only entries of this source group id.
+    pub group: Option<String>,
+    /// Only entries of this rule id.
+    pub rule: Option<String>,
+    /// At most this many entries (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+impl AllowlistFilter {
+    pub fn matches(&self, entry: &AllowlistEntry) -> bool {
+        self.ip.is_none_or(|ip| ip == entry.ip)
+            && self.group.as_deref().is_none_or(|g| g == entry.group)
+            && self.rule.as_deref().is_none_or(|r| r == entry.rule)
+    }
+}
+
+/// One live flow as seen from inside (before source NAT) and its translation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FlowEntry {
+    /// `tcp`, `udp` or `icmp`.
+    pub proto: String,
+    #[schema(value_type = String)]
+    pub src: Ipv4Addr,
+    pub src_port: u16,
+    #[schema(value_type = String)]
+    pub dst: Ipv4Addr,
+    pub dst_port: u16,
+    /// The source port after NAT.
+    pub nat_port: u16,
+    /// e.g. `established`, `syn_sent`.
+    pub state: String,
+    pub idle_ms: u64,
+    /// Policy generation the flow was last checked against.
+    pub policy_generation: u32,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FlowFilter {
+    #[param(value_type = Option<String>)]
+    pub src: Option<Ipv4Addr>,
+    #[param(value_type = Option<String>)]
+    pub dst: Option<Ipv4Addr>,
+    /// `tcp`, `udp` or `icmp`.
+    pub proto: Option<String>,
+    /// Matches the destination port.
+    pub port: Option<u16>,
+    /// At most this many flows (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+impl FlowFilter {
+    pub fn matches(&self, flow: &FlowEntry) -> bool {
+        self.src.is_none_or(|a| a == flow.src)
+            && self.dst.is_none_or(|a| a == flow.dst)
+            && self.proto.as_deref().is_none_or(|p| p.eq_ignore_ascii_case(&flow.proto))
+            && self.port.is_none_or(|p| p == flow.dst_port)
+    }
+}
+
+/// Default and largest page of node-local lists.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// The running node, as the API sees it. Implementations answer from memory and never block
+/// for long: handlers call these on the async runtime.
+pub trait NodeView: Send + Sync + 'static {
+    /// This node's statistics document (dataplane, dns, ports, release): the runtime's stats.
+    fn stats(&self) -> serde_json::Value;
+
+    /// Counters for `/metrics`.
+    fn counters(&self) -> NodeCounters;
+
+    /// Is the dataplane forwarding (workers alive, ports up)?
+    fn dataplane_check(&self) -> Check;
+
+    /// Is the DNS proxy serving?
+    fn dns_check(&self) -> Check;
+
+    /// The policy version the dataplane runs now (`None`: none from the store yet). Updated
+    /// by the runtime after it has compiled the store's active version and published it to
+    /// every worker; policy writes wait on this.
+    fn applied_policy_version(&self) -> watch::Receiver<Option<u64>>;
+
+    /// Up to `limit` allowlist entries matching `filter`.
+    fn allowlist(&self, filter: &AllowlistFilter, limit: usize) -> Vec<AllowlistEntry>;
+
+    /// Up to `limit` live flows matching `filter`.
+    fn flows(&self, filter: &FlowFilter, limit: usize) -> Vec<FlowEntry>;
+}
+
+/// A page limit from a query, bounded.
+pub fn page_limit(requested: Option<usize>) -> usize {
+    requested.unwrap_or(DEFAULT_LIST_LIMIT).clamp(1, MAX_LIST_LIMIT)
+}
