@@ -47,7 +47,7 @@ pub(super) fn query_for(orig: &FlowKey) -> FlowQuery {
 impl Engine {
     /// Next hop on the external side.
     #[inline]
-    fn external_next_hop(&self, dst: u32) -> u32 {
+    pub(super) fn external_next_hop(&self, dst: u32) -> u32 {
         if self.cfg.external.contains(dst) {
             dst
         } else {
