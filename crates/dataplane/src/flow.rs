@@ -15,6 +15,8 @@
 //! - deletion shifts later entries back instead of leaving tombstones, so churn (the
 //!   new-flow workload) never degrades the index.
 
+use crate::huge::HugeArray;
+
 /// A 5-tuple as seen on the wire in one direction. Ports are ICMP echo ids for echo flows
 /// (see [`crate::parse::L4::IcmpEcho`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -157,10 +159,11 @@ fn slot_ref(slot: u64) -> (u32, Dir) {
 pub struct FlowTable {
     /// The address inside sources are translated to, or None without SNAT.
     snat_ip: Option<u32>,
-    flows: Vec<Flow>,
+    /// Records and index: the large arrays, on huge pages where possible (see `huge`).
+    flows: HugeArray<Flow>,
     live: Vec<bool>,
     free: Vec<u32>,
-    slots: Vec<u64>,
+    slots: HugeArray<u64>,
     mask: usize,
     seed: u64,
     len: usize,
@@ -188,12 +191,12 @@ impl FlowTable {
         };
         FlowTable {
             snat_ip,
-            flows: vec![empty; capacity],
+            flows: HugeArray::new(capacity, empty),
             live: vec![false; capacity],
             // Popped from the end: hand out low indices first, which keeps a small working
             // set dense in memory.
             free: (0..capacity as u32).rev().collect(),
-            slots: vec![EMPTY; slots],
+            slots: HugeArray::new(slots, EMPTY),
             mask: slots - 1,
             seed,
             len: 0,
@@ -235,10 +238,10 @@ impl FlowTable {
 
     /// Bytes the table holds per flow of capacity (records, liveness, free list, index).
     pub fn bytes_per_flow(&self) -> usize {
-        let total = self.flows.capacity() * std::mem::size_of::<Flow>()
+        let total = self.flows.len() * std::mem::size_of::<Flow>()
             + self.live.capacity()
             + self.free.capacity() * 4
-            + self.slots.capacity() * 8;
+            + self.slots.len() * 8;
         total.div_ceil(self.capacity())
     }
 
