@@ -65,7 +65,8 @@ impl Engine {
             PortId::Internal => (Dir::Orig, PortId::External),
             _ => (Dir::Reply, PortId::Internal),
         };
-        if parse::dst_mac(p.data()) != self.port(from).mac {
+        let frame = p.data_mut();
+        if parse::dst_mac(frame) != self.port(from).mac {
             return None;
         }
         // The general path checks replies' addresses before looking them up.
@@ -74,10 +75,8 @@ impl Engine {
         }
         let key = key_of(ip)?;
         debug_assert_eq!(hash, self.flows.hash(&key));
-        let (idx, dir) = self.flows.lookup(&key, hash)?;
-        if dir != want_dir {
-            return None;
-        }
+        let idx = self.flows.lookup_dir(&key, hash, want_dir)?;
+        debug_assert_eq!(self.flows.lookup(&key, hash), Some((idx, want_dir)));
         let f = self.flows.get(idx);
         // Only states a plain segment leaves as they are (a reply to a UDP flow nobody has
         // answered yet moves it on).
@@ -105,7 +104,6 @@ impl Engine {
             _ => (f.orig.src, f.orig.sport, Endpoint::Destination),
         };
         self.flows.get_mut(idx).last_seen = ticks(now);
-        let frame = p.data_mut();
         translate(frame, ip, which, addr, port);
         let len = frame.len();
         let macs: &mut [u8; 12] = frame.first_chunk_mut().expect("a parsed frame has an Ethernet header");
