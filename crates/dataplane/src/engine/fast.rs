@@ -98,6 +98,10 @@ impl Engine {
             return None;
         }
         let dst_mac = hop.mac;
+        debug_assert!(
+            from != PortId::Internal || self.internal_address_check(ip).is_none(),
+            "a known flow passes the address checks"
+        );
         // Decided: from here on the packet is forwarded.
         let (addr, port, which) = match egress {
             PortId::External => (self.flows.nat_ip(f), f.nat_port, Endpoint::Source),
