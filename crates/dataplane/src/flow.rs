@@ -15,6 +15,8 @@
 //! - deletion shifts later entries back instead of leaving tombstones, so churn (the
 //!   new-flow workload) never degrades the index.
 
+use crate::huge::HugeArray;
+
 /// A 5-tuple as seen on the wire in one direction. Ports are ICMP echo ids for echo flows
 /// (see [`crate::parse::L4::IcmpEcho`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -31,6 +33,23 @@ impl FlowKey {
     #[inline]
     pub fn reversed(&self) -> FlowKey {
         FlowKey { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, proto: self.proto }
+    }
+
+    /// The key as two words: addresses, then ports and protocol. Hashing mixes them, and
+    /// comparing them is cheaper than comparing five fields one by one.
+    #[inline(always)]
+    fn words(&self) -> (u64, u64) {
+        (
+            (u64::from(self.src) << 32) | u64::from(self.dst),
+            (u64::from(self.sport) << 24) | (u64::from(self.dport) << 8) | u64::from(self.proto),
+        )
+    }
+
+    /// `self == other`, without branches.
+    #[inline(always)]
+    pub fn same(&self, other: &FlowKey) -> bool {
+        let ((a, b), (c, d)) = (self.words(), other.words());
+        (a ^ c) | (b ^ d) == 0
     }
 }
 
@@ -157,10 +176,11 @@ fn slot_ref(slot: u64) -> (u32, Dir) {
 pub struct FlowTable {
     /// The address inside sources are translated to, or None without SNAT.
     snat_ip: Option<u32>,
-    flows: Vec<Flow>,
+    /// Records and index: the large arrays, on huge pages where possible (see `huge`).
+    flows: HugeArray<Flow>,
     live: Vec<bool>,
     free: Vec<u32>,
-    slots: Vec<u64>,
+    slots: HugeArray<u64>,
     mask: usize,
     seed: u64,
     len: usize,
@@ -188,12 +208,12 @@ impl FlowTable {
         };
         FlowTable {
             snat_ip,
-            flows: vec![empty; capacity],
+            flows: HugeArray::new(capacity, empty),
             live: vec![false; capacity],
             // Popped from the end: hand out low indices first, which keeps a small working
             // set dense in memory.
             free: (0..capacity as u32).rev().collect(),
-            slots: vec![EMPTY; slots],
+            slots: HugeArray::new(slots, EMPTY),
             mask: slots - 1,
             seed,
             len: 0,
@@ -235,18 +255,17 @@ impl FlowTable {
 
     /// Bytes the table holds per flow of capacity (records, liveness, free list, index).
     pub fn bytes_per_flow(&self) -> usize {
-        let total = self.flows.capacity() * std::mem::size_of::<Flow>()
+        let total = self.flows.len() * std::mem::size_of::<Flow>()
             + self.live.capacity()
             + self.free.capacity() * 4
-            + self.slots.capacity() * 8;
+            + self.slots.len() * 8;
         total.div_ceil(self.capacity())
     }
 
     #[inline(always)]
     pub fn hash(&self, k: &FlowKey) -> u32 {
-        let a = ((u64::from(k.src) << 32) | u64::from(k.dst)) ^ self.seed;
-        let b =
-            ((u64::from(k.sport) << 24) | (u64::from(k.dport) << 8) | u64::from(k.proto)) ^ self.seed.rotate_left(29);
+        let (a, b) = k.words();
+        let (a, b) = (a ^ self.seed, b ^ self.seed.rotate_left(29));
         let mut x = a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F).rotate_left(31);
         x ^= x >> 32;
         x = x.wrapping_mul(0xD6E8_FEB8_6659_FD93);
@@ -287,8 +306,35 @@ impl FlowTable {
             }
             if slot_hash(s) == hash {
                 let (idx, dir) = slot_ref(s);
-                if self.key(&self.flows[idx as usize], dir) == *key {
+                if self.key(&self.flows[idx as usize], dir).same(key) {
                     return Some((idx, dir));
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// [`lookup`](Self::lookup) for a key expected in one direction: the index of the flow
+    /// whose `dir` key it is, or `None` (also when it is some flow's key the other way).
+    #[inline(always)]
+    pub fn lookup_dir(&self, key: &FlowKey, hash: u32, dir: Dir) -> Option<u32> {
+        let want = u32::from(dir == Dir::Reply);
+        let mut i = hash as usize & self.mask;
+        loop {
+            let s = self.slots[i];
+            if s == EMPTY {
+                return None;
+            }
+            // Hash and direction in one comparison: the low bit of `ref - 1` is the direction.
+            if slot_hash(s) == hash && ((s as u32).wrapping_sub(1) & 1) == want {
+                let idx = ((s as u32) - 1) / 2;
+                let f = &self.flows[idx as usize];
+                let found = match dir {
+                    Dir::Orig => f.orig.same(key),
+                    Dir::Reply => self.reply_key(f).same(key),
+                };
+                if found {
+                    return Some(idx);
                 }
             }
             i = (i + 1) & self.mask;

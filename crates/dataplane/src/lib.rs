@@ -12,6 +12,7 @@ pub mod counters;
 pub mod engine;
 pub mod flow;
 pub mod generate;
+mod huge;
 pub mod nat;
 pub mod neighbor;
 pub mod packet;

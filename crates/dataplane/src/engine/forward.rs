@@ -47,7 +47,7 @@ pub(super) fn query_for(orig: &FlowKey) -> FlowQuery {
 impl Engine {
     /// Next hop on the external side.
     #[inline]
-    fn external_next_hop(&self, dst: u32) -> u32 {
+    pub(super) fn external_next_hop(&self, dst: u32) -> u32 {
         if self.cfg.external.contains(dst) {
             dst
         } else {
@@ -106,7 +106,7 @@ impl Engine {
     /// when they do not, `Some(Ok(()))` when it is for the node itself, else why it is
     /// dropped.
     #[inline(always)]
-    fn internal_address_check(&self, ip: &Ipv4) -> Option<Result<(), DropReason>> {
+    pub(super) fn internal_address_check(&self, ip: &Ipv4) -> Option<Result<(), DropReason>> {
         let int = self.cfg.internal;
         if ip.dst == int.ip || ip.dst == self.cfg.external.ip {
             return Some(Ok(()));
