@@ -76,6 +76,7 @@ pub fn ruleset(table: &str, iface: &str) -> String {
 }
 
 /// The interface a DPDK `net_af_packet` devargs string names (`net_af_packet0,iface=eth1`).
+#[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
 pub fn af_packet_iface(devargs: &str) -> Option<&str> {
     let mut parts = devargs.split(',');
     if !parts.next()?.starts_with("net_af_packet") {
