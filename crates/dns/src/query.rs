@@ -83,20 +83,7 @@ impl ClientQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn query(id: u16, name: &str, edns: bool) -> Vec<u8> {
-        let mut q = id.to_be_bytes().to_vec();
-        q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
-        for label in name.split('.').filter(|l| !l.is_empty()) {
-            q.push(label.len() as u8);
-            q.extend_from_slice(label.as_bytes());
-        }
-        q.extend_from_slice(&[0, 0, 1, 0, 1]);
-        if edns {
-            q.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0]);
-        }
-        q
-    }
+    use crate::wire::tests::query;
 
     #[test]
     fn a_standard_query_is_read_with_its_case() {

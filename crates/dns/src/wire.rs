@@ -184,7 +184,7 @@ pub fn formerr_for_header(msg: &[u8]) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A query for `name` type A, optionally with an OPT record.
