@@ -114,6 +114,12 @@ named_enum! {
         PolicySwaps => "policy_swaps",
         PolicyGeneration => "policy_generation",
         AllowlistEntries => "allowlist_entries",
+        /// Learned addresses that became new allowlist entries.
+        AllowlistLearned => "allowlist_learned",
+        /// Allowlist entries removed after their TTL (with no flow holding them).
+        AllowlistExpired => "allowlist_expired",
+        /// Learned addresses refused because the allowlist was full (that worker fails closed).
+        AllowlistFullDrops => "allowlist_full_drops",
     }
 }
 

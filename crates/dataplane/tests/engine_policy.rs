@@ -112,4 +112,10 @@ fn an_unpinned_learned_entry_is_removed_after_expiry() {
         lab.node.poll(lab.now);
     }
     assert_eq!(lab.engine().allowlist().unwrap().len(), 0);
+    // The operator sees it in the counters: one entry learned, one expired, none left.
+    let c = lab.engine().counters();
+    assert_eq!(c.get(Counter::AllowlistLearned), 1);
+    assert_eq!(c.get(Counter::AllowlistExpired), 1);
+    assert_eq!(c.get(Counter::AllowlistEntries), 0);
+    assert_eq!(c.get(Counter::AllowlistFullDrops), 0);
 }

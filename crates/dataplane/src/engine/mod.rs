@@ -407,6 +407,10 @@ impl Engine {
                 a.sweep(now, self.cfg.allowlist_sweep_budget);
             }
             self.counters.set(Counter::AllowlistEntries, a.len() as u64);
+            let stats = a.stats();
+            self.counters.set(Counter::AllowlistLearned, stats.learned);
+            self.counters.set(Counter::AllowlistExpired, stats.expired);
+            self.counters.set(Counter::AllowlistFullDrops, stats.full_drops);
         }
         // Expiry keeps pace with creation: a base slice, plus two records examined for every
         // flow opened since the last sweep, so a churning table never fills with dead flows.
