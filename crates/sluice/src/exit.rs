@@ -49,6 +49,9 @@ pub enum Exit {
     /// The DNS proxy could not start: a target address or port 53 is taken, or the routes to
     /// the upstreams could not be added.
     DnsProxy = 24,
+    /// The control plane could not start: the store cannot be opened, the API's address is
+    /// in use, or its certificate or key is unreadable or invalid.
+    ControlPlane = 25,
     /// The node ran, but its dataplane worker failed (panicked); it was stopped.
     WorkerFailed = 30,
 }

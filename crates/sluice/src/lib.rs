@@ -28,6 +28,7 @@
 //! | 22 | a port or the service lane cannot be opened (not Ethernet, no TAP support, ...) |
 //! | 23 | DPDK could not start (EAL arguments, lcores, buffer memory) |
 //! | 24 | the DNS proxy could not start (port 53 on a target address taken, upstream routes refused) |
+//! | 25 | the control plane could not start (store unreadable, API address in use, bad certificate or key) |
 //! | 30 | a dataplane worker stopped on its own (it panicked); the node stops instead of staying up without forwarding |
 //!
 //! The same table is printed by `sluice run --help` ([`cli::EXIT_CODES_HELP`]).
