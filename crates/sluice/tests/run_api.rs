@@ -56,23 +56,29 @@ fn mint_admin_token(dir: &Path) -> String {
     answer["token"].as_str().expect("the token").to_owned()
 }
 
-fn start(lab: &Lab, dir: &Path, policy: &Path, run: usize) -> Sluice {
+fn start(lab: &Lab, dir: &Path, mode: Mode, policy: &Path, run: usize) -> Sluice {
     let extra = ["--http-bind", "127.0.0.1:8443", "--metrics-bind", METRICS];
-    Sluice::start(
-        lab,
-        dir,
-        &Launch { mode: Mode::Software, policy: Some(policy), run, extra: &extra, ..Launch::default() },
-    )
+    Sluice::start(lab, dir, &Launch { mode, policy: Some(policy), run, extra: &extra, ..Launch::default() })
 }
 
 #[test]
 fn policy_writes_through_the_api_change_traffic_without_a_restart() {
+    policy_writes_through_the_api(Mode::Software);
+}
+
+#[cfg(feature = "dpdk")]
+#[test]
+fn dpdk_policy_writes_through_the_api_change_traffic_without_a_restart() {
+    policy_writes_through_the_api(Mode::Dpdk);
+}
+
+fn policy_writes_through_the_api(mode: Mode) {
     require_root();
     let lab = Lab::new();
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
     std::fs::write(&policy, policy_without_echo()).unwrap();
-    let mut node = start(&lab, dir.path(), &policy, 1);
+    let mut node = start(&lab, dir.path(), mode, &policy, 1);
     let _echo = udp_echo(&lab.upstream, 7);
 
     let (status, ready) = api(&lab, dir.path(), "GET", "/ready", None, None);
@@ -116,7 +122,7 @@ fn policy_writes_through_the_api_change_traffic_without_a_restart() {
     // Restarted with a --policy that allows echo: the store's active version (1) wins, and
     // the token minted before the restart still works.
     std::fs::write(&policy, POLICY).unwrap();
-    let mut again = start(&lab, dir.path(), &policy, 2);
+    let mut again = start(&lab, dir.path(), mode, &policy, 2);
     assert!(again.log_text().contains("the store's active version 1 is in force"), "{}", again.log_text());
     let (status, active) = api(&lab, dir.path(), "GET", "/api/v1/policy", Some(&token), None);
     assert_eq!((status, active["version"].as_u64(), active["applied_version"].as_u64()), (200, Some(1), Some(1)));
