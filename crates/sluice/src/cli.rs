@@ -16,6 +16,7 @@ Exit codes:
    0  success (run: stopped cleanly by SIGTERM or SIGINT)
    1  policy validate/explain: the policy has errors
    2  command line not understood
+   3  token mint: the node's admin socket could not be reached or refused the request
   10  configuration file unreadable, not TOML, unknown key or wrong type
   11  a setting is missing or invalid
   12  internal and external networks overlap
@@ -51,6 +52,36 @@ pub enum Command {
     /// Offline policy tools: validate a policy file, explain a decision.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// API tokens, on the node itself: mint one over the admin socket (root only).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint an API token through `<data-dir>/admin.sock` of the running node, without any
+    /// existing credential (break-glass; root only). The secret is printed once, on stdout.
+    /// Example: sluice token mint --role admin --label recovery
+    Mint(MintArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MintArgs {
+    /// `admin` (reads and writes) or `readonly`. Example: --role readonly
+    #[arg(long, default_value = "admin")]
+    pub role: String,
+    /// A note stored with the token. Example: --label "ci pipeline"
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// The token's id (default: generated). Example: --id tok-ci
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Seconds until the token expires (default: never). Example: --expires-in-s 86400
+    #[arg(long)]
+    pub expires_in_s: Option<u64>,
+    /// The node's data directory (where admin.sock is). Default: /var/lib/sluice.
+    #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Which packet I/O the node uses.

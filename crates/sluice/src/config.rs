@@ -417,6 +417,28 @@ mod tests {
     }
 
     #[test]
+    fn api_settings_come_from_flags_or_file() {
+        let mut file = required();
+        let api = FileConfig::parse(
+            "http_bind = \"192.0.2.10:8443\"\nmetrics_bind = \"192.0.2.10:9100\"\nhttp_cert = \"/etc/sluice/api.pem\"\n\
+             http_key = \"/etc/sluice/api-key.pem\"\n",
+            Path::new("node.toml"),
+        )
+        .unwrap();
+        (file.http_bind, file.metrics_bind, file.http_cert, file.http_key) =
+            (api.http_bind, api.metrics_bind, api.http_cert, api.http_key);
+        let args = RunArgs { http_bind: Some("127.0.0.1:9443".parse().unwrap()), ..RunArgs::default() };
+        let c = resolve(args, file).unwrap();
+        assert_eq!(c.http_bind, "127.0.0.1:9443".parse().unwrap(), "the flag beats the file");
+        assert_eq!(c.metrics_bind, Some("192.0.2.10:9100".parse().unwrap()));
+        assert_eq!(c.http_key.as_deref(), Some(Path::new("/etc/sluice/api-key.pem")));
+        let mut file = required();
+        file.http_cert = Some("api.pem".into());
+        let err = resolve(RunArgs::default(), file).unwrap_err();
+        assert!(err.message.contains("both --http-cert and --http-key"), "{err}");
+    }
+
+    #[test]
     fn missing_required_setting_says_where_to_set_it() {
         let mut file = required();
         file.internal_address = None;

@@ -16,6 +16,8 @@ pub enum Exit {
     PolicyRejected = 1,
     /// Command line not understood (clap's own code).
     Usage = 2,
+    /// `token mint`: the admin socket could not be reached, or it refused the request.
+    AdminSocket = 3,
     /// Configuration file unreadable, not TOML, unknown key or wrong type.
     ConfigFile = 10,
     /// A setting is missing or has an invalid value.

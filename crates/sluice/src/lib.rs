@@ -13,6 +13,7 @@
 //! | 0 | success; for `run`: stopped cleanly by SIGTERM or SIGINT |
 //! | 1 | `policy validate` / `policy explain`: the policy has errors or cannot be read |
 //! | 2 | command line not understood |
+//! | 3 | `token mint`: the node's admin socket could not be reached or refused the request |
 //! | 10 | configuration file unreadable, not TOML, unknown key or wrong type |
 //! | 11 | a setting is missing or invalid |
 //! | 12 | internal and external networks overlap |
@@ -45,3 +46,4 @@ pub mod run;
 pub mod runtime;
 pub mod signals;
 pub mod stats;
+pub mod token_cmd;

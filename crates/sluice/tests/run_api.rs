@@ -45,10 +45,23 @@ fn api(lab: &Lab, dir: &Path, method: &str, path: &str, token: Option<&str>, bod
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-/// Mints an admin token over `<data-dir>/admin.sock` (the break-glass path, no credential).
+/// Mints an admin token with `sluice token mint` (over the admin socket, no credential).
 fn mint_admin_token(dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["token", "mint", "--role", "admin", "--label", "lab test", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("role admin") && !stderr.contains(stdout.trim()), "the secret only on stdout: {stderr}");
+    stdout.trim().to_owned()
+}
+
+/// Mints a readonly token speaking the admin socket's protocol directly (docs/api.md).
+fn mint_readonly_token_over_the_socket(dir: &Path) -> String {
     let mut socket = UnixStream::connect(dir.join("admin.sock")).expect("connect to the admin socket");
-    socket.write_all(b"{\"command\":\"mint_token\",\"role\":\"admin\",\"label\":\"lab test\"}\n").unwrap();
+    socket.write_all(b"{\"command\":\"mint_token\",\"role\":\"readonly\",\"label\":\"lab test\"}\n").unwrap();
     let mut line = String::new();
     BufReader::new(socket).read_line(&mut line).unwrap();
     let answer: Value = serde_json::from_str(&line).expect("a JSON answer");
@@ -89,6 +102,9 @@ fn policy_writes_through_the_api(mode: Mode) {
     assert!(node.log_text().contains("the store was empty; the --policy file is stored as version 1"));
 
     let token = mint_admin_token(dir.path());
+    let readonly = mint_readonly_token_over_the_socket(dir.path());
+    let (status, refused) = api(&lab, dir.path(), "PUT", "/api/v1/policy", Some(&readonly), Some(POLICY));
+    assert_eq!((status, refused["error"]["code"].as_str()), (403, Some("forbidden")), "a readonly token cannot write");
     let (status, _) = api(&lab, dir.path(), "PUT", "/api/v1/policy", None, Some(POLICY));
     assert_eq!(status, 401, "no token, no write");
     let (status, active) = api(&lab, dir.path(), "GET", "/api/v1/policy", Some(&token), None);
@@ -141,7 +157,7 @@ fn policy_writes_through_the_api(mode: Mode) {
     let (status, _) = again.stop(libc::SIGTERM, Duration::from_secs(3));
     assert_eq!(status.code(), Some(0), "{}", again.log_text());
     for log in [node.log_text(), again.log_text()] {
-        assert!(!log.contains(&token), "a token secret in the log");
+        assert!(!log.contains(&token) && !log.contains(&readonly), "a token secret in the log");
     }
 }
 
@@ -166,4 +182,19 @@ fn a_taken_api_address_stops_the_node_with_exit_25() {
     assert_eq!(out.status.code(), Some(25), "{log}");
     assert!(log.contains("cannot start the management API") && log.contains("127.0.0.1:8443"), "{log}");
     assert!(!links(&lab).contains("sl-lane"), "the dataplane it started is gone:\n{}", links(&lab));
+}
+
+#[test]
+fn token_mint_without_a_running_node_says_why_with_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["token", "mint", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("SLUICE_DATA_DIR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("admin.sock") && stderr.contains("is `sluice run` running"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no secret printed");
 }
