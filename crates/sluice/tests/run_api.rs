@@ -120,6 +120,11 @@ fn policy_writes_through_the_api(mode: Mode) {
     assert_eq!((status, rolled["version"].as_u64(), rolled["previous"].as_u64()), (200, Some(1), Some(2)), "{rolled}");
     assert_eq!(udp_ask(&lab, 7, b"denied again?", 3), None, "the rollback restores the old behaviour");
 
+    let (status, stats) = api(&lab, dir.path(), "GET", "/api/v1/stats", Some(&readonly), None);
+    assert_eq!(status, 200, "{stats:#}");
+    assert!(stats["node"]["counters"]["policy_denied"].as_u64() >= Some(1), "the stats.json document: {stats:#}");
+    assert_eq!(stats["policy"]["applied_version"].as_u64(), Some(1), "{stats:#}");
+
     let scrape = in_netns(&lab.node, || {
         let out = Command::new("curl").args(["-sS", &format!("http://{METRICS}/metrics")]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
