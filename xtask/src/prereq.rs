@@ -11,6 +11,7 @@ use crate::run::{self, Error, Result};
 /// `dpdk-dev` provides `dpdk-testpmd`, the reference of `cargo xtask bench dpdk` (on Debian 12
 /// the `dpdk` package holds only scripts). `netsniff-ng` provides `trafgen`, the load of
 /// `cargo xtask bench veth`, and `nftables` the `nft` of its kernel baseline and counting sink.
+/// `curl` is the HTTPS client of the management-API lab tests (`crates/sluice/tests/run_api.rs`).
 pub const APT_PACKAGES: &[&str] = &[
     "pkg-config",
     "iproute2",
@@ -25,6 +26,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "dnsperf",
     "netsniff-ng",
     "nftables",
+    "curl",
 ];
 
 /// A cargo subcommand installed from crates.io with `cargo install <krate> --locked`.

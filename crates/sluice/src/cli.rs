@@ -1,7 +1,7 @@
 //! The command line. Every `run` setting is also a `SLUICE_*` environment variable and a key
 //! of the TOML configuration file; see [`crate::config`] for how they are combined.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
@@ -16,6 +16,7 @@ Exit codes:
    0  success (run: stopped cleanly by SIGTERM or SIGINT)
    1  policy validate/explain: the policy has errors
    2  command line not understood
+   3  token mint: the node's admin socket could not be reached or refused the request
   10  configuration file unreadable, not TOML, unknown key or wrong type
   11  a setting is missing or invalid
   12  internal and external networks overlap
@@ -31,6 +32,7 @@ Exit codes:
   22  a port or the service lane cannot be opened (not Ethernet, no TAP support, ...)
   23  DPDK could not start (EAL arguments rejected, no worker lcore, no buffer memory)
   24  the DNS proxy could not start (port 53 on a target address taken, upstream routes refused)
+  25  the control plane could not start (store unreadable, API address in use, bad certificate)
   30  the dataplane worker failed while running (the node stopped)
 
 Precedence: command-line flags > SLUICE_* environment variables > --config file > defaults.";
@@ -50,6 +52,36 @@ pub enum Command {
     /// Offline policy tools: validate a policy file, explain a decision.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// API tokens, on the node itself: mint one over the admin socket (root only).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint an API token through `<data-dir>/admin.sock` of the running node, without any
+    /// existing credential (break-glass; root only). The secret is printed once, on stdout.
+    /// Example: sluice token mint --role admin --label recovery
+    Mint(MintArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MintArgs {
+    /// `admin` (reads and writes) or `readonly`. Example: --role readonly
+    #[arg(long, default_value = "admin")]
+    pub role: String,
+    /// A note stored with the token. Example: --label "ci pipeline"
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// The token's id (default: generated). Example: --id tok-ci
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Seconds until the token expires (default: never). Example: --expires-in-s 86400
+    #[arg(long)]
+    pub expires_in_s: Option<u64>,
+    /// The node's data directory (where admin.sock is). Default: /var/lib/sluice.
+    #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Which packet I/O the node uses.
@@ -198,6 +230,25 @@ pub struct RunArgs {
     /// Default: 32. Example: --dns-max-ips-per-name 64
     #[arg(long, env = "SLUICE_DNS_MAX_IPS_PER_NAME", value_name = "N")]
     pub dns_max_ips_per_name: Option<usize>,
+
+    /// Address and port of the HTTPS management API. Default: 127.0.0.1:8443.
+    /// Example: --http-bind 192.0.2.10:8443
+    #[arg(long, env = "SLUICE_HTTP_BIND", value_name = "ADDR:PORT")]
+    pub http_bind: Option<SocketAddr>,
+
+    /// A second, plain-HTTP listener serving only GET /metrics, for scrapers on a management
+    /// network. Default: none. Example: --metrics-bind 192.0.2.10:9100
+    #[arg(long, env = "SLUICE_METRICS_BIND", value_name = "ADDR:PORT")]
+    pub metrics_bind: Option<SocketAddr>,
+
+    /// The API's certificate chain (PEM); give --http-key with it. Default: a self-signed
+    /// certificate generated once into the data directory. Example: --http-cert /etc/sluice/api.pem
+    #[arg(long, env = "SLUICE_HTTP_CERT", value_name = "FILE")]
+    pub http_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --http-cert. Example: --http-key /etc/sluice/api-key.pem
+    #[arg(long, env = "SLUICE_HTTP_KEY", value_name = "FILE")]
+    pub http_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

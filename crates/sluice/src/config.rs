@@ -5,7 +5,7 @@
 //! already merges flags over variables ([`RunArgs`] holds whichever was given); [`resolve`]
 //! puts the file under that and the defaults under the file.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -24,6 +24,8 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/sluice";
 pub const DEFAULT_FLOW_CAPACITY: usize = 262_144;
 pub const DEFAULT_WORKERS: usize = 1;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// The management API's default address: this host only.
+pub const DEFAULT_HTTP_BIND: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8443);
 /// More workers than this is a typo, not a machine.
 pub const MAX_WORKERS: usize = 256;
 
@@ -55,6 +57,10 @@ pub struct FileConfig {
     pub dns_ttl_ceiling: Option<u32>,
     #[serde(default, deserialize_with = "count")]
     pub dns_max_ips_per_name: Option<usize>,
+    pub http_bind: Option<SocketAddr>,
+    pub metrics_bind: Option<SocketAddr>,
+    pub http_cert: Option<PathBuf>,
+    pub http_key: Option<PathBuf>,
 }
 
 /// A count in the file: says "a whole number" rather than a Rust type name when it is not.
@@ -119,6 +125,10 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     pub log_level: String,
     pub dns: DnsSettings,
+    pub http_bind: SocketAddr,
+    pub metrics_bind: Option<SocketAddr>,
+    pub http_cert: Option<PathBuf>,
+    pub http_key: Option<PathBuf>,
 }
 
 /// A repeatable flag: the flags (or variable) when given, else the file's list.
@@ -183,6 +193,10 @@ pub fn resolve(args: RunArgs, file: FileConfig) -> Result<NodeConfig, Failure> {
         log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Plain),
         log_level: args.log_level.or(file.log_level).unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()),
         dns,
+        http_bind: args.http_bind.or(file.http_bind).unwrap_or(DEFAULT_HTTP_BIND),
+        metrics_bind: args.metrics_bind.or(file.metrics_bind),
+        http_cert: args.http_cert.or(file.http_cert),
+        http_key: args.http_key.or(file.http_key),
     };
     config.validate()?;
     Ok(config)
@@ -254,6 +268,19 @@ impl NodeConfig {
                 self.log_level
             ));
         }
+        if self.http_cert.is_some() != self.http_key.is_some() {
+            return setting(
+                "give both --http-cert and --http-key (or neither, and the node generates a self-signed \
+                 certificate in its data directory)"
+                    .to_string(),
+            );
+        }
+        if self.metrics_bind == Some(self.http_bind) {
+            return setting(format!(
+                "--metrics-bind {} is also the API's --http-bind; give the metrics listener its own port",
+                self.http_bind
+            ));
+        }
         self.dns.validate(self.internal_address)
     }
 
@@ -301,6 +328,7 @@ mod tests {
         assert_eq!(c.data_dir, Path::new(DEFAULT_DATA_DIR));
         assert_eq!((c.dataplane, c.log_format, c.log_level.as_str()), (Dataplane::Software, LogFormat::Plain, "info"));
         assert_eq!(c.policy, None);
+        assert_eq!((c.http_bind, c.metrics_bind, c.http_cert.as_deref()), (DEFAULT_HTTP_BIND, None, None));
     }
 
     #[test]
@@ -357,6 +385,9 @@ mod tests {
         check(&|c| c.workers = MAX_WORKERS + 1, Exit::Setting);
         check(&|c| c.internal_port = "  ".into(), Exit::Setting);
         check(&|c| c.log_level = "verbose".into(), Exit::Setting);
+        check(&|c| c.http_cert = Some("api.pem".into()), Exit::Setting);
+        check(&|c| c.http_key = Some("api-key.pem".into()), Exit::Setting);
+        check(&|c| c.metrics_bind = Some(c.http_bind), Exit::Setting);
         assert!(base.validate().is_ok());
     }
 
@@ -383,6 +414,28 @@ mod tests {
         assert_eq!(c.dns.upstreams.len(), 1, "flags replace the file's list");
         let err = FileConfig::parse("dns_timeout = \"2 minutes\"\n", Path::new("n.toml")).unwrap_err();
         assert!(err.message.contains("with its unit"), "{err}");
+    }
+
+    #[test]
+    fn api_settings_come_from_flags_or_file() {
+        let mut file = required();
+        let api = FileConfig::parse(
+            "http_bind = \"192.0.2.10:8443\"\nmetrics_bind = \"192.0.2.10:9100\"\nhttp_cert = \"/etc/sluice/api.pem\"\n\
+             http_key = \"/etc/sluice/api-key.pem\"\n",
+            Path::new("node.toml"),
+        )
+        .unwrap();
+        (file.http_bind, file.metrics_bind, file.http_cert, file.http_key) =
+            (api.http_bind, api.metrics_bind, api.http_cert, api.http_key);
+        let args = RunArgs { http_bind: Some("127.0.0.1:9443".parse().unwrap()), ..RunArgs::default() };
+        let c = resolve(args, file).unwrap();
+        assert_eq!(c.http_bind, "127.0.0.1:9443".parse().unwrap(), "the flag beats the file");
+        assert_eq!(c.metrics_bind, Some("192.0.2.10:9100".parse().unwrap()));
+        assert_eq!(c.http_key.as_deref(), Some(Path::new("/etc/sluice/api-key.pem")));
+        let mut file = required();
+        file.http_cert = Some("api.pem".into());
+        let err = resolve(RunArgs::default(), file).unwrap_err();
+        assert!(err.message.contains("both --http-cert and --http-key"), "{err}");
     }
 
     #[test]

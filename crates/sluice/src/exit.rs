@@ -16,6 +16,8 @@ pub enum Exit {
     PolicyRejected = 1,
     /// Command line not understood (clap's own code).
     Usage = 2,
+    /// `token mint`: the admin socket could not be reached, or it refused the request.
+    AdminSocket = 3,
     /// Configuration file unreadable, not TOML, unknown key or wrong type.
     ConfigFile = 10,
     /// A setting is missing or has an invalid value.
@@ -49,6 +51,9 @@ pub enum Exit {
     /// The DNS proxy could not start: a target address or port 53 is taken, or the routes to
     /// the upstreams could not be added.
     DnsProxy = 24,
+    /// The control plane could not start: the store cannot be opened, the API's address is
+    /// in use, or its certificate or key is unreadable or invalid.
+    ControlPlane = 25,
     /// The node ran, but its dataplane worker failed (panicked); it was stopped.
     WorkerFailed = 30,
 }

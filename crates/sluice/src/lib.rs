@@ -13,6 +13,7 @@
 //! | 0 | success; for `run`: stopped cleanly by SIGTERM or SIGINT |
 //! | 1 | `policy validate` / `policy explain`: the policy has errors or cannot be read |
 //! | 2 | command line not understood |
+//! | 3 | `token mint`: the node's admin socket could not be reached or refused the request |
 //! | 10 | configuration file unreadable, not TOML, unknown key or wrong type |
 //! | 11 | a setting is missing or invalid |
 //! | 12 | internal and external networks overlap |
@@ -28,6 +29,7 @@
 //! | 22 | a port or the service lane cannot be opened (not Ethernet, no TAP support, ...) |
 //! | 23 | DPDK could not start (EAL arguments, lcores, buffer memory) |
 //! | 24 | the DNS proxy could not start (port 53 on a target address taken, upstream routes refused) |
+//! | 25 | the control plane could not start (store unreadable, API address in use, bad certificate or key) |
 //! | 30 | a dataplane worker stopped on its own (it panicked); the node stops instead of staying up without forwarding |
 //!
 //! The same table is printed by `sluice run --help` ([`cli::EXIT_CODES_HELP`]).
@@ -44,3 +46,4 @@ pub mod run;
 pub mod runtime;
 pub mod signals;
 pub mod stats;
+pub mod token_cmd;

@@ -2,8 +2,8 @@ use std::process::ExitCode;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::Parser;
-use sluice::cli::{Cli, Command, PolicyCommand};
-use sluice::{policy_cmd, run};
+use sluice::cli::{Cli, Command, PolicyCommand, TokenCommand};
+use sluice::{policy_cmd, run, token_cmd};
 
 fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|e| {
@@ -16,6 +16,16 @@ fn main() -> ExitCode {
     });
     match cli.command {
         Command::Run(args) => ExitCode::from(run::run(*args).code()),
+        Command::Token(TokenCommand::Mint(args)) => match token_cmd::mint(&args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(f) => {
+                eprintln!("error: {f}");
+                ExitCode::from(f.exit.code())
+            }
+        },
         Command::Policy(cmd) => {
             let result = match &cmd {
                 PolicyCommand::Validate { file } => policy_cmd::validate(file),

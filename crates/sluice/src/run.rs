@@ -47,6 +47,9 @@ pub fn run(args: RunArgs) -> Exit {
         dpdk_eal_args = %config.dpdk_eal_args.join(" "),
         log_format = config.log_format.as_str(),
         log_level = %config.log_level,
+        http_bind = %config.http_bind,
+        metrics_bind = config.metrics_bind.map(|a| a.to_string()),
+        http_cert = config.http_cert.as_ref().map(|p| p.display().to_string()),
         "configuration"
     );
     if config.dataplane == Dataplane::Software && !config.dpdk_eal_args.is_empty() {
@@ -61,7 +64,7 @@ pub fn run(args: RunArgs) -> Exit {
     };
     match &checked.policy {
         Some(policy) => info!(groups = policy.group_count(), rules = policy.rule_count(), "policy loaded"),
-        None => warn!("no policy file given: nothing is allowed out until a policy is applied"),
+        None => info!("no policy file given: the store's active policy applies, or deny-all if it has none"),
     }
     for lock in &checked.locks {
         info!(lock = %lock.path.display(), "port claimed");

@@ -1,7 +1,8 @@
 //! The node's counters as a JSON file, `<data-dir>/stats.json`, rewritten every second while
 //! `sluice run` runs (and once more at exit), so labs, demos and scripts can read them
 //! without an API. The file is replaced atomically (written to `stats.json.tmp`, then
-//! renamed), so a reader never sees a partial document. The management API will replace it.
+//! renamed), so a reader never sees a partial document. The management API serves the same
+//! document under `node` in `GET /api/v1/stats`.
 //!
 //! ```json
 //! { "pid": 4242, "time_unix_ms": 1795000000000, "uptime_ms": 12000, "running": true,

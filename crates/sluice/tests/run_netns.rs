@@ -149,7 +149,7 @@ fn sighup_applies_a_new_policy(mode: Mode) {
     // Reload without the web rule: the existing flow stops and new ones are refused.
     std::fs::write(&policy, policy_without_web()).unwrap();
     node.signal(libc::SIGHUP);
-    node.wait_log("policy reloaded and published");
+    node.wait_log("policy reloaded: stored as version 2");
     node.wait_generation(2);
     assert_eq!(exchange(&conn, "after"), None, "the existing flow is cut by the new policy");
     assert!(http_get(&lab, 80).is_err(), "new TCP flows are refused");

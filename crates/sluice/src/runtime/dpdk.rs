@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use sluice_dataplane::counters::Counters;
+use sluice_dataplane::counters::{CounterBlock, Counters};
 use sluice_io::dpdk::{
     DpdkError, DpdkNode, DpdkPort, DpdkWorker, DpdkWorkerConfig, Eal, Mempool, MempoolConfig, PortConfig,
     PortStatsReader,
@@ -40,6 +40,10 @@ struct Dpdk {
 impl Dataplane for Dpdk {
     fn counters(&self) -> Counters {
         self.worker.counters().snapshot()
+    }
+
+    fn counter_block(&self) -> Arc<CounterBlock> {
+        self.worker.counters()
     }
 
     fn io(&self) -> Arc<IoStats> {

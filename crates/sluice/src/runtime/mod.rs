@@ -1,37 +1,47 @@
 //! The packet runtime of `sluice run`: the dataplane (software: AF_PACKET ports and a
 //! worker thread, [`software`]; DPDK: ethdev ports and a busy-polling worker lcore,
-//! [`dpdk`]), the TAP service lane ([`lane`]), and the main thread as a small control loop
-//! (signals, policy reloads, the stats file, periodic counter logs).
+//! [`dpdk`]), the TAP service lane ([`lane`]), the control plane (policy store, policy
+//! follower, HTTPS API and admin socket on a Tokio runtime of its own, [`control`]), and the
+//! main thread as a small control loop (signals, the stats file, periodic counter logs).
+//!
+//! # Start
+//! Signals are blocked before any thread starts (DPDK's EAL and Tokio start threads too).
+//! The store opens first and decides the starting policy (its active version, else the
+//! `--policy` file stored as the first version, else deny-all); then the dataplane and the
+//! DNS proxy start with it; then the API. A control plane that cannot start stops the node
+//! with exit 25 before it serves anything.
 //!
 //! # Control loop
-//! Signals are blocked before any thread starts (DPDK's EAL starts threads too) and taken
-//! with `sigtimedwait` (see [`crate::signals`]): SIGHUP re-reads `--policy` and publishes it
-//! if it compiles (the old policy stays otherwise, and every error is logged with its field
-//! path); SIGTERM/SIGINT stop the worker, log the final counters, remove the TAP (closing it
-//! deletes it), close the ports and release the port locks; SIGUSR1 logs the counters at
-//! once. `<data-dir>/stats.json` is rewritten every second ([`crate::stats`]) and the
-//! counters are logged every [`SUMMARY_INTERVAL`].
+//! Signals are taken with `sigtimedwait` (see [`crate::signals`]): SIGHUP re-reads
+//! `--policy` and writes it to the store if it compiles (the old policy stays otherwise, and
+//! every error is logged with its field path); SIGTERM/SIGINT make `/ready` fail, stop the
+//! API and the store, then stop the worker, log the final counters, remove the TAP (closing
+//! it deletes it), close the ports and release the port locks (the dataplane and DNS keep
+//! working until then); SIGUSR1 logs the counters at once. `<data-dir>/stats.json` is
+//! rewritten every second ([`crate::stats`]), and the API's node view gets the same
+//! document; the counters are logged every [`SUMMARY_INTERVAL`].
 
+mod control;
 #[cfg(feature = "dpdk")]
 mod dpdk;
 mod lane;
 mod port_guard;
 mod software;
+mod view;
 
 use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sluice_api::Check;
 use sluice_dataplane::allowlist::{allowlist_channel, Allowlist, AllowlistConfig, AllowlistWriter};
-use sluice_dataplane::counters::{Counter, Counters, DropReason};
+use sluice_dataplane::counters::{Counter, CounterBlock, Counters, DropReason};
 use sluice_dataplane::engine::{Engine, PortId};
 use sluice_dataplane::policy_handle::{PolicyHandle, PolicyReader};
 use sluice_dns::{DnsCounters, DnsProxy};
 use sluice_io::{IoStats, Tap};
-use sluice_policy::CompiledPolicy;
 use tracing::{error, info, warn};
 
 use crate::checks::Checked;
@@ -40,7 +50,9 @@ use crate::config::NodeConfig;
 use crate::exit::{Exit, Failure};
 use crate::signals::{Request, Signals};
 use crate::stats;
+use view::NodeState;
 
+pub use control::STORE_DIR;
 pub use lane::{set_ipv4_address, LANE_PREFIX};
 
 /// Frames per port per worker turn.
@@ -59,6 +71,8 @@ const DENY_ALL: &str = r#"{"default_action":"deny","source_groups":[]}"#;
 trait Dataplane {
     /// The engine counters, summed over workers.
     fn counters(&self) -> Counters;
+    /// The worker's published counters (the control plane reads its policy generation).
+    fn counter_block(&self) -> Arc<CounterBlock>;
     /// What the worker counts per port beyond the engine.
     fn io(&self) -> Arc<IoStats>;
     /// The ports' own driver counters, for the stats file (DPDK only).
@@ -126,8 +140,7 @@ struct Node {
 }
 
 /// Opens everything and starts the worker of the configured dataplane.
-fn start(config: &NodeConfig, policy: CompiledPolicy) -> Result<Node, Failure> {
-    let policy = PolicyHandle::new(policy);
+fn start(config: &NodeConfig, policy: PolicyHandle) -> Result<Node, Failure> {
     let (allowlist, mut readers) = allowlist_channel(1, &ALLOWLIST);
     let parts = Parts { policy: policy.reader(), allowlist: readers.pop() };
     let (dataplane, lane) = match config.dataplane {
@@ -204,26 +217,40 @@ pub fn run(config: &NodeConfig, checked: Checked) -> Exit {
             return Exit::PortOpen;
         }
     };
-    let policy = match policy {
-        Some(p) => p,
-        None => {
-            warn!("no --policy given: applying a deny-all policy; nothing leaves until a policy file is given");
-            sluice_policy::compile_json(DENY_ALL).expect("the deny-all policy compiles")
-        }
-    };
-    let node = match start(config, policy) {
-        Ok(n) => n,
+    let control::Opened { mut control, policy, version } = match control::open(config, policy) {
+        Ok(opened) => opened,
         Err(f) => {
             error!(exit_code = f.exit.code(), "{}", f.message);
             return f.exit;
         }
     };
+    let node = match start(config, PolicyHandle::new(policy)) {
+        Ok(n) => n,
+        Err(f) => {
+            error!(exit_code = f.exit.code(), "{}", f.message);
+            control.shutdown();
+            return f.exit;
+        }
+    };
+    let dns_check = match &node.dns {
+        Some(dns) => Check::ok(format!("listening on {:?}", dns.listening())),
+        None => Check::ok("off: no --dns-upstream given"),
+    };
+    let state = Arc::new(NodeState::new(dns_check, version));
+    state.publish_stats(write_stats(config, &node.report(), &node.dataplane.counters(), None, true));
+    if let Err(f) = control.start_api(config, node.policy.clone(), node.dataplane.counter_block(), state.clone()) {
+        error!(exit_code = f.exit.code(), "{}", f.message);
+        control.shutdown();
+        let _ = stop(node);
+        return f.exit;
+    }
     info!(
         dataplane = config.dataplane.as_str(),
         service_lane = %node.lane,
         service_lane_address = %config.internal_address,
         workers = 1,
         policy_generation = node.policy.current().generation,
+        policy_version = version,
         stats_file = %stats::path(&config.data_dir).display(),
         "node running: forwarding between {} and {}",
         config.internal_port,
@@ -234,7 +261,9 @@ pub fn run(config: &NodeConfig, checked: Checked) -> Exit {
     let reason = loop {
         let now = Instant::now();
         if now >= next_stats {
-            write_stats(config, &node.report(), &node.dataplane.counters(), node.dataplane.driver_stats(), true);
+            let doc =
+                write_stats(config, &node.report(), &node.dataplane.counters(), node.dataplane.driver_stats(), true);
+            state.publish_stats(doc);
             next_stats = now + STATS_INTERVAL;
         }
         if now >= next_summary {
@@ -247,15 +276,24 @@ pub fn run(config: &NodeConfig, checked: Checked) -> Exit {
         match signals.wait(next_stats.saturating_duration_since(Instant::now())) {
             Some(Request::Stop(name)) => break name,
             Some(Request::Reload) => {
-                reload(config.policy.as_deref(), &node.policy);
-                // Show the new generation in the stats file at once.
-                next_stats = Instant::now();
+                control.reload(config.policy.as_deref(), node.policy.current().generation);
+                // Show the new generation in the stats file soon (the follower publishes it).
+                next_stats = Instant::now() + Duration::from_millis(50);
             }
             Some(Request::Report) => log_summary("counters", &node.dataplane.counters(), &node.io),
             None => {}
         }
     };
-    info!(reason, "stopping: draining the worker, removing the service lane, releasing the ports");
+    info!(reason, "stopping: draining the API, closing the store, then the worker, the service lane and the ports");
+    // The dataplane and DNS keep working while the control plane stops.
+    control.shutdown();
+    let exit = stop_with_stats(config, node);
+    drop(locks);
+    exit
+}
+
+/// Stops the DNS proxy and the dataplane (in that order) and writes the last stats file.
+fn stop_with_stats(config: &NodeConfig, node: Node) -> Exit {
     let Node { dataplane, policy, dns, io, lane, started } = node;
     let dns_counters = dns.as_ref().map(DnsProxy::counters);
     // First the proxy, so no answer waits on a worker that is stopping.
@@ -274,9 +312,17 @@ pub fn run(config: &NodeConfig, checked: Checked) -> Exit {
             Exit::WorkerFailed
         }
     };
-    drop(locks);
     info!(service_lane = %lane, "stopped: service lane removed, ports released");
     exit
+}
+
+/// Stops a node that never ran (the control plane failed to start after it).
+fn stop(node: Node) -> Result<(), String> {
+    let Node { dataplane, dns, .. } = node;
+    if let Some(dns) = dns {
+        dns.stop();
+    }
+    dataplane.stop().map(drop)
 }
 
 /// What the stats file and logs read from the node, running or stopped.
@@ -295,7 +341,14 @@ impl Node {
     }
 }
 
-fn write_stats(config: &NodeConfig, node: &Report<'_>, counters: &Counters, driver: Option<Value>, running: bool) {
+/// Writes `stats.json` and returns the document (the API's node view shows the same one).
+fn write_stats(
+    config: &NodeConfig,
+    node: &Report<'_>,
+    counters: &Counters,
+    driver: Option<Value>,
+    running: bool,
+) -> Value {
     let named = stats::named(counters);
     let io = node.io;
     let snapshot = stats::Snapshot {
@@ -313,9 +366,11 @@ fn write_stats(config: &NodeConfig, node: &Report<'_>, counters: &Counters, driv
             ("host", io.port(PortId::Host)),
         ],
     };
-    if let Err(e) = stats::write(&config.data_dir, &stats::to_json(&snapshot)) {
+    let doc = stats::to_json(&snapshot);
+    if let Err(e) = stats::write(&config.data_dir, &doc) {
         warn!(stats_file = %stats::path(&config.data_dir).display(), "cannot write the stats file: {e}");
     }
+    doc
 }
 
 fn log_summary(what: &str, c: &Counters, io: &IoStats) {
@@ -338,40 +393,4 @@ fn log_summary(what: &str, c: &Counters, io: &IoStats) {
         port_tx_dropped = int.tx_dropped + ext.tx_dropped,
         "{what}"
     );
-}
-
-/// SIGHUP: re-reads and recompiles the policy file; publishes it only if it is valid.
-fn reload(path: Option<&Path>, handle: &PolicyHandle) {
-    let Some(path) = path else {
-        warn!("SIGHUP: no --policy file is configured, nothing to reload; the deny-all policy stays");
-        return;
-    };
-    let current = handle.current().generation;
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            error!(policy = %path.display(), policy_generation = current, "policy reload refused: cannot read the file: {e}; keeping the current policy");
-            return;
-        }
-    };
-    match sluice_policy::compile_json(&text) {
-        Ok(p) => {
-            let (groups, rules) = (p.group_count(), p.rule_count());
-            let generation = handle.publish(p);
-            info!(policy = %path.display(), policy_generation = generation, groups, rules, "policy reloaded and published");
-        }
-        Err(errors) => {
-            for e in &errors {
-                error!(policy = %path.display(), field = %e.path, "policy error: {}", e.message);
-            }
-            error!(
-                policy = %path.display(),
-                policy_generation = current,
-                errors = errors.0.len(),
-                "policy reload refused: the file has {} error(s) (each logged above with its field path); \
-                 keeping the current policy",
-                errors.0.len()
-            );
-        }
-    }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_dataplane::counters::Counters;
+use sluice_dataplane::counters::{CounterBlock, Counters};
 use sluice_io::{AfPacketPort, IoError, IoStats, Port, Worker, WorkerConfig};
 use tracing::info;
 
@@ -32,6 +32,10 @@ struct Software {
 impl Dataplane for Software {
     fn counters(&self) -> Counters {
         self.worker.counters().snapshot()
+    }
+
+    fn counter_block(&self) -> Arc<CounterBlock> {
+        self.worker.counters()
     }
 
     fn io(&self) -> Arc<IoStats> {
