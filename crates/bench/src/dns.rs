@@ -8,6 +8,14 @@
 //! - `dns_vs_dnsmasq_ratio`: the first over the second.
 //! - `dns_p99_added_ms`: p99 of sequential queries through the proxy minus p99 of the same
 //!   queries sent straight to the upstream (allowed by an IP rule, through the engine).
+//! - `dns_direct_qps`: dnsperf straight to the upstream through the engine (one pass, no
+//!   forwarder): the ceiling any forwarder on this node can reach in this lab, since client,
+//!   engine and upstream share the machine's CPUs with it.
+//! - `dns_sluice_cpu_us_per_query`, `dns_dnsmasq_cpu_us_per_query`: CPU time of the proxy
+//!   thread (`sluice-dns`) and of the forwarder process per answered query during their
+//!   dnsperf runs; `dns_cpu_per_query_ratio` is dnsmasq's over the proxy's (above 1: the proxy
+//!   spends less CPU per query). Unlike the rates, these do not depend on how the other
+//!   programs of the lab share the CPUs.
 //!
 //! Every query is for an allowed name, so each one the proxy answers went upstream and put
 //! its address into the allowlist before the answer left. Needs root, `dnsperf` and
@@ -120,10 +128,61 @@ fn p99(mut v: Vec<f64>) -> f64 {
     v[(v.len() * 99 / 100).min(v.len() - 1)]
 }
 
+/// CPU seconds used so far by process `pid`, or by its threads named `thread` only.
+fn cpu_seconds(pid: u32, thread: Option<&str>) -> Result<f64, String> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks = |stat: &str| -> Option<u64> {
+        // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    };
+    let read = |path: PathBuf| std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()));
+    let total = match thread {
+        None => ticks(&read(PathBuf::from(format!("/proc/{pid}/stat")))?).ok_or("unreadable stat")?,
+        Some(name) => {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| e.to_string())?;
+            let mut sum = 0;
+            for task in tasks.flatten() {
+                if read(task.path().join("comm")).map(|c| c.trim() == name).unwrap_or(false) {
+                    sum += read(task.path().join("stat")).ok().as_deref().and_then(ticks).unwrap_or(0);
+                }
+            }
+            sum
+        }
+    };
+    Ok(total as f64 / hz)
+}
+
+/// One dnsperf run's figures.
+struct Run {
+    qps: f64,
+    loss: f64,
+    /// CPU microseconds the measured program spent per completed query.
+    cpu_us_per_query: f64,
+}
+
+/// dnsperf against `server:port` while measuring the CPU time of `pid` (or of its threads
+/// named `thread`).
+fn measured_dnsperf(
+    lab: &Lab,
+    data: &Path,
+    (server, port): (&str, u16),
+    seconds: u32,
+    (pid, thread): (u32, Option<&str>),
+) -> Result<Run, String> {
+    let before = cpu_seconds(pid, thread)?;
+    let (qps, loss) = dnsperf(lab, data, server, port, seconds)?;
+    let used = cpu_seconds(pid, thread)? - before;
+    let queries = (qps * f64::from(seconds)).max(1.0);
+    Ok(Run { qps, loss, cpu_us_per_query: used / queries * 1e6 })
+}
+
 /// dnsperf from the client namespace; (completed queries per second, loss percent).
-fn dnsperf(lab: &Lab, data: &Path, port: u16, seconds: u32) -> Result<(f64, f64), String> {
+fn dnsperf(lab: &Lab, data: &Path, server: &str, port: u16, seconds: u32) -> Result<(f64, f64), String> {
     let out = Command::new("ip")
-        .args(["netns", "exec", &lab.client, "dnsperf", "-s", RESOLVER, "-p", &port.to_string()])
+        .args(["netns", "exec", &lab.client, "dnsperf", "-s", server, "-p", &port.to_string()])
         .arg("-d")
         .arg(data)
         .args(["-l", &seconds.to_string(), "-c", "8", "-q", "256", "-t", "2"])
@@ -200,12 +259,17 @@ pub fn run(quick: bool) -> Result<Results, String> {
     let data = lab.dir.join("queries.txt");
     std::fs::write(&data, "allowed.test A\n".repeat(100)).map_err(|e| e.to_string())?;
     let seconds = if quick { 3 } else { 15 };
-    let (sluice_qps, sluice_loss) = dnsperf(&lab, &data, 53, seconds)?;
-    let (dnsmasq_qps, dnsmasq_loss) = dnsperf(&lab, &data, FORWARDER_PORT, seconds)?;
+    let node_pid = node.pid().ok_or("the node has no pid")?;
+    let sluice = measured_dnsperf(&lab, &data, (RESOLVER, 53), seconds, (node_pid, Some("sluice-dns")))?;
+    let dnsmasq = measured_dnsperf(&lab, &data, (RESOLVER, FORWARDER_PORT), seconds, (forwarder.0.id(), None))?;
+    let (direct_qps, direct_loss) = dnsperf(&lab, &data, DNS, 53, seconds)?;
     println!(
-        "dnsperf: sluice {sluice_qps:.0} q/s ({sluice_loss}% lost), dnsmasq forwarder {dnsmasq_qps:.0} q/s \
-         ({dnsmasq_loss}% lost); p99 sequential: direct {direct:.3} ms, through the proxy {proxied:.3} ms"
+        "dnsperf: sluice {:.0} q/s ({}% lost, proxy thread {:.1} us CPU/query), dnsmasq forwarder {:.0} q/s \
+         ({}% lost, {:.1} us CPU/query), straight to the upstream {direct_qps:.0} q/s ({direct_loss}% lost); \
+         p99 sequential: direct {direct:.3} ms, through the proxy {proxied:.3} ms",
+        sluice.qps, sluice.loss, sluice.cpu_us_per_query, dnsmasq.qps, dnsmasq.loss, dnsmasq.cpu_us_per_query
     );
+    let (sluice_qps, sluice_loss, dnsmasq_qps, dnsmasq_loss) = (sluice.qps, sluice.loss, dnsmasq.qps, dnsmasq.loss);
     drop(forwarder);
     drop(node);
     drop(upstream);
@@ -216,6 +280,10 @@ pub fn run(quick: bool) -> Result<Results, String> {
             ("dns_dnsmasq_qps", dnsmasq_qps),
             ("dns_vs_dnsmasq_ratio", sluice_qps / dnsmasq_qps.max(1.0)),
             ("dns_p99_added_ms", proxied - direct),
+            ("dns_direct_qps", direct_qps),
+            ("dns_sluice_cpu_us_per_query", sluice.cpu_us_per_query),
+            ("dns_dnsmasq_cpu_us_per_query", dnsmasq.cpu_us_per_query),
+            ("dns_cpu_per_query_ratio", dnsmasq.cpu_us_per_query / sluice.cpu_us_per_query.max(1e-9)),
         ],
         loss: (sluice_loss, dnsmasq_loss),
     })

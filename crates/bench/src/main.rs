@@ -214,6 +214,8 @@ fn run_dns(quick: bool, json_path: Option<String>) {
             let (unit, target) = match name {
                 "dns_vs_dnsmasq_ratio" => ("ratio", ">= 2.0 with 0% loss"),
                 "dns_p99_added_ms" => ("ms", "<= 1.0"),
+                "dns_cpu_per_query_ratio" => ("ratio", ""),
+                n if n.ends_with("_us_per_query") => ("us", ""),
                 _ => ("qps", ""),
             };
             Figure { name, value, unit, target }
