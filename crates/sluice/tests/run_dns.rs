@@ -234,18 +234,34 @@ fn hostname_policy_end_to_end(mode: Mode) {
     assert!(dns_counter(&node, "upstream_tcp_retries") >= 1);
     assert!(dns_counter(&node, "allowlist_over_cap") >= 118, "150 addresses, 32 kept per answer");
 
-    // A flood of garbage at the proxy leaves it serving.
+    // A flood of garbage at the proxy leaves it serving. Sent in short bursts: what is
+    // measured is the proxy's handling, not how many frames a busy test machine's receive
+    // rings can hold when 2000 arrive at once.
+    let malformed = || {
+        let counters = &node.stats()["dns"]["counters"];
+        counters["formerr"].as_u64().unwrap_or(0) + counters["malformed_dropped"].as_u64().unwrap_or(0)
+    };
+    let before = malformed();
     in_netns(&lab.client, || {
         let s = UdpSocket::bind("10.10.0.2:0").unwrap();
         for i in 0..2000u32 {
             let mut pkt = (i.wrapping_mul(2_654_435_761)).to_be_bytes().repeat(1 + (i % 7) as usize);
             pkt[2] &= 0x7F;
             let _ = s.send_to(&pkt, "10.10.0.1:53");
+            if i % 50 == 49 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
         }
     });
     let out = (0..3).map(|_| dig(&lab, &["allowed.test"])).find(|o| status(o) == "NOERROR");
     assert!(out.is_some(), "the proxy still answers after the flood");
-    assert!(dns_counter(&node, "formerr") + dns_counter(&node, "malformed_dropped") >= 500);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut counted = malformed() - before;
+    while counted < 500 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        counted = malformed() - before;
+    }
+    assert!(counted >= 500, "only {counted} of 2000 malformed queries counted");
 
     // Upstream down: SERVFAIL; back: answers again.
     drop(upstream);
