@@ -365,7 +365,7 @@ fn superframes_from_segmentation_offload_are_dropped_and_counted() {
 /// GRO on the port's own interface would merge received TCP segments into superframes the
 /// packet socket cannot take: opening the port turns it off and says so.
 #[test]
-fn opening_a_port_turns_receive_merging_off() {
+fn opening_a_port_turns_receive_merging_off_and_bypasses_the_qdisc() {
     require_root();
     let lab = Lab::new();
     let gro = |state: &str| {
@@ -382,6 +382,7 @@ fn opening_a_port_turns_receive_merging_off() {
     let name = lab.node_in.clone();
     let port = in_netns(&lab.node, move || AfPacketPort::open(&name, 8).expect("open"));
     assert_eq!(port.offloads_disabled(), ["gro"]);
+    assert!(port.bypasses_qdisc(), "frames are sent past the qdisc");
     assert!(!gro_is_on(), "GRO is off after opening the port");
     drop(port);
     let name = lab.node_in.clone();

@@ -13,6 +13,9 @@
 //! headroomed buffers, because the engine edits them in place, may grow them by a VLAN tag,
 //! and forwards them on another socket.
 //!
+//! Transmission bypasses the interface's qdisc (`PACKET_QDISC_BYPASS`): cheaper per frame,
+//! and `tcpdump` on a data port therefore shows only received frames.
+//!
 //! Offloads that merge frames must be off on the path into the port, because a packet socket
 //! sees the merged frames: opening a port turns off GRO and LRO on its interface; TSO/GSO on
 //! a sender that hands frames straight to the interface (the far end of a veth) is the
@@ -104,6 +107,13 @@ impl AfPacketPort {
             .map_err(|e| IoError::os("enabling promiscuous mode", name, e))?;
         sys::setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)
             .map_err(|e| IoError::os("setting PACKET_IGNORE_OUTGOING", name, e))?;
+        // Transmit straight to the driver, past the interface's queueing discipline: the
+        // dataplane owns the port and paces nothing, and the qdisc layer cost about a tenth
+        // of the software mode's forwarding rate per CPU on a veth (docs/benchmarks.md). The
+        // price: the frames sent are not shown to other packet sockets, so `tcpdump` on a
+        // data port sees what arrives, not what Sluice sends (capture on the peer instead).
+        // Kernels without the option just keep the qdisc path.
+        let _ = sys::setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
         // A larger send buffer absorbs bursts while the peer is slow. Failure only costs
         // headroom, so it is not an error. (Receive buffering is the ring.)
         let _ = sys::setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
@@ -130,6 +140,12 @@ impl AfPacketPort {
 
     pub fn ifindex(&self) -> i32 {
         self.ifindex
+    }
+
+    /// Whether frames this port sends skip the interface's queueing discipline (asked of
+    /// the kernel, so it tells what the socket really does).
+    pub fn bypasses_qdisc(&self) -> bool {
+        sys::getsockopt::<libc::c_int>(&self.fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS).is_ok_and(|v| v != 0)
     }
 
     /// The receive offloads (`gro`, `lro`) opening the port turned off on its interface,
