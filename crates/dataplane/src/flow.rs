@@ -85,6 +85,22 @@ pub enum FlowState {
 }
 
 impl FlowState {
+    /// Its name in listings (the API's `state` field).
+    pub fn name(self) -> &'static str {
+        match self {
+            FlowState::TcpSynSent => "tcp_syn_sent",
+            FlowState::TcpSynReceived => "tcp_syn_received",
+            FlowState::TcpEstablished => "tcp_established",
+            FlowState::TcpFinOrig => "tcp_fin_orig",
+            FlowState::TcpFinReply => "tcp_fin_reply",
+            FlowState::TcpClosing => "tcp_closing",
+            FlowState::TcpClosed => "tcp_closed",
+            FlowState::UdpNew => "udp_new",
+            FlowState::UdpReplied => "udp_replied",
+            FlowState::IcmpEcho => "icmp_echo",
+        }
+    }
+
     /// Every state, in discriminant order (tables indexed by state use it).
     pub const ALL: [FlowState; 10] = [
         FlowState::TcpSynSent,
@@ -107,6 +123,16 @@ impl FlowState {
 pub enum Origin {
     Internal,
     Host,
+}
+
+impl Origin {
+    /// Its name in listings (the API's `origin` field).
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Internal => "internal",
+            Origin::Host => "host",
+        }
+    }
 }
 
 /// Marker for "no allowlist pin".
@@ -482,6 +508,20 @@ impl FlowTable {
         n
     }
 
+    /// Bounded scan for views: visits the records in slots `from..`, at most `budget` of them,
+    /// calling `visit` on each live one until it returns false, and returns the slot to
+    /// continue from (`capacity()` once the table is done). Slot order, not a rotating cursor:
+    /// a view resumed over several turns sees each slot once.
+    pub fn scan(&self, from: usize, budget: usize, mut visit: impl FnMut(&Flow) -> bool) -> usize {
+        let end = from.saturating_add(budget).min(self.capacity());
+        for idx in from.min(end)..end {
+            if self.live[idx] && !visit(&self.flows[idx]) {
+                return idx + 1;
+            }
+        }
+        end
+    }
+
     /// Live flows with their indices (diagnostics and tests; not the packet path).
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Flow)> {
         self.flows.iter().enumerate().filter(|(i, _)| self.live[*i]).map(|(i, f)| (i as u32, f))
@@ -568,6 +608,32 @@ mod tests {
         }
         assert!(t.is_empty());
         t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn scan_resumes_from_its_cursor_and_stops_when_told() {
+        let mut t = FlowTable::new(10, 5, SNAT);
+        for i in 0..6 {
+            t.insert(flow(i, 1, 100 + i as u16)).unwrap();
+        }
+        let removed = t.lookup(&flow(2, 1, 102).orig, t.hash(&flow(2, 1, 102).orig)).unwrap().0;
+        t.remove(removed);
+        let (mut seen, mut cursor) = (Vec::new(), 0);
+        while cursor < t.capacity() {
+            cursor = t.scan(cursor, 3, |f| {
+                seen.push(f.nat_port);
+                true
+            });
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, [100, 101, 103, 104, 105], "every live flow once, the removed one not");
+        let mut first = None;
+        let next = t.scan(0, 10, |f| {
+            first = Some(f.nat_port);
+            false
+        });
+        assert!(first.is_some() && next <= 6, "stopped right after the first live record, at {next}");
+        assert_eq!(t.scan(t.capacity(), 3, |_| panic!("nothing past the end")), t.capacity());
     }
 
     #[test]
