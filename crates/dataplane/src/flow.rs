@@ -85,22 +85,6 @@ pub enum FlowState {
 }
 
 impl FlowState {
-    /// Its name in listings (the API's `state` field).
-    pub fn name(self) -> &'static str {
-        match self {
-            FlowState::TcpSynSent => "tcp_syn_sent",
-            FlowState::TcpSynReceived => "tcp_syn_received",
-            FlowState::TcpEstablished => "tcp_established",
-            FlowState::TcpFinOrig => "tcp_fin_orig",
-            FlowState::TcpFinReply => "tcp_fin_reply",
-            FlowState::TcpClosing => "tcp_closing",
-            FlowState::TcpClosed => "tcp_closed",
-            FlowState::UdpNew => "udp_new",
-            FlowState::UdpReplied => "udp_replied",
-            FlowState::IcmpEcho => "icmp_echo",
-        }
-    }
-
     /// Every state, in discriminant order (tables indexed by state use it).
     pub const ALL: [FlowState; 10] = [
         FlowState::TcpSynSent,
@@ -123,16 +107,6 @@ impl FlowState {
 pub enum Origin {
     Internal,
     Host,
-}
-
-impl Origin {
-    /// Its name in listings (the API's `origin` field).
-    pub fn name(self) -> &'static str {
-        match self {
-            Origin::Internal => "internal",
-            Origin::Host => "host",
-        }
-    }
 }
 
 /// Marker for "no allowlist pin".
@@ -608,32 +582,6 @@ mod tests {
         }
         assert!(t.is_empty());
         t.check_invariants().unwrap();
-    }
-
-    #[test]
-    fn scan_resumes_from_its_cursor_and_stops_when_told() {
-        let mut t = FlowTable::new(10, 5, SNAT);
-        for i in 0..6 {
-            t.insert(flow(i, 1, 100 + i as u16)).unwrap();
-        }
-        let removed = t.lookup(&flow(2, 1, 102).orig, t.hash(&flow(2, 1, 102).orig)).unwrap().0;
-        t.remove(removed);
-        let (mut seen, mut cursor) = (Vec::new(), 0);
-        while cursor < t.capacity() {
-            cursor = t.scan(cursor, 3, |f| {
-                seen.push(f.nat_port);
-                true
-            });
-        }
-        seen.sort_unstable();
-        assert_eq!(seen, [100, 101, 103, 104, 105], "every live flow once, the removed one not");
-        let mut first = None;
-        let next = t.scan(0, 10, |f| {
-            first = Some(f.nat_port);
-            false
-        });
-        assert!(first.is_some() && next <= 6, "stopped right after the first live record, at {next}");
-        assert_eq!(t.scan(t.capacity(), 3, |_| panic!("nothing past the end")), t.capacity());
     }
 
     #[test]

@@ -29,6 +29,30 @@ pub use serve::ViewServer;
 /// million-flow table is listed over a few hundred turns without stalling any of them.
 pub const DEFAULT_SCAN_BUDGET: usize = 4096;
 
+/// A flow state's name in listings (the API's `state` field).
+pub fn state_name(state: FlowState) -> &'static str {
+    match state {
+        FlowState::TcpSynSent => "tcp_syn_sent",
+        FlowState::TcpSynReceived => "tcp_syn_received",
+        FlowState::TcpEstablished => "tcp_established",
+        FlowState::TcpFinOrig => "tcp_fin_orig",
+        FlowState::TcpFinReply => "tcp_fin_reply",
+        FlowState::TcpClosing => "tcp_closing",
+        FlowState::TcpClosed => "tcp_closed",
+        FlowState::UdpNew => "udp_new",
+        FlowState::UdpReplied => "udp_replied",
+        FlowState::IcmpEcho => "icmp_echo",
+    }
+}
+
+/// A flow origin's name in listings (the API's `origin` field).
+pub fn origin_name(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Internal => "internal",
+        Origin::Host => "host",
+    }
+}
+
 /// Which flows a view returns; `None` matches anything.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlowQuery {

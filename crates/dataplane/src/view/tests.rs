@@ -195,3 +195,34 @@ fn an_engine_without_allowlist_answers_an_empty_listing() {
     let done = serve_all(&mut server, &mut client, &flows, None);
     assert!(done.complete && matches!(&done.query, ViewQuery::Allowlist { rows, .. } if rows.is_empty()));
 }
+
+/// A flow record with source `src` translated to `nat_port`.
+fn record(src: u32, nat_port: u16) -> Flow {
+    Flow { nat_port, ..flow(src, 6, 443) }
+}
+
+#[test]
+fn table_scan_resumes_from_its_cursor_and_stops_when_told() {
+    let mut t = FlowTable::new(10, 5, Some(SNAT));
+    for i in 0..6 {
+        t.insert(record(i, 100 + i as u16)).unwrap();
+    }
+    let removed = t.lookup(&record(2, 102).orig, t.hash(&record(2, 102).orig)).unwrap().0;
+    t.remove(removed);
+    let (mut seen, mut cursor) = (Vec::new(), 0);
+    while cursor < t.capacity() {
+        cursor = t.scan(cursor, 3, |f| {
+            seen.push(f.nat_port);
+            true
+        });
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [100, 101, 103, 104, 105], "every live flow once, the removed one not");
+    let mut first = None;
+    let next = t.scan(0, 10, |f| {
+        first = Some(f.nat_port);
+        false
+    });
+    assert!(first.is_some() && next <= 6, "stopped right after the first live record, at {next}");
+    assert_eq!(t.scan(t.capacity(), 3, |_| panic!("nothing past the end")), t.capacity());
+}

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use sluice_api::{AllowlistEntry, AllowlistFilter, FlowEntry, FlowFilter, ListingError};
 use sluice_dataplane::policy_handle::PolicyHandle;
-use sluice_dataplane::view::{AllowlistQuery, FlowQuery, SubmitError, ViewClient, ViewPoll, ViewQuery, ViewRequest};
+use sluice_dataplane::view::{
+    origin_name, state_name, AllowlistQuery, FlowQuery, SubmitError, ViewClient, ViewPoll, ViewQuery, ViewRequest,
+};
 use sluice_policy::RuleKey;
 
 /// How long a listing may take, waiting for an earlier one included. A worker scans a few
@@ -74,8 +76,8 @@ impl Listings {
                     dst_port: r.orig.dport,
                     nat_ip: Ipv4Addr::from(r.nat_ip),
                     nat_port: r.nat_port,
-                    state: r.state.name().to_owned(),
-                    origin: r.origin.name().to_owned(),
+                    state: state_name(r.state).to_owned(),
+                    origin: origin_name(r.origin).to_owned(),
                     idle_ms: r.idle_ns / 1_000_000,
                     expires_in_ms: r.expires_in_ns / 1_000_000,
                     policy_generation: r.generation,
