@@ -10,6 +10,8 @@ use sluice_store::state::CommandError;
 use sluice_store::StoreError;
 use utoipa::ToSchema;
 
+use crate::node::ListingError;
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -80,6 +82,17 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
             }
         }
+    }
+}
+
+impl From<ListingError> for ApiError {
+    fn from(e: ListingError) -> ApiError {
+        let (status, code) = match e {
+            ListingError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "listing_busy"),
+            ListingError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "dataplane_timeout"),
+            ListingError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "dataplane_unavailable"),
+        };
+        ApiError::new(status, code, e.to_string())
     }
 }
 

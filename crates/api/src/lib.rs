@@ -21,5 +21,5 @@ pub mod state;
 pub mod tls;
 
 pub use config::{ApiConfig, MAX_BODY_BYTES};
-pub use node::{AllowlistEntry, AllowlistFilter, Check, FlowEntry, FlowFilter, NodeCounters, NodeView};
+pub use node::{AllowlistEntry, AllowlistFilter, Check, FlowEntry, FlowFilter, ListingError, NodeCounters, NodeView};
 pub use server::{ApiServer, StartError};

@@ -47,10 +47,13 @@ pub struct NodeCounters {
 pub struct AllowlistEntry {
     #[schema(value_type = String)]
     pub ip: Ipv4Addr,
-    pub group: String,
-    pub rule: String,
-    /// The hostname whose answer taught it, when known.
-    pub hostname: Option<String>,
+    /// Source group id; null when the active policy no longer has the rule (the entry lives
+    /// out its TTL, or while a flow pins it).
+    pub group: Option<String>,
+    /// Rule id, null like `group`.
+    pub rule: Option<String>,
+    /// The rule's stable key (16 hex digits): hash of group id, rule id and hostnames.
+    pub rule_key: String,
     /// Milliseconds until it expires (0 when pinned past its TTL by a live flow).
     pub expires_in_ms: u64,
     /// A live flow keeps it alive.
@@ -74,8 +77,8 @@ pub struct AllowlistFilter {
 impl AllowlistFilter {
     pub fn matches(&self, entry: &AllowlistEntry) -> bool {
         self.ip.is_none_or(|ip| ip == entry.ip)
-            && self.group.as_deref().is_none_or(|g| g == entry.group)
-            && self.rule.as_deref().is_none_or(|r| r == entry.rule)
+            && self.group.as_deref().is_none_or(|g| entry.group.as_deref() == Some(g))
+            && self.rule.as_deref().is_none_or(|r| entry.rule.as_deref() == Some(r))
     }
 }
 
@@ -90,13 +93,26 @@ pub struct FlowEntry {
     #[schema(value_type = String)]
     pub dst: Ipv4Addr,
     pub dst_port: u16,
-    /// The source port after NAT.
+    /// The source address and port after NAT (the ones the far end sees).
+    #[schema(value_type = String)]
+    pub nat_ip: Ipv4Addr,
     pub nat_port: u16,
-    /// e.g. `established`, `syn_sent`.
+    /// `tcp_syn_sent`, `tcp_syn_received`, `tcp_established`, `tcp_fin_orig`, `tcp_fin_reply`,
+    /// `tcp_closing`, `tcp_closed`, `udp_new`, `udp_replied` or `icmp_echo`.
     pub state: String,
+    /// `internal` (a client behind the internal port) or `host` (the node's own stack, e.g.
+    /// the DNS proxy's upstream queries).
+    pub origin: String,
+    /// Since the flow's last packet (about 1 ms resolution).
     pub idle_ms: u64,
+    /// Until its idle timeout ends it, if no packet comes.
+    pub expires_in_ms: u64,
     /// Policy generation the flow was last checked against.
     pub policy_generation: u32,
+    /// The hostname rule that admitted it (the allowlist entry it pins), when it came
+    /// through one and the active policy still has that rule; null otherwise.
+    pub group: Option<String>,
+    pub rule: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, IntoParams)]
@@ -123,12 +139,32 @@ impl FlowFilter {
     }
 }
 
+/// Why a node-local listing could not be answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListingError {
+    /// Another listing is being served and did not finish in time (503).
+    Busy(String),
+    /// The dataplane worker did not answer in time (504).
+    Timeout(String),
+    /// No dataplane worker can answer (it stopped) (503).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for ListingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListingError::Busy(m) | ListingError::Timeout(m) | ListingError::Unavailable(m) => f.write_str(m),
+        }
+    }
+}
+
 /// Default and largest page of node-local lists.
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 pub const MAX_LIST_LIMIT: usize = 1000;
 
 /// The running node, as the API sees it. Implementations answer from memory and never block
-/// for long: handlers call these on the async runtime.
+/// for long: handlers call these on the async runtime, except the listings, which may wait
+/// (bounded) for the dataplane workers and are called on the blocking pool.
 pub trait NodeView: Send + Sync + 'static {
     /// This node's statistics document (dataplane, dns, ports, release): the runtime's stats.
     fn stats(&self) -> serde_json::Value;
@@ -147,11 +183,11 @@ pub trait NodeView: Send + Sync + 'static {
     /// every worker; policy writes wait on this.
     fn applied_policy_version(&self) -> watch::Receiver<Option<u64>>;
 
-    /// Up to `limit` allowlist entries matching `filter`.
-    fn allowlist(&self, filter: &AllowlistFilter, limit: usize) -> Vec<AllowlistEntry>;
+    /// Up to `limit` allowlist entries matching `filter`. May block, with a timeout.
+    fn allowlist(&self, filter: &AllowlistFilter, limit: usize) -> Result<Vec<AllowlistEntry>, ListingError>;
 
-    /// Up to `limit` live flows matching `filter`.
-    fn flows(&self, filter: &FlowFilter, limit: usize) -> Vec<FlowEntry>;
+    /// Up to `limit` live flows matching `filter`. May block, with a timeout.
+    fn flows(&self, filter: &FlowFilter, limit: usize) -> Result<Vec<FlowEntry>, ListingError>;
 }
 
 /// A page limit from a query, bounded.

@@ -6,6 +6,7 @@ mod common;
 use common::{error_code, TestNode, POLICY_V1, POLICY_V2};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
+use sluice_api::ListingError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_routes_answer_without_a_token() {
@@ -350,13 +351,30 @@ async fn node_local_views_are_bounded_and_filterable() {
     let (status, page) = node.get("/api/v1/dns/allowlist", &node.readonly).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["entries"].as_array().unwrap().len(), 2);
-    assert_eq!(page["entries"][0]["hostname"], "api.example.com");
+    assert_eq!(
+        (page["entries"][0]["group"].as_str(), page["entries"][0]["rule"].as_str()),
+        (Some("apps"), Some("api"))
+    );
     let (_, page) = node.get("/api/v1/dns/allowlist?ip=198.51.100.11", &node.readonly).await;
     assert_eq!((page["entries"].as_array().unwrap().len(), page["entries"][0]["pinned"].as_bool()), (1, Some(false)));
     let (_, page) = node.get("/api/v1/dns/allowlist?group=other", &node.readonly).await;
     assert!(page["entries"].as_array().unwrap().is_empty());
     let (_, page) = node.get("/api/v1/dns/allowlist?rule=api&limit=1", &node.readonly).await;
     assert_eq!(page["truncated"], true);
+
+    // A worker that cannot answer is an error with its reason, never an empty page.
+    for (error, status, code) in [
+        (ListingError::Busy("busy".into()), StatusCode::SERVICE_UNAVAILABLE, "listing_busy"),
+        (ListingError::Timeout("slow".into()), StatusCode::GATEWAY_TIMEOUT, "dataplane_timeout"),
+        (ListingError::Unavailable("gone".into()), StatusCode::SERVICE_UNAVAILABLE, "dataplane_unavailable"),
+    ] {
+        *node.view.listing_error.lock().unwrap() = Some(error);
+        for path in ["/api/v1/flows", "/api/v1/dns/allowlist"] {
+            let (got, body) = node.get(path, &node.readonly).await;
+            assert_eq!((got, error_code(&body)), (status, code), "{path}");
+        }
+    }
+    *node.view.listing_error.lock().unwrap() = None;
 
     let (status, stats) = node.get("/api/v1/stats", &node.readonly).await;
     assert_eq!(status, StatusCode::OK);

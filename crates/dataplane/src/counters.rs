@@ -120,6 +120,8 @@ named_enum! {
         AllowlistExpired => "allowlist_expired",
         /// Learned addresses refused because the allowlist was full (that worker fails closed).
         AllowlistFullDrops => "allowlist_full_drops",
+        /// Flow and allowlist listings the worker answered for the control plane.
+        ViewsServed => "views_served",
     }
 }
 

@@ -482,6 +482,20 @@ impl FlowTable {
         n
     }
 
+    /// Bounded scan for views: visits the records in slots `from..`, at most `budget` of them,
+    /// calling `visit` on each live one until it returns false, and returns the slot to
+    /// continue from (`capacity()` once the table is done). Slot order, not a rotating cursor:
+    /// a view resumed over several turns sees each slot once.
+    pub fn scan(&self, from: usize, budget: usize, mut visit: impl FnMut(&Flow) -> bool) -> usize {
+        let end = from.saturating_add(budget).min(self.capacity());
+        for idx in from.min(end)..end {
+            if self.live[idx] && !visit(&self.flows[idx]) {
+                return idx + 1;
+            }
+        }
+        end
+    }
+
     /// Live flows with their indices (diagnostics and tests; not the packet path).
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Flow)> {
         self.flows.iter().enumerate().filter(|(i, _)| self.live[*i]).map(|(i, f)| (i as u32, f))

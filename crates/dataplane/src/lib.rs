@@ -22,3 +22,4 @@ mod prefetch;
 pub mod ring;
 pub mod tcp;
 pub mod testing;
+pub mod view;

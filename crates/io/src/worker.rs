@@ -4,8 +4,9 @@
 //! engine, transmits what the engine forwards and then what it originated (ARP, ICMP).
 //! When a turn finds nothing, the worker sleeps in `ppoll` on all port descriptors for at
 //! most the idle timeout and runs the engine's housekeeping, so timers advance without
-//! traffic. The control plane reaches the engine only through its policy handle and
-//! allowlist channel; it reads the worker through lock-free counters.
+//! traffic. The control plane reaches the engine only through its policy handle, its
+//! allowlist channel and its view channel (listings, served in housekeeping); it reads the
+//! worker through lock-free counters.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -301,7 +302,11 @@ impl<'a> Loop<'a> {
             }
             if total == 0 {
                 self.publish_stats();
-                self.sleep();
+                // A listing in progress is served a slice per housekeeping turn: an idle
+                // worker keeps turning until it is done rather than sleeping between slices.
+                if !engine.view_in_progress() {
+                    self.sleep();
+                }
                 engine.housekeeping(monotonic_ns());
                 self.transmit_generated(engine);
             }

@@ -37,6 +37,9 @@ fn example_document_compiles_with_the_right_counts() {
     assert_eq!(policy.hostname_rule_count(), 1);
     assert_eq!(policy.group_id(0), "apps");
     assert_eq!(policy.rule_id(0, 2), "ping");
+    let rules: Vec<_> = policy.hostname_rules().collect();
+    let key = sluice_policy::RuleKey::for_rule("apps", "api", &["api.example.com", "*.cdn.example.com"]);
+    assert_eq!(rules, [(key, "apps", "api")], "hostname rules are named by group and rule id");
 }
 
 #[test]

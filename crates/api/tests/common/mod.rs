@@ -16,7 +16,9 @@ use hyper::{Method, Request, StatusCode};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
-use sluice_api::node::{AllowlistEntry, AllowlistFilter, Check, FlowEntry, FlowFilter, NodeCounters, NodeView};
+use sluice_api::node::{
+    AllowlistEntry, AllowlistFilter, Check, FlowEntry, FlowFilter, ListingError, NodeCounters, NodeView,
+};
 use sluice_api::secret::{mint_command, MintRequest};
 use sluice_api::{ApiConfig, ApiServer};
 use sluice_policy::CompiledPolicy;
@@ -61,6 +63,8 @@ pub struct TestNodeView {
     pub flows: Vec<FlowEntry>,
     pub allowlist: Vec<AllowlistEntry>,
     pub dns_ok: bool,
+    /// When set, every listing fails with it (the worker busy, silent or gone).
+    pub listing_error: Mutex<Option<ListingError>>,
 }
 
 impl TestNodeView {
@@ -71,10 +75,15 @@ impl TestNodeView {
             src_port: 40000 + u16::from(n),
             dst: Ipv4Addr::from(dst),
             dst_port: port,
+            nat_ip: Ipv4Addr::new(203, 0, 113, 2),
             nat_port: 50000 + u16::from(n),
-            state: "established".into(),
+            state: "tcp_established".into(),
+            origin: "internal".into(),
             idle_ms: 10,
+            expires_in_ms: 1_000,
             policy_generation: 1,
+            group: None,
+            rule: None,
         };
         let mut flows = Vec::new();
         for n in 2..=6 {
@@ -84,22 +93,29 @@ impl TestNodeView {
         let allowlist = vec![
             AllowlistEntry {
                 ip: Ipv4Addr::new(198, 51, 100, 10),
-                group: "apps".into(),
-                rule: "api".into(),
-                hostname: Some("api.example.com".into()),
+                group: Some("apps".into()),
+                rule: Some("api".into()),
+                rule_key: "00000000000000aa".into(),
                 expires_in_ms: 30_000,
                 pinned: true,
             },
             AllowlistEntry {
                 ip: Ipv4Addr::new(198, 51, 100, 11),
-                group: "apps".into(),
-                rule: "api".into(),
-                hostname: Some("api.example.com".into()),
+                group: Some("apps".into()),
+                rule: Some("api".into()),
+                rule_key: "00000000000000aa".into(),
                 expires_in_ms: 12_000,
                 pinned: false,
             },
         ];
-        TestNodeView { applied: watch::channel(None).0, compiled: Mutex::new(None), flows, allowlist, dns_ok: true }
+        TestNodeView {
+            applied: watch::channel(None).0,
+            compiled: Mutex::new(None),
+            flows,
+            allowlist,
+            dns_ok: true,
+            listing_error: Mutex::new(None),
+        }
     }
 
     /// Follows the store like the runtime does: compile the active version, swap it in, then
@@ -154,12 +170,18 @@ impl NodeView for TestNodeView {
         self.applied.subscribe()
     }
 
-    fn allowlist(&self, filter: &AllowlistFilter, limit: usize) -> Vec<AllowlistEntry> {
-        self.allowlist.iter().filter(|e| filter.matches(e)).take(limit).cloned().collect()
+    fn allowlist(&self, filter: &AllowlistFilter, limit: usize) -> Result<Vec<AllowlistEntry>, ListingError> {
+        if let Some(e) = self.listing_error.lock().unwrap().clone() {
+            return Err(e);
+        }
+        Ok(self.allowlist.iter().filter(|e| filter.matches(e)).take(limit).cloned().collect())
     }
 
-    fn flows(&self, filter: &FlowFilter, limit: usize) -> Vec<FlowEntry> {
-        self.flows.iter().filter(|f| filter.matches(f)).take(limit).cloned().collect()
+    fn flows(&self, filter: &FlowFilter, limit: usize) -> Result<Vec<FlowEntry>, ListingError> {
+        if let Some(e) = self.listing_error.lock().unwrap().clone() {
+            return Err(e);
+        }
+        Ok(self.flows.iter().filter(|f| filter.matches(f)).take(limit).cloned().collect())
     }
 }
 

@@ -350,6 +350,28 @@ impl Allowlist {
         }
     }
 
+    /// Bounded scan for views: visits entry slots `from..`, at most `budget` of them, calling
+    /// `visit(rule, ip, expires_at, pins)` on each entry present until it returns false, and
+    /// returns the slot to continue from (`capacity()` once every slot was visited).
+    pub fn scan(&self, from: usize, budget: usize, mut visit: impl FnMut(RuleKey, u32, u64, u32) -> bool) -> usize {
+        let end = from.saturating_add(budget).min(self.entries.len());
+        for slot in from.min(end)..end {
+            let e = &self.entries[slot];
+            if e.in_use() && !visit(RuleKey(e.rule), e.ip, e.expires_at, e.pins_or_next) {
+                return slot + 1;
+            }
+        }
+        end
+    }
+
+    /// The rule of the entry a flow pinned (its raw [`PinHandle`]); `None` for a handle that
+    /// pins nothing. Lets a view say which hostname rule admitted a flow without the flow
+    /// record keeping it.
+    pub fn pinned_rule(&self, raw: u32) -> Option<RuleKey> {
+        let e = self.entries.get(raw as usize)?;
+        (e.in_use() && e.pins_or_next > 0).then_some(RuleKey(e.rule))
+    }
+
     #[inline]
     fn hash(&self, rule: u64, ip: u32) -> u32 {
         let mut h = rule ^ self.seed;

@@ -35,6 +35,7 @@ use crate::neighbor::NeighborCache;
 use crate::packet::Packet;
 use crate::parse::{self, parse_frame, ParseError, ParsedFrame, L3};
 use crate::policy_handle::{PolicyReader, PublishedPolicy};
+use crate::view::ViewServer;
 
 pub use rewrite::Endpoint;
 
@@ -119,6 +120,8 @@ pub struct Engine {
     fast_path: bool,
     /// Packets the fast path forwarded (for tests: proof that it runs).
     fast_path_packets: u64,
+    /// The control plane's read path into the tables (see [`crate::view`]).
+    views: Option<ViewServer>,
 }
 
 /// Counters are published at most this often (engine time).
@@ -192,6 +195,7 @@ impl Engine {
             last_publish: 0,
             fast_path: true,
             fast_path_packets: 0,
+            views: None,
             current,
             policy,
             allowlist,
@@ -219,6 +223,17 @@ impl Engine {
 
     pub fn allowlist(&self) -> Option<&Allowlist> {
         self.allowlist.as_ref()
+    }
+
+    /// Serve view requests from this channel in housekeeping, a bounded slice per turn.
+    pub fn attach_views(&mut self, server: ViewServer) {
+        self.views = Some(server);
+    }
+
+    /// A view request is half served: an idle worker should run housekeeping again soon
+    /// rather than sleep its full idle timeout.
+    pub fn view_in_progress(&self) -> bool {
+        self.views.as_ref().is_some_and(ViewServer::in_progress)
     }
 
     pub fn neighbor(&self, port: PortId) -> &NeighborCache {
@@ -421,6 +436,12 @@ impl Engine {
             // An idle worker expires flows with no burst to follow: refresh the gauges here
             // too, or they would show the flows until the next packet arrives.
             self.set_flow_gauges();
+        }
+        // After the allowlist drain and the expiry slice, so a view sees what they left.
+        if let Some(v) = self.views.as_mut() {
+            if v.serve(&self.flows, self.allowlist.as_ref(), &self.timeout_ticks, now) {
+                self.counters.set(Counter::ViewsServed, v.served());
+            }
         }
         // ARP timers are coarse (seconds): poll them every millisecond at most.
         if now.wrapping_sub(self.last_neighbor_poll) >= 1_000_000 || now < self.last_neighbor_poll {

@@ -122,6 +122,18 @@ impl CompiledPolicy {
         }
     }
 
+    /// Every hostname rule as `(key, group id, rule id)`, in document order: how views of the
+    /// dataplane's learned state (which knows only keys) name what they show.
+    pub fn hostname_rules(&self) -> impl Iterator<Item = (RuleKey, &str, &str)> + '_ {
+        self.groups.iter().zip(&self.document.source_groups).flat_map(|(group, doc)| {
+            group
+                .rules
+                .iter()
+                .zip(&doc.rules)
+                .filter_map(|(rule, r)| rule.key().map(|k| (k, doc.id.as_str(), r.id.as_str())))
+        })
+    }
+
     pub fn hostname_rule_count(&self) -> usize {
         self.hostname_rule_count
     }

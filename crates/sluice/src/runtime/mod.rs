@@ -25,6 +25,7 @@ mod control;
 #[cfg(feature = "dpdk")]
 mod dpdk;
 mod lane;
+mod listing;
 mod port_guard;
 mod software;
 mod view;
@@ -40,6 +41,7 @@ use sluice_dataplane::allowlist::{allowlist_channel, Allowlist, AllowlistConfig,
 use sluice_dataplane::counters::{Counter, CounterBlock, Counters, DropReason};
 use sluice_dataplane::engine::{Engine, PortId};
 use sluice_dataplane::policy_handle::{PolicyHandle, PolicyReader};
+use sluice_dataplane::view::{view_channel, ViewClient, ViewServer, DEFAULT_SCAN_BUDGET};
 use sluice_dns::{DnsCounters, DnsProxy};
 use sluice_io::{IoStats, Tap};
 use tracing::{error, info, warn};
@@ -50,6 +52,7 @@ use crate::config::NodeConfig;
 use crate::exit::{Exit, Failure};
 use crate::signals::{Request, Signals};
 use crate::stats;
+use listing::Listings;
 use view::NodeState;
 
 pub use control::STORE_DIR;
@@ -89,6 +92,8 @@ trait Dataplane {
 struct Parts {
     policy: PolicyReader,
     allowlist: Option<Allowlist>,
+    /// The worker's end of the listings' read path.
+    views: ViewServer,
 }
 
 impl Parts {
@@ -110,8 +115,9 @@ impl Parts {
             Err(why) => warn!("{why}"),
         }
         engine_config.hash_seed = random_seed();
-        let engine = Engine::new(engine_config, self.policy, self.allowlist)
+        let mut engine = Engine::new(engine_config, self.policy, self.allowlist)
             .map_err(|e| Failure::new(Exit::Setting, e.to_string()))?;
+        engine.attach_views(self.views);
         Ok((engine, tap))
     }
 }
@@ -134,6 +140,8 @@ struct Node {
     policy: PolicyHandle,
     /// The DNS proxy, when upstreams are configured.
     dns: Option<DnsProxy>,
+    /// The control plane's end of the worker's view channel; the API's node view takes it.
+    views: Option<ViewClient>,
     io: Arc<IoStats>,
     lane: String,
     started: Instant,
@@ -142,7 +150,8 @@ struct Node {
 /// Opens everything and starts the worker of the configured dataplane.
 fn start(config: &NodeConfig, policy: PolicyHandle) -> Result<Node, Failure> {
     let (allowlist, mut readers) = allowlist_channel(1, &ALLOWLIST);
-    let parts = Parts { policy: policy.reader(), allowlist: readers.pop() };
+    let (views, view_server) = view_channel(DEFAULT_SCAN_BUDGET);
+    let parts = Parts { policy: policy.reader(), allowlist: readers.pop(), views: view_server };
     let (dataplane, lane) = match config.dataplane {
         Mode::Software => software::start(config, parts)?,
         #[cfg(feature = "dpdk")]
@@ -161,7 +170,7 @@ fn start(config: &NodeConfig, policy: PolicyHandle) -> Result<Node, Failure> {
             return Err(f);
         }
     };
-    Ok(Node { dataplane, policy, dns, io, lane, started: Instant::now() })
+    Ok(Node { dataplane, policy, dns, views: Some(views), io, lane, started: Instant::now() })
 }
 
 /// Routes the upstreams out of the service lane and starts the DNS proxy on the target
@@ -224,7 +233,7 @@ pub fn run(config: &NodeConfig, checked: Checked) -> Exit {
             return f.exit;
         }
     };
-    let node = match start(config, PolicyHandle::new(policy)) {
+    let mut node = match start(config, PolicyHandle::new(policy)) {
         Ok(n) => n,
         Err(f) => {
             error!(exit_code = f.exit.code(), "{}", f.message);
@@ -236,7 +245,8 @@ pub fn run(config: &NodeConfig, checked: Checked) -> Exit {
         Some(dns) => Check::ok(format!("listening on {:?}", dns.listening())),
         None => Check::ok("off: no --dns-upstream given"),
     };
-    let state = Arc::new(NodeState::new(dns_check, version));
+    let listings = Listings::new(node.views.take().expect("the view client is taken once"), node.policy.clone());
+    let state = Arc::new(NodeState::new(dns_check, version, listings));
     state.publish_stats(write_stats(config, &node.report(), &node.dataplane.counters(), None, true));
     if let Err(f) = control.start_api(config, node.policy.clone(), node.dataplane.counter_block(), state.clone()) {
         error!(exit_code = f.exit.code(), "{}", f.message);
@@ -294,7 +304,7 @@ pub fn run(config: &NodeConfig, checked: Checked) -> Exit {
 
 /// Stops the DNS proxy and the dataplane (in that order) and writes the last stats file.
 fn stop_with_stats(config: &NodeConfig, node: Node) -> Exit {
-    let Node { dataplane, policy, dns, io, lane, started } = node;
+    let Node { dataplane, policy, dns, io, lane, started, .. } = node;
     let dns_counters = dns.as_ref().map(DnsProxy::counters);
     // First the proxy, so no answer waits on a worker that is stopping.
     if let Some(dns) = dns {

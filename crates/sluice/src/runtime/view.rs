@@ -1,14 +1,17 @@
 //! What the management API reads from the running node ([`NodeView`]): the same stats
 //! document `stats.json` is written from (the control loop hands each one over), the DNS
-//! proxy's state as it started, and the policy version the dataplane runs (advanced by the
-//! policy follower in [`super::control`]).
+//! proxy's state as it started, the policy version the dataplane runs (advanced by the
+//! policy follower in [`super::control`]), and the worker's tables through
+//! [`super::listing`].
 
 use std::sync::Mutex;
 
 use serde_json::Value;
 use sluice_api::node::NamedCounters;
-use sluice_api::{AllowlistEntry, AllowlistFilter, Check, FlowEntry, FlowFilter, NodeCounters, NodeView};
+use sluice_api::{AllowlistEntry, AllowlistFilter, Check, FlowEntry, FlowFilter, ListingError, NodeCounters, NodeView};
 use tokio::sync::watch;
+
+use super::listing::Listings;
 
 pub(super) struct NodeState {
     /// The last stats document (`Value::Null` before the first one).
@@ -17,11 +20,12 @@ pub(super) struct NodeState {
     dns: Check,
     /// The store's policy version the dataplane runs; `None` while it runs no stored version.
     applied: watch::Sender<Option<u64>>,
+    listings: Listings,
 }
 
 impl NodeState {
-    pub(super) fn new(dns: Check, applied: Option<u64>) -> NodeState {
-        NodeState { stats: Mutex::new(Value::Null), dns, applied: watch::Sender::new(applied) }
+    pub(super) fn new(dns: Check, applied: Option<u64>, listings: Listings) -> NodeState {
+        NodeState { stats: Mutex::new(Value::Null), dns, applied: watch::Sender::new(applied), listings }
     }
 
     /// Takes the stats document just built for `stats.json`.
@@ -84,15 +88,12 @@ impl NodeView for NodeState {
         self.applied.subscribe()
     }
 
-    /// Empty for now: the learned entries live in each worker's engine and there is no
-    /// read path from the control plane to them yet.
-    fn allowlist(&self, _filter: &AllowlistFilter, _limit: usize) -> Vec<AllowlistEntry> {
-        Vec::new()
+    fn allowlist(&self, filter: &AllowlistFilter, limit: usize) -> Result<Vec<AllowlistEntry>, ListingError> {
+        self.listings.allowlist(filter, limit)
     }
 
-    /// Empty for now, like [`NodeView::allowlist`]: the flow tables are the workers' own.
-    fn flows(&self, _filter: &FlowFilter, _limit: usize) -> Vec<FlowEntry> {
-        Vec::new()
+    fn flows(&self, filter: &FlowFilter, limit: usize) -> Result<Vec<FlowEntry>, ListingError> {
+        self.listings.flows(filter, limit)
     }
 }
 
@@ -100,10 +101,15 @@ impl NodeView for NodeState {
 mod tests {
     use super::*;
     use serde_json::json;
+    use sluice_dataplane::policy_handle::PolicyHandle;
+    use sluice_dataplane::view::view_channel;
 
     #[test]
     fn checks_and_counters_come_from_the_stats_document() {
-        let state = NodeState::new(Check::ok("off"), None);
+        let policy =
+            PolicyHandle::new(sluice_policy::compile_json(r#"{"default_action":"deny","source_groups":[]}"#).unwrap());
+        let (client, _server) = view_channel(1);
+        let state = NodeState::new(Check::ok("off"), None, Listings::new(client, policy));
         assert!(!state.dataplane_check().ok, "no document yet: starting");
         state.publish_stats(json!({
             "running": true, "workers": 1,
