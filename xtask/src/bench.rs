@@ -53,6 +53,14 @@ pub const SUITES: &[Suite] = &[
         binaries: &["sluice"],
     },
     Suite {
+        name: "store",
+        about: "store + HTTPS API in-process: policy PUT latency (fsync), GET rate under wrk, store writes/s",
+        package: "sluice-bench",
+        bin: "sluice-bench",
+        features: &[],
+        binaries: &[],
+    },
+    Suite {
         name: "veth",
         about: "Sluice software and DPDK modes vs kernel forwarding, trafgen load on veths (root)",
         package: "sluice-lab",
@@ -155,6 +163,18 @@ mod tests {
             line.ends_with(
                 "cargo run --profile bench -p sluice-lab --bin sluice-bench-veth -- \
                  veth --quick --json target/bench/veth.json --sluice S"
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn store_command_line() {
+        let line = run::show(&command(find("store").unwrap(), true, &[]));
+        assert!(
+            line.ends_with(
+                "cargo run --profile bench -p sluice-bench --bin sluice-bench -- \
+                 store --quick --json target/bench/store.json"
             ),
             "{line}"
         );

@@ -11,6 +11,7 @@ use crate::run::{self, Error, Result};
 /// `dpdk-dev` provides `dpdk-testpmd`, the reference of `cargo xtask bench dpdk` (on Debian 12
 /// the `dpdk` package holds only scripts). `netsniff-ng` provides `trafgen`, the load of
 /// `cargo xtask bench veth`, and `nftables` the `nft` of its kernel baseline and counting sink.
+/// `wrk` loads the management API in `cargo xtask bench store` (`api_get_rps`).
 /// `curl` is the HTTPS client of the management-API lab tests (`crates/sluice/tests/run_api.rs`).
 pub const APT_PACKAGES: &[&str] = &[
     "pkg-config",
@@ -27,6 +28,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "netsniff-ng",
     "nftables",
     "curl",
+    "wrk",
 ];
 
 /// A cargo subcommand installed from crates.io with `cargo install <krate> --locked`.

@@ -4,6 +4,9 @@
 //! `sluice-bench dpdk [--quick] [--json PATH]` (feature `dpdk`): the engine over DPDK ports
 //! against `dpdk-testpmd`; see the `dpdk` module. Run through `cargo xtask bench dpdk`.
 //!
+//! `sluice-bench store [--quick] [--json PATH]`: the store and the HTTPS API in-process (policy
+//! PUT latency, GET rate under `wrk`, store writes per second); see the `store` module.
+//!
 //! For profiling and instruction counting, `--bursts N` and `--runs N` set the length of the
 //! measured packet runs (each run is N bursts of 32 packets), and `--only NAME` runs one
 //! workload (`engine`'s figures; `engine` or `testpmd` for `dpdk`). Counting instructions per
@@ -14,6 +17,7 @@ mod afpacket;
 mod dns;
 #[cfg(feature = "dpdk")]
 mod dpdk;
+mod store;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -89,6 +93,7 @@ fn main() {
         println!("                   (feature `dpdk`)");
         println!("       sluice-bench afpacket [--quick] [--json PATH]   (root: netns, veth)");
         println!("       sluice-bench dns [--quick] [--json PATH]   (root: the lab, dnsperf, dnsmasq, sluice binary)");
+        println!("       sluice-bench store [--quick] [--json PATH]   (wrk; data on a disk under target/bench)");
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -118,8 +123,12 @@ fn main() {
         run_dns(quick, json_path);
         return;
     }
+    if suite == "store" {
+        run_store(quick, json_path);
+        return;
+    }
     if suite != "engine" {
-        eprintln!("unknown suite `{suite}`; known: engine, dpdk, afpacket, dns");
+        eprintln!("unknown suite `{suite}`; known: engine, dpdk, afpacket, dns, store");
         std::process::exit(2);
     }
     let wants = |name: &str| only.as_deref().is_none_or(|o| o == name);
@@ -228,6 +237,37 @@ fn run_dns(quick: bool, json_path: Option<String>) {
     println!("BENCH dns_dnsmasq_loss_pct {:.3} %", r.loss.1);
     if let Some(path) = json_path {
         write_json(&path, "dns", quick, &figures);
+    }
+}
+
+fn run_store(quick: bool, json_path: Option<String>) {
+    let r = match store::run(quick) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice-bench store failed: {e}");
+            std::process::exit(1);
+        }
+    };
+    for note in &r.notes {
+        println!("# {note}");
+    }
+    let figures: Vec<Figure> = r
+        .figures
+        .iter()
+        .map(|&(name, value)| {
+            let unit = match name {
+                "api_get_rps" => "rps",
+                "store_apply_per_s" => "per_s",
+                _ => "ms",
+            };
+            Figure { name, value, unit, target: "" }
+        })
+        .collect();
+    for f in &figures {
+        println!("BENCH {} {:.3} {}", f.name, f.value, f.unit);
+    }
+    if let Some(path) = json_path {
+        write_json(&path, "store", quick, &figures);
     }
 }
 
