@@ -20,7 +20,9 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use sluice_api::node::{AllowlistEntry, AllowlistFilter, Check, FlowEntry, FlowFilter, NodeCounters, NodeView};
+use sluice_api::node::{
+    AllowlistEntry, AllowlistFilter, Check, FlowEntry, FlowFilter, ListingError, NodeCounters, NodeView,
+};
 use sluice_api::secret::{mint_command, MintRequest};
 use sluice_api::{ApiConfig, ApiServer};
 use sluice_dataplane::policy_handle::PolicyHandle;
@@ -55,11 +57,12 @@ impl NodeView for BenchNode {
     fn applied_policy_version(&self) -> watch::Receiver<Option<u64>> {
         self.applied.subscribe()
     }
-    fn allowlist(&self, _: &AllowlistFilter, _: usize) -> Vec<AllowlistEntry> {
-        Vec::new()
+    // The suite measures the store and policy routes; it has no dataplane to list.
+    fn allowlist(&self, _: &AllowlistFilter, _: usize) -> Result<Vec<AllowlistEntry>, ListingError> {
+        Ok(Vec::new())
     }
-    fn flows(&self, _: &FlowFilter, _: usize) -> Vec<FlowEntry> {
-        Vec::new()
+    fn flows(&self, _: &FlowFilter, _: usize) -> Result<Vec<FlowEntry>, ListingError> {
+        Ok(Vec::new())
     }
 }
 
