@@ -1,5 +1,7 @@
 //! Local break-glass: a Unix socket in the data root (`admin.sock`, mode 0600) through which
-//! root on the node mints a token without any existing credential (`sluice token mint`).
+//! root on the node mints a token without any existing credential (`sluice token mint`), and
+//! through which the CLI run on the node reaches the whole API without a token (the request
+//! is relayed in-process to the API's router; see [`crate::local`]).
 //! Two locks: the file mode keeps other users from connecting, and the peer's credentials
 //! (`SO_PEERCRED`, taken by the kernel at connect time) are checked on every connection, so a
 //! socket whose mode was loosened still refuses them.
@@ -8,6 +10,9 @@
 //! `{"command":"mint_token","role":"admin","id":null,"label":"","expires_in_s":null}` →
 //! `{"ok":true,"id":"...","role":"admin","token":"sluice_..."}` or
 //! `{"ok":false,"error":{"code":"...","message":"..."}}`.
+//! `{"command":"api","method":"PUT","path":"/api/v1/policy?comment=x","body":"{...}"}` →
+//! `{"ok":true,"status":200,"content_type":"application/json","body":"{...}"}` (the route's
+//! own status and body, errors included; `ok:false` only when the relay itself failed).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -21,13 +26,18 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
+use crate::config::MAX_BODY_BYTES;
+use crate::local::LocalApi;
 use crate::secret::{mint_command, MintRequest};
 
 pub const ADMIN_SOCKET_FILE: &str = "admin.sock";
 
-/// A request line is at most this long.
-const MAX_REQUEST_BYTES: u64 = 4096;
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request line is at most this long: an API body (at most 2 MiB) as a JSON string, where
+/// escaping can double it, plus the envelope. Longer lines are refused `too_large`.
+const MAX_REQUEST_BYTES: u64 = 2 * MAX_BODY_BYTES as u64 + 4096;
+/// A connection's whole exchange must end within this; the relayed route has its own,
+/// shorter, request timeout.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -42,6 +52,14 @@ pub enum AdminRequest {
         #[serde(default)]
         expires_in_s: Option<u64>,
     },
+    /// One API request, run as root's admin caller.
+    Api {
+        method: String,
+        /// The request target, e.g. `/api/v1/policy/versions`.
+        path: String,
+        #[serde(default)]
+        body: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -51,13 +69,24 @@ pub struct MintedViaSocket {
     pub token: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Default)]
 struct Answer {
     ok: bool,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     minted: Option<MintedViaSocket>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    relayed: Option<RelayedAnswer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<AnswerError>,
+}
+
+/// An API route's answer, relayed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RelayedAnswer {
+    pub status: u16,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    pub body: String,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -75,7 +104,14 @@ pub struct AdminSocket {
 impl AdminSocket {
     /// Listens on `<data_root>/admin.sock` (replacing a stale file), accepting peers whose
     /// uid is `allowed_uid` (0 on a node: root only).
-    pub async fn start(data_root: &Path, store: Arc<Store>, allowed_uid: u32) -> std::io::Result<AdminSocket> {
+    /// Without `api`, only `mint_token` is served (`api` requests are refused
+    /// `api_unavailable`).
+    pub async fn start(
+        data_root: &Path,
+        store: Arc<Store>,
+        api: Option<LocalApi>,
+        allowed_uid: u32,
+    ) -> std::io::Result<AdminSocket> {
         let path = data_root.join(ADMIN_SOCKET_FILE);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -88,9 +124,10 @@ impl AdminSocket {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        let store = store.clone();
+                        let (store, api) = (store.clone(), api.clone());
                         tokio::spawn(async move {
-                            let _ = tokio::time::timeout(CLIENT_TIMEOUT, serve(stream, &store, allowed_uid)).await;
+                            let serving = serve(stream, &store, api.as_ref(), allowed_uid);
+                            let _ = tokio::time::timeout(CLIENT_TIMEOUT, serving).await;
                         });
                     }
                     Err(e) => {
@@ -116,7 +153,7 @@ impl Drop for AdminSocket {
     }
 }
 
-async fn serve(stream: UnixStream, store: &Store, allowed_uid: u32) {
+async fn serve(stream: UnixStream, store: &Store, api: Option<&LocalApi>, allowed_uid: u32) {
     let peer_uid = stream.peer_cred().map(|c| c.uid());
     let (read, mut write) = stream.into_split();
     let answer = match peer_uid {
@@ -124,7 +161,13 @@ async fn serve(stream: UnixStream, store: &Store, allowed_uid: u32) {
             let mut line = String::new();
             let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
             match reader.read_line(&mut line).await {
-                Ok(_) => handle(&line, store, uid).await,
+                Ok(n) if n as u64 >= MAX_REQUEST_BYTES && !line.ends_with('\n') => refusal(
+                    "too_large",
+                    format!(
+                        "a request line is at most {MAX_REQUEST_BYTES} bytes (API bodies at most {MAX_BODY_BYTES})"
+                    ),
+                ),
+                Ok(_) => handle(&line, store, api, uid).await,
                 Err(e) => refusal("invalid_request", format!("cannot read the request: {e}")),
             }
         }
@@ -141,15 +184,46 @@ async fn serve(stream: UnixStream, store: &Store, allowed_uid: u32) {
 }
 
 fn refusal(code: &str, message: impl Into<String>) -> Answer {
-    Answer { ok: false, minted: None, error: Some(AnswerError { code: code.into(), message: message.into() }) }
+    Answer { error: Some(AnswerError { code: code.into(), message: message.into() }), ..Answer::default() }
 }
 
-async fn handle(line: &str, store: &Store, uid: u32) -> Answer {
+async fn handle(line: &str, store: &Store, api: Option<&LocalApi>, uid: u32) -> Answer {
     let request: AdminRequest = match serde_json::from_str(line.trim()) {
         Ok(request) => request,
         Err(e) => return refusal("invalid_request", format!("not a request: {e}")),
     };
-    let AdminRequest::MintToken { role, id, label, expires_in_s } = request;
+    match request {
+        AdminRequest::MintToken { role, id, label, expires_in_s } => {
+            mint(store, uid, role, id, label, expires_in_s).await
+        }
+        AdminRequest::Api { method, path, body } => {
+            let Some(api) = api else {
+                return refusal("api_unavailable", "this admin socket does not relay API requests");
+            };
+            match api.call(&method, &path, body, uid).await {
+                Ok(answer) => Answer {
+                    ok: true,
+                    relayed: Some(RelayedAnswer {
+                        status: answer.status,
+                        content_type: answer.content_type,
+                        body: answer.body,
+                    }),
+                    ..Answer::default()
+                },
+                Err(e) => refusal("invalid_request", e),
+            }
+        }
+    }
+}
+
+async fn mint(
+    store: &Store,
+    uid: u32,
+    role: String,
+    id: Option<String>,
+    label: String,
+    expires_in_s: Option<u64>,
+) -> Answer {
     let role = match role.as_str() {
         "admin" => Role::Admin,
         "readonly" => Role::Readonly,
@@ -168,7 +242,7 @@ async fn handle(line: &str, store: &Store, uid: u32) -> Answer {
                 Answer {
                     ok: true,
                     minted: Some(MintedViaSocket { id, role: role.as_str().into(), token: secret }),
-                    error: None,
+                    ..Answer::default()
                 }
             }
             Ok(other) => refusal("internal", format!("unexpected outcome {other:?}")),
@@ -178,8 +252,31 @@ async fn handle(line: &str, store: &Store, uid: u32) -> Answer {
     }
 }
 
-/// The client side (what `sluice token mint` does on the node).
+/// The client side of `mint_token` (what `sluice token mint` does on the node).
 pub async fn request_over_socket(socket: &Path, request: &AdminRequest) -> Result<MintedViaSocket, String> {
+    match exchange(socket, request).await? {
+        Answer { ok: true, minted: Some(minted), .. } => Ok(minted),
+        Answer { error: Some(error), .. } => Err(format!("{}: {}", error.code, error.message)),
+        _ => Err("the node gave an answer without a token".into()),
+    }
+}
+
+/// The client side of `api`: the route's status and body.
+pub async fn api_over_socket(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> Result<RelayedAnswer, String> {
+    let request = AdminRequest::Api { method: method.into(), path: path.into(), body };
+    match exchange(socket, &request).await? {
+        Answer { ok: true, relayed: Some(relayed), .. } => Ok(relayed),
+        Answer { error: Some(error), .. } => Err(format!("{}: {}", error.code, error.message)),
+        _ => Err("the node gave an answer without a status".into()),
+    }
+}
+
+async fn exchange(socket: &Path, request: &AdminRequest) -> Result<Answer, String> {
     let stream =
         UnixStream::connect(socket).await.map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
     let (read, mut write) = stream.into_split();
@@ -194,11 +291,5 @@ pub async fn request_over_socket(socket: &Path, request: &AdminRequest) -> Resul
         sent.map_err(|e| format!("cannot send the request: {e}"))?;
         read.map_err(|e| format!("cannot read the answer: {e}"))?;
     }
-    let answer: Answer =
-        serde_json::from_str(answer.trim()).map_err(|e| format!("malformed answer {answer:?}: {e}"))?;
-    match (answer.ok, answer.minted, answer.error) {
-        (true, Some(minted), _) => Ok(minted),
-        (_, _, Some(error)) => Err(format!("{}: {}", error.code, error.message)),
-        _ => Err("the node gave an empty answer".into()),
-    }
+    serde_json::from_str(answer.trim()).map_err(|e| format!("malformed answer {answer:?}: {e}"))
 }

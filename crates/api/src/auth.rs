@@ -2,6 +2,10 @@
 //! looked up in the store's applied state, comparing every stored hash in constant time. The
 //! secret is never logged, stored or echoed; only the token id names the caller.
 //!
+//! Requests the admin socket relays in-process ([`crate::local::LocalApi`]) carry a
+//! [`LocalCaller`] extension instead of a header: the peer was already checked to be root by
+//! the kernel's credentials, and an extension cannot be set by anything on the network.
+//!
 //! Handlers take [`ReadAccess`] (any valid token) or [`AdminAccess`] (role `admin`) as their
 //! first extractor, so authentication is decided before a body is read: a caller without a
 //! valid token learns nothing about its request.
@@ -17,14 +21,34 @@ use crate::state::{now_ms, AppState};
 /// An authenticated caller.
 #[derive(Clone, Debug)]
 pub struct Caller {
+    /// The token's id, or `admin-socket` for a request relayed by the admin socket.
     pub token_id: String,
     pub role: Role,
+    /// How the audit log names this caller: `token:<id>` or `admin-socket:uid=<uid>`.
+    actor: String,
 }
 
 impl Caller {
+    fn with_token(token_id: String, role: Role) -> Caller {
+        let actor = format!("token:{token_id}");
+        Caller { token_id, role, actor }
+    }
+
     /// How the audit log names this caller.
     pub fn actor(&self) -> String {
-        format!("token:{}", self.token_id)
+        self.actor.clone()
+    }
+}
+
+/// Put on a request by the admin socket's in-process relay: root on the node, role admin.
+#[derive(Clone, Debug)]
+pub(crate) struct LocalCaller {
+    pub uid: u32,
+}
+
+impl LocalCaller {
+    fn caller(&self) -> Caller {
+        Caller { token_id: "admin-socket".into(), role: Role::Admin, actor: format!("admin-socket:uid={}", self.uid) }
     }
 }
 
@@ -35,6 +59,9 @@ pub struct ReadAccess(pub Caller);
 pub struct AdminAccess(pub Caller);
 
 fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    if let Some(local) = parts.extensions.get::<LocalCaller>() {
+        return Ok(local.caller());
+    }
     let unauthorized = |code, message: &str| ApiError::new(StatusCode::UNAUTHORIZED, code, message);
     let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
         return Err(unauthorized("missing_token", "an Authorization: Bearer <token> header is required"));
@@ -49,7 +76,7 @@ fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     let hash = hash_token_secret(secret);
     let now = now_ms();
     state.inner.store.read(|s| match s.authenticate(&hash, now) {
-        Ok(token) => Ok(Caller { token_id: token.id.clone(), role: token.role }),
+        Ok(token) => Ok(Caller::with_token(token.id.clone(), token.role)),
         Err(AuthError::Unknown) => Err(unauthorized("invalid_token", "the token is not valid")),
         Err(AuthError::Expired) => Err(unauthorized("token_expired", "the token has expired")),
     })

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod local;
 pub mod metrics;
 pub mod node;
 pub mod routes;
@@ -21,5 +22,6 @@ pub mod state;
 pub mod tls;
 
 pub use config::{ApiConfig, MAX_BODY_BYTES};
+pub use local::{LocalAnswer, LocalApi};
 pub use node::{AllowlistEntry, AllowlistFilter, Check, FlowEntry, FlowFilter, ListingError, NodeCounters, NodeView};
 pub use server::{ApiServer, StartError};

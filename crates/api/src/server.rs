@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{ApiConfig, MAX_BODY_BYTES};
 use crate::error::ApiError;
+use crate::local::LocalApi;
 use crate::node::NodeView;
 use crate::routes::{self, health};
 use crate::state::{AppState, HttpCounters, Shared};
@@ -49,6 +50,8 @@ pub struct ApiServer {
     pub http_addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
     state: AppState,
+    /// The same router the listener serves, for the admin socket's in-process requests.
+    local: LocalApi,
     handle: Handle<SocketAddr>,
     stop_metrics: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -80,6 +83,7 @@ impl ApiServer {
             .layer(middleware::from_fn_with_state(state.clone(), observe))
             .with_state(state.clone());
 
+        let local = LocalApi::new(app.clone());
         let listener = bind(config.http_bind)?;
         let http_addr =
             listener.local_addr().map_err(|e| StartError::Bind { addr: config.http_bind, reason: e.to_string() })?;
@@ -119,7 +123,12 @@ impl ApiServer {
             }));
             tracing::info!(%addr, "metrics listening (HTTP)");
         }
-        Ok(ApiServer { http_addr, metrics_addr, state, handle, stop_metrics, tasks })
+        Ok(ApiServer { http_addr, metrics_addr, state, local, handle, stop_metrics, tasks })
+    }
+
+    /// The router for in-process requests (the admin socket relays the CLI's requests here).
+    pub fn local(&self) -> LocalApi {
+        self.local.clone()
     }
 
     /// Makes `/ready` fail its `draining` check (the first step of a planned stop) while the

@@ -49,7 +49,7 @@ async fn root_mints_over_the_admin_socket_and_other_users_are_refused() {
     assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root (it runs a client as another user)");
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start_with(dir.path(), common::config(dir.path()), false, true).await;
-    let socket = AdminSocket::start(dir.path(), node.store.clone(), 0).await.unwrap();
+    let socket = AdminSocket::start(dir.path(), node.store.clone(), None, 0).await.unwrap();
     assert_eq!(std::fs::metadata(socket.path()).unwrap().permissions().mode() & 0o777, 0o600);
 
     let minted = request_over_socket(socket.path(), &mint_request()).await.unwrap();

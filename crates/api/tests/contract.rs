@@ -198,13 +198,12 @@ async fn bad_policies_are_refused_with_field_paths_and_nothing_changes() {
     assert_eq!((ok["valid"].as_bool(), ok["groups"].as_u64(), ok["rules"].as_u64()), (Some(true), Some(1), Some(3)));
 
     // Over 2 MiB: 413, in the error shape.
-    let huge = format!("{{\"default_action\":\"deny\",\"pad\":\"{}\"}}", "x".repeat(3 * 1024 * 1024));
     for (method, path) in [
         (Method::PUT, "/api/v1/policy"),
         (Method::POST, "/api/v1/policy/validate"),
         (Method::POST, "/api/v1/policy/explain"),
     ] {
-        let (status, body) = node.send(method, path, &node.admin, &huge).await;
+        let (status, body) = node.client.oversized(method, path, &node.admin, 3 * 1024 * 1024).await;
         assert_eq!((status, error_code(&body)), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"), "{path}");
     }
     assert_eq!(node.store.status().applied_index, index_before);

@@ -16,7 +16,10 @@ Exit codes:
    0  success (run: stopped cleanly by SIGTERM or SIGINT)
    1  policy validate/explain: the policy has errors
    2  command line not understood
-   3  token mint: the node's admin socket could not be reached or refused the request
+   3  client commands without --api: the node's admin socket could not be used
+   4  client commands: the API could not be reached (connect, TLS, timeout)
+   5  client commands: the node refused the request (404, 409, 413, 503, ...), or status: not ready
+   6  client commands: the token is missing, invalid or expired, or lacks the role
   10  configuration file unreadable, not TOML, unknown key or wrong type
   11  a setting is missing or invalid
   12  internal and external networks overlap
@@ -49,20 +52,93 @@ pub enum Command {
     /// Check the node configuration and the host, then start the node.
     #[command(after_long_help = EXIT_CODES_HELP)]
     Run(Box<RunArgs>),
-    /// Offline policy tools: validate a policy file, explain a decision.
+    /// A node's readiness, policy versions, store and traffic, from its API.
+    /// Example: sluice status --api https://192.0.2.10:8443
+    #[command(after_long_help = CLIENT_HELP)]
+    Status(StatusArgs),
+    /// Policy versions on a node (get, put, versions, rollback), and checking a policy
+    /// (validate, explain) offline or on a node.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// API tokens, on the node itself: mint one over the admin socket (root only).
+    /// API tokens: mint (also over the admin socket, with no credential), list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
 }
 
+/// How client commands reach a node, shown under their `--help`.
+pub const CLIENT_HELP: &str = "\
+Reaching the node:
+  with --api URL: HTTPS to the node's API, with a bearer token (--token, --token-file or
+  SLUICE_TOKEN); the server certificate is checked against --ca-cert, the system's trust store,
+  and, on the node itself, the certificate it generated in the data directory.
+  without --api: the admin socket of the node this runs on (<data-dir>/admin.sock), as root and
+  with no token.
+
+Exit codes: 0 done, 1 the policy has errors, 2 command line not understood, 3 the admin socket
+could not be used, 4 the API could not be reached (connect, TLS, timeout), 5 the node refused
+the request (status: the node is not ready), 6 the token is missing, invalid, expired or lacks
+the role.";
+
+/// Where a client command sends its requests.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// The node's management API, `https://HOST[:PORT]` (port 8443 when left out). Without it,
+    /// the command uses the admin socket of the node it runs on (root only, no token needed).
+    /// Example: --api https://192.0.2.10:8443
+    #[arg(long, env = "SLUICE_API", value_name = "URL")]
+    pub api: Option<String>,
+    /// Bearer token for --api. Prefer SLUICE_TOKEN or --token-file: a flag is visible to
+    /// other users in the process list. Beats --token-file.
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// File holding the bearer token for --api (surrounding whitespace ignored).
+    /// Example: --token-file /root/.sluice-token
+    #[arg(long, env = "SLUICE_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate(s) to trust for the API: the node's own (its generated one is
+    /// <data-dir>/api-cert.pem) or the CA that signed it. Example: --ca-cert node1.pem
+    #[arg(long, env = "SLUICE_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// The node's data directory, where the admin socket is. Default: /var/lib/sluice.
+    #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// How long to wait for the node's answer over --api. Example: --timeout 60s
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub timeout: WrittenDuration,
+    /// Print the node's JSON answer instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: Target,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Mint an API token through `<data-dir>/admin.sock` of the running node, without any
-    /// existing credential (break-glass; root only). The secret is printed once, on stdout.
-    /// Example: sluice token mint --role admin --label recovery
+    /// Mint an API token. Without --api, through the running node's admin socket, with no
+    /// existing credential (break-glass; root only); with --api, with an admin token. The
+    /// secret is printed once, on stdout. Example: sluice token mint --role admin --label recovery
+    #[command(after_long_help = CLIENT_HELP)]
     Mint(MintArgs),
+    /// List the node's tokens (ids, roles, expiry; secrets are never stored).
+    /// Example: sluice token list --api https://192.0.2.10:8443
+    #[command(after_long_help = CLIENT_HELP)]
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Revoke a token by id; requests with it are refused from then on.
+    /// Example: sluice token revoke tok-ci
+    #[command(after_long_help = CLIENT_HELP)]
+    Revoke {
+        /// The token's id, as `token list` shows it.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -79,9 +155,8 @@ pub struct MintArgs {
     /// Seconds until the token expires (default: never). Example: --expires-in-s 86400
     #[arg(long)]
     pub expires_in_s: Option<u64>,
-    /// The node's data directory (where admin.sock is). Default: /var/lib/sluice.
-    #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: Target,
 }
 
 /// Which packet I/O the node uses.
@@ -253,21 +328,72 @@ pub struct RunArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
+    /// Print the node's active policy document (or a stored version), ready to edit and put
+    /// back; its version is on stderr. Example: sluice policy get > policy.json
+    // `--version` here names a policy version, so the release-version flag is not offered.
+    #[command(after_long_help = CLIENT_HELP, disable_version_flag = true)]
+    Get {
+        /// A stored version instead of the active one. Example: --version 3
+        #[arg(long, value_name = "N")]
+        version: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Store a policy file as the node's next version and make it active; answers once the
+    /// node's dataplane runs it. Exits 1, changing nothing, if the policy has errors.
+    /// Example: sluice policy put policy.json --comment "allow ntp"
+    #[command(after_long_help = CLIENT_HELP)]
+    Put {
+        /// Policy document (JSON).
+        file: PathBuf,
+        /// Why this version exists, kept in the history. Example: --comment "ticket 42"
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the stored policy versions, newest first; `*` marks the active one.
+    #[command(after_long_help = CLIENT_HELP)]
+    Versions {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Make an older stored version active again (default: the newest one older than the
+    /// active). Example: sluice policy rollback --to 3
+    #[command(after_long_help = CLIENT_HELP)]
+    Rollback {
+        /// The version to activate. Example: --to 3
+        #[arg(long, value_name = "N")]
+        to: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Check a policy file; prints OK with counts, or every error as `path: message` (exit 1).
+    /// Checked by this binary, or with --api by the node (whose release may differ).
     /// Example: sluice policy validate policy.json
+    #[command(after_long_help = CLIENT_HELP)]
     Validate {
         /// Policy document (JSON).
         file: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
-    /// Say which group and rule decide a flow, and why. Exits 1 if the policy is invalid.
+    /// Say which group and rule decide a flow, and why: under a policy FILE (offline; exits 1
+    /// if it is invalid), or without FILE under the node's active or a stored version.
     /// Example: sluice policy explain policy.json --src 10.10.0.2 --dst 93.184.216.34 --proto tcp --port 443
+    #[command(after_long_help = CLIENT_HELP, disable_version_flag = true)]
     Explain(ExplainArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    /// Policy document (JSON).
-    pub file: PathBuf,
+    /// Policy document (JSON). Without it, the node's policy is used.
+    pub file: Option<PathBuf>,
+    /// Under this stored version of the node's policy instead of the active one.
+    #[arg(long, value_name = "N")]
+    pub version: Option<u64>,
+    #[command(flatten)]
+    pub target: Target,
     /// Source address of the flow. Example: --src 10.10.0.2
     #[arg(long)]
     pub src: Ipv4Addr,

@@ -16,8 +16,16 @@ pub enum Exit {
     PolicyRejected = 1,
     /// Command line not understood (clap's own code).
     Usage = 2,
-    /// `token mint`: the admin socket could not be reached, or it refused the request.
+    /// A client command without `--api`: the admin socket could not be reached, or it
+    /// refused the request.
     AdminSocket = 3,
+    /// A client command: the API could not be reached (connect, TLS, timeout).
+    Unreachable = 4,
+    /// A client command: the node answered with a refusal other than authentication (404,
+    /// 409, 413, 503, ...); for `status`, the node is not ready.
+    Refused = 5,
+    /// A client command: the token is missing, invalid or expired, or lacks the role.
+    Unauthorized = 6,
     /// Configuration file unreadable, not TOML, unknown key or wrong type.
     ConfigFile = 10,
     /// A setting is missing or has an invalid value.

@@ -1,5 +1,6 @@
-//! The `sluice` node binary: command line, configuration layering, startup checks and
-//! offline policy tools.
+//! The `sluice` node binary: command line, configuration layering, startup checks, offline
+//! policy tools, and the client commands that manage a node through its API
+//! ([`client`]).
 //!
 //! # Configuration
 //! Every `sluice run` setting is a flag (`--internal-port`), an environment variable
@@ -13,7 +14,10 @@
 //! | 0 | success; for `run`: stopped cleanly by SIGTERM or SIGINT |
 //! | 1 | `policy validate` / `policy explain`: the policy has errors or cannot be read |
 //! | 2 | command line not understood |
-//! | 3 | `token mint`: the node's admin socket could not be reached or refused the request |
+//! | 3 | client commands without `--api`: the node's admin socket could not be used |
+//! | 4 | client commands: the API could not be reached (connect, TLS, timeout) |
+//! | 5 | client commands: the node refused the request (404, 409, 413, 503, ...); `status`: not ready |
+//! | 6 | client commands: the token is missing, invalid or expired, or lacks the role |
 //! | 10 | configuration file unreadable, not TOML, unknown key or wrong type |
 //! | 11 | a setting is missing or invalid |
 //! | 12 | internal and external networks overlap |
@@ -36,6 +40,7 @@
 
 pub mod checks;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod dns_settings;
 pub mod exit;

@@ -2,8 +2,9 @@ use std::process::ExitCode;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::Parser;
-use sluice::cli::{Cli, Command, PolicyCommand, TokenCommand};
-use sluice::{policy_cmd, run, token_cmd};
+use sluice::cli::{Cli, Command};
+use sluice::exit::{Exit, Failure};
+use sluice::{client, run};
 
 fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|e| {
@@ -16,31 +17,31 @@ fn main() -> ExitCode {
     });
     match cli.command {
         Command::Run(args) => ExitCode::from(run::run(*args).code()),
-        Command::Token(TokenCommand::Mint(args)) => match token_cmd::mint(&args) {
-            Ok(token) => {
-                println!("{token}");
-                ExitCode::SUCCESS
-            }
-            Err(f) => {
-                eprintln!("error: {f}");
-                ExitCode::from(f.exit.code())
-            }
-        },
-        Command::Policy(cmd) => {
-            let result = match &cmd {
-                PolicyCommand::Validate { file } => policy_cmd::validate(file),
-                PolicyCommand::Explain(args) => policy_cmd::explain(args),
-            };
-            match result {
-                Ok(out) => {
-                    println!("{out}");
-                    ExitCode::SUCCESS
-                }
-                Err(f) => {
-                    println!("{f}");
-                    ExitCode::from(f.exit.code())
-                }
-            }
+        Command::Status(args) => finish(client::status(&args)),
+        Command::Policy(cmd) => finish(client::policy(&cmd)),
+        Command::Token(cmd) => finish(client::token(&cmd)),
+    }
+}
+
+/// Success goes to stdout; a failure to stderr as `error: ...`, with its exit code. Two
+/// failures are reports and also go to stdout: a policy's errors (one `path: message` per
+/// line) and the `status` of a node that is not ready.
+fn finish(result: Result<String, Failure>) -> ExitCode {
+    match result {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(f)
+            if f.exit == Exit::PolicyRejected
+                || (f.exit == Exit::Refused && f.message.starts_with("node: NOT READY")) =>
+        {
+            println!("{}", f.message);
+            ExitCode::from(f.exit.code())
+        }
+        Err(f) => {
+            eprintln!("error: {f}");
+            ExitCode::from(f.exit.code())
         }
     }
 }

@@ -42,8 +42,8 @@ fn action(a: Action) -> &'static str {
     }
 }
 
-pub fn explain(args: &ExplainArgs) -> Output {
-    let policy = compile(&args.file)?;
+pub fn explain(file: &Path, args: &ExplainArgs) -> Output {
+    let policy = compile(file)?;
     let query = ExplainQuery {
         src: args.src,
         dst: args.dst,

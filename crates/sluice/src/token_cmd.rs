@@ -1,19 +1,15 @@
-//! `sluice token mint`: the break-glass path to a first API token. It talks to the running
-//! node's admin socket (`<data-dir>/admin.sock`, root only), so it needs no credential; the
-//! secret is printed once on stdout and the id and role on stderr, so a script can capture
-//! the secret alone.
+//! `sluice token mint` without `--api`: the break-glass path to a first API token. It talks
+//! to the running node's admin socket (`<data-dir>/admin.sock`, root only), so it needs no
+//! credential.
 
-use std::path::PathBuf;
+use std::path::Path;
 
-use sluice_api::admin_socket::{request_over_socket, AdminRequest, ADMIN_SOCKET_FILE};
+use sluice_api::admin_socket::{request_over_socket, AdminRequest, MintedViaSocket, ADMIN_SOCKET_FILE};
 
 use crate::cli::MintArgs;
-use crate::config::DEFAULT_DATA_DIR;
-use crate::exit::{Exit, Failure};
 
-/// Mints a token; returns its secret.
-pub fn mint(args: &MintArgs) -> Result<String, Failure> {
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+/// Mints a token over the admin socket under `data_dir`.
+pub fn mint_over_socket(args: &MintArgs, data_dir: &Path) -> Result<MintedViaSocket, String> {
     let socket = data_dir.join(ADMIN_SOCKET_FILE);
     let request = AdminRequest::MintToken {
         role: args.role.clone(),
@@ -24,16 +20,6 @@ pub fn mint(args: &MintArgs) -> Result<String, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::new(Exit::AdminSocket, format!("cannot start the client runtime: {e}")))?;
-    let minted = runtime.block_on(request_over_socket(&socket, &request)).map_err(|e| {
-        Failure::new(
-            Exit::AdminSocket,
-            format!(
-                "token not minted: {e}; is `sluice run` running with --data-dir {}, and are you root?",
-                data_dir.display()
-            ),
-        )
-    })?;
-    eprintln!("minted token {} (role {}); the secret below is shown only now", minted.id, minted.role);
-    Ok(minted.token)
+        .map_err(|e| format!("cannot start the client runtime: {e}"))?;
+    runtime.block_on(request_over_socket(&socket, &request))
 }

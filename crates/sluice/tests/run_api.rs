@@ -200,6 +200,6 @@ fn token_mint_without_a_running_node_says_why_with_exit_3() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("admin.sock") && stderr.contains("is `sluice run` running"), "{stderr}");
+    assert!(stderr.contains("admin.sock") && stderr.contains("Is `sluice run` running"), "{stderr}");
     assert!(out.stdout.is_empty(), "no secret printed");
 }

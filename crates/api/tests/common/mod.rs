@@ -288,6 +288,37 @@ impl Client {
         send(hyper_util::rt::TokioIo::new(tls), method, path, token, body).await
     }
 
+    /// Declares a body of `declared` bytes, sends only the first 64 KiB of it, and reads the
+    /// answer. A server that refuses an oversized body answers as soon as it sees the declared
+    /// length and closes; writing the whole body through a regular client would race that close
+    /// (a broken pipe instead of the answer), which is not what is under test.
+    pub async fn oversized(&self, method: Method, path: &str, token: &str, declared: usize) -> (StatusCode, Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tls = self.connect().await;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\n\
+             content-type: application/json\r\ncontent-length: {declared}\r\n\r\n"
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        // The server may already have answered and closed: a failed write is fine here.
+        let _ = tls.write_all(&vec![b'x'; 64 * 1024]).await;
+        let _ = tls.flush().await;
+        let mut raw = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut raw)).await;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{path}: no answer head in {text:?}"));
+        let code: u16 = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{path}: {head}"));
+        let length = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap())
+            })
+            .unwrap_or(body.len());
+        let value = serde_json::from_str(&body[..length.min(body.len())])
+            .unwrap_or_else(|e| panic!("{path}: body is not JSON ({e}): {body}"));
+        (StatusCode::from_u16(code).unwrap(), value)
+    }
+
     pub async fn json(
         &self,
         method: Method,

@@ -175,9 +175,11 @@ impl ControlPlane {
             metrics = api.metrics_addr.map(|a| format!("http://{a}/metrics")),
             "management API listening"
         );
+        let local = api.local();
         self.api = Some(api);
         let data_dir: PathBuf = config.data_dir.clone();
-        let admin = self.runtime.block_on(AdminSocket::start(&data_dir, self.store.clone(), 0)).map_err(|e| {
+        let admin = self.runtime.block_on(AdminSocket::start(&data_dir, self.store.clone(), Some(local), 0));
+        let admin = admin.map_err(|e| {
             control_failure(format!(
                 "cannot open the admin socket {}: {e}",
                 data_dir.join(sluice_api::admin_socket::ADMIN_SOCKET_FILE).display()
