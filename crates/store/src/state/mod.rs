@@ -320,10 +320,21 @@ impl State {
         if self.tokens.values().any(|existing| existing.secret_hash == token.secret_hash) {
             return Err(CommandError::invalid("secret_hash", "another token has the same secret"));
         }
+        // At the limit, tokens that have expired by this request's time make room. The time is
+        // part of the replicated request, so every replica prunes the same tokens.
+        let mut pruned = 0;
+        if self.tokens.len() >= MAX_TOKENS {
+            let before = self.tokens.len();
+            self.tokens.retain(|_, existing| !existing.is_expired(token.created_at_ms));
+            pruned = before - self.tokens.len();
+        }
         if self.tokens.len() >= MAX_TOKENS {
             return Err(CommandError::TooManyTokens { limit: MAX_TOKENS });
         }
-        let action = format!("token.mint id={} role={}", token.id, token.role.as_str());
+        let mut action = format!("token.mint id={} role={}", token.id, token.role.as_str());
+        if pruned > 0 {
+            action.push_str(&format!(" pruned_expired={pruned}"));
+        }
         let outcome = Outcome::TokenMinted { id: token.id.clone() };
         self.tokens.insert(token.id.clone(), token);
         Ok((outcome, Some(action)))

@@ -336,3 +336,34 @@ fn the_encoding_of_a_known_history_is_pinned() {
     // encoding rule in `command.rs` before updating it.
     assert_eq!(state.state_hash().to_hex(), "21e787b6bd5d6c4e953c75e563b7d1b0a0099e31d961b6aea19c7db3766b8832");
 }
+
+#[test]
+fn at_the_token_limit_expired_tokens_make_room_and_live_ones_do_not() {
+    let mut state = State::default();
+    let expiry = T0 + 1_000;
+    // Full: 10 tokens that expire, the rest that never do.
+    let commands = (0..MAX_TOKENS).map(|i| {
+        let expires = (i < 10).then_some(expiry);
+        mint(&format!("t{i}"), &format!("secret-{i}"), Role::Readonly, expires)
+    });
+    assert!(run(&mut state, commands).iter().all(Result::is_ok));
+    let at = |at_ms, command| {
+        let index = state.applied_index() + 1;
+        let mut copy = state.clone();
+        let result = copy.apply(index, &Request { actor: "alice".into(), at_ms, command });
+        (result, copy)
+    };
+
+    // Before the expiry nothing can be dropped: refused, nothing changed.
+    let (refused, unchanged) = at(expiry - 1, mint("late", "secret-late", Role::Admin, None));
+    assert_eq!(refused.unwrap_err(), CommandError::TooManyTokens { limit: MAX_TOKENS });
+    assert_eq!(content(&unchanged), content(&state));
+
+    // After it, the expired ones go and the new token fits; the audit log says how many went.
+    let (minted, after) = at(expiry, mint("late", "secret-late", Role::Admin, None));
+    assert!(minted.is_ok(), "{minted:?}");
+    assert_eq!(after.tokens().count(), MAX_TOKENS - 10 + 1);
+    assert!(after.tokens().all(|t| t.expires_at_ms.is_none()), "only expired tokens were dropped");
+    let last = after.audit_log().last().unwrap();
+    assert_eq!(last.action, "token.mint id=late role=admin pruned_expired=10");
+}
