@@ -11,6 +11,7 @@ pub mod netns_harness;
 
 mod burst;
 mod clients;
+pub mod dns;
 mod servers;
 
 use std::fs::File;
