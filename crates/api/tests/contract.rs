@@ -410,6 +410,9 @@ async fn openapi_lists_every_route_the_router_serves() {
         ("GET", "/api/v1/tokens"),
         ("POST", "/api/v1/tokens"),
         ("DELETE", "/api/v1/tokens/{id}"),
+        ("GET", "/api/v1/settings"),
+        ("PUT", "/api/v1/settings"),
+        ("GET", "/api/v1/audit"),
         ("POST", "/api/v1/support/sysdump"),
     ]
     .iter()

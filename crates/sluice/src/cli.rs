@@ -63,6 +63,39 @@ pub enum Command {
     /// API tokens: mint (also over the admin socket, with no credential), list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Show the cluster-wide settings, or change them: how many policy versions and audit log
+    /// entries the state keeps. Example: sluice settings --policy-history-limit 200
+    #[command(after_long_help = CLIENT_HELP)]
+    Settings(SettingsArgs),
+    /// Who changed what, when: the audit log, newest first.
+    /// Example: sluice audit --limit 20
+    #[command(after_long_help = CLIENT_HELP)]
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SettingsArgs {
+    /// Keep this many policy versions (1 to 10000); a smaller number drops the oldest inactive
+    /// versions at once, never the active one.
+    #[arg(long, value_name = "N")]
+    pub policy_history_limit: Option<u32>,
+    /// Keep this many audit log entries (10 to 100000).
+    #[arg(long, value_name = "N")]
+    pub audit_log_limit: Option<u32>,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// At most this many entries (1 to 1000).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub limit: usize,
+    /// Only entries older than this log index (the index of the last line of a previous page).
+    #[arg(long, value_name = "INDEX")]
+    pub before: Option<u64>,
+    #[command(flatten)]
+    pub target: Target,
 }
 
 /// How client commands reach a node, shown under their `--help`.

@@ -20,6 +20,8 @@ fn main() -> ExitCode {
         Command::Status(args) => finish(client::status(&args)),
         Command::Policy(cmd) => finish(client::policy(&cmd)),
         Command::Token(cmd) => finish(client::token(&cmd)),
+        Command::Settings(args) => finish(client::settings(&args)),
+        Command::Audit(args) => finish(client::audit(&args)),
     }
 }
 

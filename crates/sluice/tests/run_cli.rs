@@ -201,6 +201,26 @@ fn the_cli_drives_a_node_over_the_admin_socket_and_over_https() {
     let again = local(&lab, d, &["token", "revoke", "ro-cli"]);
     assert_eq!(again.code, 5, "revoking an unknown id is a refusal: {}", again.stderr);
 
+    // Settings: shown, then the history bound lowered over the socket, which drops the oldest
+    // inactive version at once; a readonly token may look but not change.
+    let shown = remote(&lab, d, &admin, &["settings"]).ok();
+    assert!(shown.stdout.starts_with("policy_history_limit 50 "), "{}", shown.stdout);
+    let changed = local(&lab, d, &["settings", "--policy-history-limit", "2"]).ok();
+    assert!(changed.stdout.contains("dropped policy versions: 1"), "{}", changed.stdout);
+    let versions = local(&lab, d, &["policy", "versions", "--json"]).ok().json();
+    assert_eq!(versions["versions"].as_array().map(Vec::len), Some(2), "{versions:#}");
+
+    // The audit log, newest first, names each writer.
+    let audit = remote(&lab, d, &admin, &["audit", "--limit", "3"]).ok();
+    let lines: Vec<&str> = audit.stdout.lines().collect();
+    for (line, action) in [(1, "settings.update"), (2, "token.revoke id=ro-cli"), (3, "policy.put version=3")] {
+        assert!(lines[line].contains("admin-socket:uid=0") && lines[line].contains(action), "{}", audit.stdout);
+    }
+    assert!(audit.stdout.contains("(older entries: --before "), "{}", audit.stdout);
+    let whole = local(&lab, d, &["audit", "--limit", "1000", "--json"]).ok().json();
+    let actors: Vec<&str> = whole["entries"].as_array().unwrap().iter().filter_map(|e| e["actor"].as_str()).collect();
+    assert!(actors.contains(&"bootstrap") && actors.iter().any(|a| a.starts_with("token:")), "{actors:?}");
+
     // Usage mistakes and an unreachable node.
     let token_without_api = sluice(&lab, &["status", "--token", "x", "--data-dir", d.to_str().unwrap()]);
     assert_eq!(token_without_api.code, 2, "{}", token_without_api.stderr);

@@ -4,6 +4,7 @@
 pub mod health;
 pub mod node_local;
 pub mod policy;
+pub mod settings;
 pub mod support;
 pub mod tokens;
 
@@ -25,6 +26,7 @@ use crate::state::AppState;
         (name = "node", description = "health, readiness, metrics, stats, node-local views"),
         (name = "policy", description = "versioned policy"),
         (name = "tokens", description = "API tokens"),
+        (name = "settings", description = "cluster-wide settings and the audit log"),
         (name = "support", description = "diagnostics"),
     )
 )]
@@ -65,6 +67,8 @@ pub fn api_router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(node_local::flows))
         .routes(routes!(tokens::list_tokens, tokens::mint_token))
         .routes(routes!(tokens::revoke_token))
+        .routes(routes!(settings::get_settings, settings::put_settings))
+        .routes(routes!(settings::audit_log))
         .routes(routes!(support::sysdump))
         .split_for_parts()
 }

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::endpoint::{socket_failure, Endpoint};
 use super::render;
-use crate::cli::{ExplainArgs, MintArgs, PolicyCommand, StatusArgs, TokenCommand};
+use crate::cli::{AuditArgs, ExplainArgs, MintArgs, PolicyCommand, SettingsArgs, StatusArgs, TokenCommand};
 use crate::config::DEFAULT_DATA_DIR;
 use crate::exit::{Exit, Failure};
 use crate::policy_cmd;
@@ -179,6 +179,33 @@ pub fn token(command: &TokenCommand) -> Output {
             Ok(if target.json { render::pretty(&body) } else { format!("token {id} revoked") })
         }
     }
+}
+
+/// `sluice settings`: shown without change flags, changed (admin) with them.
+pub fn settings(args: &SettingsArgs) -> Output {
+    let endpoint = Endpoint::from_target(&args.target)?;
+    let changing = args.policy_history_limit.is_some() || args.audit_log_limit.is_some();
+    let body = if changing {
+        let change = json!({
+            "policy_history_limit": args.policy_history_limit,
+            "audit_log_limit": args.audit_log_limit,
+        });
+        call(&endpoint, "PUT", "/api/v1/settings", Some(change.to_string()), None)?
+    } else {
+        call(&endpoint, "GET", "/api/v1/settings", None, None)?
+    };
+    Ok(if args.target.json { render::pretty(&body) } else { render::settings(&body) })
+}
+
+/// `sluice audit`: the newest entries first.
+pub fn audit(args: &AuditArgs) -> Output {
+    let endpoint = Endpoint::from_target(&args.target)?;
+    let mut path = format!("/api/v1/audit?limit={}", args.limit);
+    if let Some(before) = args.before {
+        path.push_str(&format!("&before={before}"));
+    }
+    let body = call(&endpoint, "GET", &path, None, None)?;
+    Ok(if args.target.json { render::pretty(&body) } else { render::audit(&body) })
 }
 
 /// Without `--api`, the admin socket's own `mint_token` (the break-glass path, which works

@@ -1,5 +1,6 @@
 //! The CLI client: `sluice status`, `sluice policy get|put|versions|rollback|validate|explain`
-//! and `sluice token list|mint|revoke` against a node's management API.
+//! `sluice token list|mint|revoke`, `sluice settings` and `sluice audit` against a node's
+//! management API.
 //!
 //! A command reaches the node one of two ways ([`Endpoint`]): over HTTPS with a bearer token
 //! (`--api`, `--token`/`--token-file`/`SLUICE_TOKEN`, `--ca-cert`), or, with no `--api`,
@@ -15,6 +16,6 @@ mod endpoint;
 mod https;
 mod render;
 
-pub use commands::{policy, status, token};
+pub use commands::{audit, policy, settings, status, token};
 pub use endpoint::{Answer, Endpoint};
 pub use https::{HttpsClient, ServerUrl, DEFAULT_API_PORT};

@@ -183,6 +183,45 @@ pub fn tokens(body: &Value) -> String {
     out.trim_end().to_owned()
 }
 
+/// `sluice settings`: the values, their ranges, and what a change dropped.
+pub fn settings(body: &Value) -> String {
+    let limits = &body["limits"];
+    let mut out = format!(
+        "policy_history_limit {}   (versions kept; {}..={})\naudit_log_limit      {}   (entries kept; {}..={})",
+        or_dash(&body["policy_history_limit"]),
+        or_dash(&limits["policy_history_limit_min"]),
+        or_dash(&limits["policy_history_limit_max"]),
+        or_dash(&body["audit_log_limit"]),
+        or_dash(&limits["audit_log_limit_min"]),
+        or_dash(&limits["audit_log_limit_max"]),
+    );
+    if let Some(evicted) = body["evicted_versions"].as_array().filter(|e| !e.is_empty()) {
+        let list: Vec<String> = evicted.iter().map(or_dash).collect();
+        let _ = write!(out, "\ndropped policy versions: {}", list.join(", "));
+    }
+    out
+}
+
+/// `sluice audit`: one line per change, newest first, and how to get the next page.
+pub fn audit(body: &Value) -> String {
+    let mut out = format!("{:<8} {:<19} {:<28} ACTION\n", "INDEX", "AT (UTC)", "BY");
+    let entries = body["entries"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for e in entries {
+        let _ = writeln!(
+            out,
+            "{:<8} {:<19} {:<28} {}",
+            or_dash(&e["index"]),
+            timestamp(&e["at_ms"]),
+            or_dash(&e["actor"]),
+            e["action"].as_str().unwrap_or("")
+        );
+    }
+    if let (true, Some(last)) = (body["truncated"].as_bool() == Some(true), entries.last()) {
+        let _ = write!(out, "(older entries: --before {})", or_dash(&last["index"]));
+    }
+    out.trim_end().to_owned()
+}
+
 /// `sluice policy explain` against a node, in the offline command's layout.
 pub fn explanation(body: &Value, hostname: Option<&str>) -> String {
     let mut out = String::new();
@@ -211,6 +250,24 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn settings_and_audit_pages_read_as_tables() {
+        let body = json!({"policy_history_limit": 2, "audit_log_limit": 1000, "evicted_versions": [1, 3],
+            "limits": {"policy_history_limit_min": 1, "policy_history_limit_max": 10000,
+                       "audit_log_limit_min": 10, "audit_log_limit_max": 100000}});
+        let text = settings(&body);
+        assert!(text.starts_with("policy_history_limit 2   (versions kept; 1..=10000)"), "{text}");
+        assert!(text.ends_with("dropped policy versions: 1, 3"), "{text}");
+        let page = json!({"truncated": true, "entries": [
+            {"index": 9, "at_ms": 0, "actor": "token:ops", "action": "policy.put version=3 sha256=ab"},
+            {"index": 7, "at_ms": 0, "actor": "bootstrap", "action": "policy.put version=1 sha256=cd"}]});
+        let text = audit(&page);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("9        1970-01-01 00:00:00 token:ops"), "{text}");
+        assert_eq!(lines.last(), Some(&"(older entries: --before 7)"));
+        assert!(!audit(&json!({"truncated": false, "entries": []})).contains("older"));
+    }
 
     #[test]
     fn timestamps_are_utc_calendar_dates() {
