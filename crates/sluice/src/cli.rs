@@ -135,7 +135,7 @@ pub struct Target {
     /// The node's data directory, where the admin socket is. Default: /var/lib/sluice.
     #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// How long to wait for the node's answer over --api. Example: --timeout 60s
+    /// How long to wait for the node's answer (over --api or the admin socket). Example: --timeout 60s
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub timeout: WrittenDuration,
     /// Print the node's JSON answer instead of text.

@@ -32,7 +32,7 @@ impl Answer {
 
 pub enum Endpoint {
     Https { client: HttpsClient, token: Option<String> },
-    Socket { path: PathBuf, data_dir: PathBuf },
+    Socket { path: PathBuf, data_dir: PathBuf, timeout: Duration },
 }
 
 impl Endpoint {
@@ -48,7 +48,8 @@ impl Endpoint {
                      (on the node itself, root needs no token: leave out both)",
                 ));
             }
-            return Ok(Endpoint::Socket { path: data_dir.join(ADMIN_SOCKET_FILE), data_dir });
+            let timeout = target.timeout.0;
+            return Ok(Endpoint::Socket { path: data_dir.join(ADMIN_SOCKET_FILE), data_dir, timeout });
         };
         let url = ServerUrl::parse(api).map_err(|e| Failure::new(Exit::Usage, format!("--api {api:?}: {e}")))?;
         let token = read_token(target)?;
@@ -74,24 +75,19 @@ impl Endpoint {
             Endpoint::Https { client, token } => runtime
                 .block_on(client.request(method, path, token.as_deref(), body))
                 .map_err(|e| Failure::new(Exit::Unreachable, format!("{}: {e}", client.url()))),
-            Endpoint::Socket { path: socket, data_dir } => {
+            Endpoint::Socket { path: socket, data_dir, timeout } => {
                 let relayed = runtime.block_on(async {
-                    tokio::time::timeout(SOCKET_TIMEOUT, api_over_socket(socket, method, path, body)).await
+                    tokio::time::timeout(*timeout, api_over_socket(socket, method, path, body)).await
                 });
                 match relayed {
                     Ok(Ok(relayed)) => Ok(Answer { status: relayed.status, body: relayed.body }),
                     Ok(Err(e)) => Err(socket_failure(&e, data_dir)),
-                    Err(_) => {
-                        Err(socket_failure(&format!("no answer within {} s", SOCKET_TIMEOUT.as_secs()), data_dir))
-                    }
+                    Err(_) => Err(socket_failure(&format!("no answer within {:?} (--timeout)", timeout), data_dir)),
                 }
             }
         }
     }
 }
-
-/// The admin socket's own limit on an exchange is 60 s; the client gives up a little later.
-const SOCKET_TIMEOUT: Duration = Duration::from_secs(65);
 
 pub fn socket_failure(reason: &str, data_dir: &Path) -> Failure {
     Failure::new(
