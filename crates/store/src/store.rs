@@ -3,16 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::network::RaftNetworkFactory;
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use redb::Database;
 use tokio::sync::watch;
 
-use crate::raft::{NoPeers, NodeId, Raft};
+use crate::raft::{ApplyResult, NoPeers, NodeId, Raft, TypeConfig};
 use crate::state::{Command, CommandError, Outcome, Request, State, StateHash};
 use crate::storage::{self, DbError, LogStore, Shared, StateMachineStore};
 use crate::view::AppliedView;
@@ -27,6 +30,26 @@ pub struct StoreConfig {
     pub snapshot_every: u64,
     /// How long `open` waits for the node to lead and re-apply its log.
     pub open_timeout: Duration,
+    /// Raft's heartbeat interval and election timeout range, in milliseconds.
+    pub timing: RaftTiming,
+}
+
+/// Raft timing. A follower that hears nothing for a random time within the election range
+/// starts an election; the leader's heartbeats must come well inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+impl RaftTiming {
+    /// One voter: nobody else can lead, so it may be quick.
+    pub const SINGLE_NODE: RaftTiming = RaftTiming { heartbeat_ms: 50, election_min_ms: 150, election_max_ms: 300 };
+    /// A LAN cluster: a round trip and an fsync are a few milliseconds, a busy node may stall
+    /// for tens; 100 ms heartbeats inside a 400-800 ms election range tolerate three missed
+    /// heartbeats before anyone stands, and a dead leader is replaced in well under a second.
+    pub const LAN: RaftTiming = RaftTiming { heartbeat_ms: 100, election_min_ms: 400, election_max_ms: 800 };
 }
 
 impl StoreConfig {
@@ -36,8 +59,24 @@ impl StoreConfig {
             node_id: 1,
             snapshot_every: 1000,
             open_timeout: Duration::from_secs(30),
+            timing: RaftTiming::SINGLE_NODE,
         }
     }
+
+    /// A member of a cluster with id `node_id`, with LAN timing.
+    pub fn cluster_member(data_dir: impl Into<PathBuf>, node_id: NodeId) -> StoreConfig {
+        StoreConfig { node_id, timing: RaftTiming::LAN, ..StoreConfig::single_node(data_dir) }
+    }
+}
+
+/// Sends a write that reached a follower to the leader, which proposes it as its own; the
+/// cluster layer implements it over its RPC transport.
+pub trait Forwarder: Send + Sync + 'static {
+    fn forward(
+        &self,
+        leader: NodeId,
+        request: Request,
+    ) -> Pin<Box<dyn Future<Output = Result<ApplyResult, StoreError>> + Send + '_>>;
 }
 
 /// A committed and applied write.
@@ -103,7 +142,12 @@ pub struct Store {
     node_id: NodeId,
     /// Kept to know when Raft's tasks have let go of the database (see `shutdown`).
     db: Arc<Database>,
+    /// Set in cluster mode: where writes that reach a follower go.
+    forwarder: OnceLock<Arc<dyn Forwarder>>,
 }
+
+/// How long a forwarded write may take to show up in this node's applied state.
+const FORWARDED_APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Store {
     /// Opens a one-voter group in `config.data_dir`, initialising it on first use, and returns
@@ -130,25 +174,38 @@ impl Store {
     /// Starts Raft on the stored log and snapshot without initialising or waiting (the cluster
     /// layer decides membership).
     pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        Store::open_with_network(config, NoPeers).await
+    }
+
+    /// `open` with a Raft transport (the cluster layer's).
+    pub async fn open_with_network<N: RaftNetworkFactory<TypeConfig>>(
+        config: &StoreConfig,
+        network: N,
+    ) -> Result<Store, StoreError> {
         create_private_dir(&config.data_dir)?;
         let db = open_database_retrying(&config.data_dir).await?;
         let log_store = LogStore::new(db.clone());
         let (state_machine, shared) = StateMachineStore::open(db.clone())?;
         let raft_config = Config {
             cluster_name: "sluice".into(),
-            heartbeat_interval: 50,
-            election_timeout_min: 150,
-            election_timeout_max: 300,
+            heartbeat_interval: config.timing.heartbeat_ms,
+            election_timeout_min: config.timing.election_min_ms,
+            election_timeout_max: config.timing.election_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: 0,
             ..Config::default()
         }
         .validate()
         .map_err(|e| StoreError::Raft(e.to_string()))?;
-        let raft = Raft::new(config.node_id, Arc::new(raft_config), NoPeers, log_store, state_machine)
+        let raft = Raft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))?;
-        Ok(Store { raft, shared, node_id: config.node_id, db })
+        Ok(Store { raft, shared, node_id: config.node_id, db, forwarder: OnceLock::new() })
+    }
+
+    /// Makes writes on a follower go to the leader (once; later calls are ignored).
+    pub fn set_forwarder(&self, forwarder: Arc<dyn Forwarder>) {
+        let _ = self.forwarder.set(forwarder);
     }
 
     /// Proposes `command` by `actor`, stamped with the current wall-clock time, and returns
@@ -160,7 +217,25 @@ impl Store {
 
     /// `write` with the request time given (for tests and replays of a known history).
     pub async fn write_at(&self, actor: &str, at_ms: u64, command: Command) -> Result<Applied, StoreError> {
-        let request = Request { actor: actor.to_owned(), at_ms, command };
+        self.write_request(Request { actor: actor.to_owned(), at_ms, command }).await
+    }
+
+    /// Proposes `request` here or, on a follower with a forwarder, through the leader; a
+    /// forwarded write is answered once this node has applied it too, so the caller reads
+    /// its own write.
+    pub async fn write_request(&self, request: Request) -> Result<Applied, StoreError> {
+        let leader = match self.propose_here(request.clone()).await {
+            Err(StoreError::NotLeader { leader: Some(leader) }) if self.forwarder.get().is_some() => leader,
+            other => return other,
+        };
+        let forwarder = self.forwarder.get().expect("checked above");
+        let result = forwarder.forward(leader, request).await?;
+        self.wait_applied(result.index, FORWARDED_APPLY_TIMEOUT).await?;
+        Ok(Applied { index: result.index, response: result.outcome, state_hash: result.state_hash })
+    }
+
+    /// Proposes `request` on this node only: `NotLeader` on a follower.
+    pub async fn propose_here(&self, request: Request) -> Result<Applied, StoreError> {
         match self.raft.client_write(request).await {
             Ok(response) => {
                 let result = response.data;
@@ -170,6 +245,17 @@ impl Store {
                 Err(StoreError::NotLeader { leader: forward.leader_id })
             }
             Err(e) => Err(StoreError::Raft(e.to_string())),
+        }
+    }
+
+    /// Waits until this node has applied `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), StoreError> {
+        let mut view = self.subscribe();
+        let reached = tokio::time::timeout(timeout, view.wait_for(|v| v.applied_index >= index)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Raft("the store stopped".into())),
+            Err(_) => Err(StoreError::Timeout(format!("index {index} not applied here within {timeout:?}"))),
         }
     }
 
@@ -229,7 +315,8 @@ impl Store {
     /// can be opened again (by this process or another).
     pub async fn shutdown(self) -> Result<(), StoreError> {
         self.raft.shutdown().await.map_err(|e| StoreError::Raft(e.to_string()))?;
-        let Store { raft, shared, db, .. } = self;
+        let Store { raft, shared, db, forwarder, .. } = self;
+        drop(forwarder);
         drop(raft);
         drop(shared);
         let deadline = Instant::now() + Duration::from_secs(10);
