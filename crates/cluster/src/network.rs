@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -31,15 +31,26 @@ use crate::proto::{ForwardRequest, RaftPayload};
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Channels to peers by address, shared by Raft's network and the node agent's clients.
-#[derive(Clone)]
+///
+/// The TLS configuration is set once the node has its identity: a seed opens its store (and
+/// with it Raft's network) before it has made its certificate, and alone it dials nobody.
+#[derive(Clone, Default)]
 pub struct Peers {
-    tls: Arc<ClientConfig>,
+    tls: Arc<OnceLock<Arc<ClientConfig>>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl Peers {
-    pub fn new(tls: ClientConfig) -> Peers {
-        Peers { tls: Arc::new(tls), channels: Arc::default() }
+    pub fn pending() -> Peers {
+        Peers::default()
+    }
+
+    pub fn set_tls(&self, tls: ClientConfig) {
+        let _ = self.tls.set(Arc::new(tls));
+    }
+
+    pub fn tls(&self) -> Result<Arc<ClientConfig>, String> {
+        self.tls.get().cloned().ok_or_else(|| "this node has no cluster certificate yet".to_owned())
     }
 
     pub fn channel(&self, addr: &str) -> Result<Channel, String> {
@@ -47,7 +58,7 @@ impl Peers {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = crate::tls::channel(addr, self.tls.clone(), RPC_TIMEOUT)?;
+        let channel = crate::tls::channel(addr, self.tls()?, RPC_TIMEOUT)?;
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -61,14 +72,14 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        PeerClient { target, addr: node.addr.clone(), channel: self.channel(&node.addr) }
+        PeerClient { target, addr: node.addr.clone(), peers: self.clone() }
     }
 }
 
 pub struct PeerClient {
     target: NodeId,
     addr: String,
-    channel: Result<Channel, String>,
+    peers: Peers,
 }
 
 #[derive(Clone, Copy)]
@@ -89,7 +100,7 @@ impl PeerClient {
         request: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, E>> {
-        let channel = self.channel.clone().map_err(unreachable)?;
+        let channel = self.peers.channel(&self.addr).map_err(unreachable)?;
         let payload = serde_json::to_vec(request)
             .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e.to_string()))))?;
         let mut client =
