@@ -10,6 +10,7 @@
 pub mod admin_socket;
 pub mod auth;
 pub mod body;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod local;
@@ -21,6 +22,7 @@ pub mod server;
 pub mod state;
 pub mod tls;
 
+pub use cluster::{ClusterOverview, ClusterRefusal, ClusterView, MemberInfo};
 pub use config::{ApiConfig, MAX_BODY_BYTES};
 pub use local::{LocalAnswer, LocalApi};
 pub use node::{AllowlistEntry, AllowlistFilter, Check, FlowEntry, FlowFilter, ListingError, NodeCounters, NodeView};

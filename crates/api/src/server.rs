@@ -60,6 +60,16 @@ pub struct ApiServer {
 impl ApiServer {
     /// Binds the listeners and starts serving. Must run inside a Tokio runtime.
     pub async fn start(config: ApiConfig, store: Arc<Store>, node: Arc<dyn NodeView>) -> Result<ApiServer, StartError> {
+        ApiServer::start_with_cluster(config, store, node, None).await
+    }
+
+    /// `start` for a cluster member: the cluster routes and readiness checks use `cluster`.
+    pub async fn start_with_cluster(
+        config: ApiConfig,
+        store: Arc<Store>,
+        node: Arc<dyn NodeView>,
+        cluster: Option<Arc<dyn crate::cluster::ClusterView>>,
+    ) -> Result<ApiServer, StartError> {
         let (tls_config, certificate) = tls::server_config(&config).map_err(StartError::Tls)?;
         let (router, api) = routes::api_router();
         let openapi_json = serde_json::to_string_pretty(&api).unwrap_or_default();
@@ -67,6 +77,7 @@ impl ApiServer {
             inner: Arc::new(Shared {
                 store,
                 node,
+                cluster,
                 config: config.clone(),
                 certificate,
                 started: Instant::now(),

@@ -21,6 +21,8 @@ pub struct AppState {
 pub struct Shared {
     pub store: Arc<Store>,
     pub node: Arc<dyn NodeView>,
+    /// Set in cluster mode.
+    pub cluster: Option<Arc<dyn crate::cluster::ClusterView>>,
     pub config: ApiConfig,
     pub certificate: CertificateSource,
     pub started: Instant,

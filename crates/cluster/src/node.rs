@@ -250,7 +250,7 @@ pub struct Cluster {
     pub shared: Arc<Shared>,
     pub role: Role,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Cluster {
@@ -326,7 +326,7 @@ impl Cluster {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = listen(config, &shared, stopped.clone()).await?;
         tasks.push(tokio::spawn(probe_loop(shared.clone(), stopped)));
-        let cluster = Cluster { shared, role, stop, tasks };
+        let cluster = Cluster { shared, role, stop, tasks: Mutex::new(tasks) };
         if role == Role::Joined {
             cluster.wait_until_voter().await?;
         }
@@ -401,9 +401,10 @@ impl Cluster {
     }
 
     /// Stops the listeners and the probe loop (the store is the caller's to close).
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        for task in self.tasks {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
     }

@@ -36,6 +36,7 @@ Exit codes:
   23  DPDK could not start (EAL arguments rejected, no worker lcore, no buffer memory)
   24  the DNS proxy could not start (port 53 on a target address taken, upstream routes refused)
   25  the control plane could not start (store unreadable, API address in use, bad certificate)
+  26  cluster mode could not start (join refused, seed unreachable, identity or token missing, address in use)
   30  the dataplane worker failed while running (the node stopped)
 
 Precedence: command-line flags > SLUICE_* environment variables > --config file > defaults.";
@@ -357,6 +358,9 @@ pub struct RunArgs {
     /// The private key (PEM) of --http-cert. Example: --http-key /etc/sluice/api-key.pem
     #[arg(long, env = "SLUICE_HTTP_KEY", value_name = "FILE")]
     pub http_key: Option<PathBuf>,
+
+    #[command(flatten, next_help_heading = "Cluster (any of these turns cluster mode on)")]
+    pub cluster: crate::cluster_settings::ClusterArgs,
 }
 
 #[derive(Debug, Subcommand)]

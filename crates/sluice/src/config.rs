@@ -13,6 +13,7 @@ use sluice_dataplane::config::{EngineConfig, PortConfig};
 use sluice_dataplane::flow::MAX_FLOW_CAPACITY;
 
 use crate::cli::{Dataplane, LogFormat, RunArgs};
+use crate::cluster_settings::{ClusterFile, ClusterSettings};
 use crate::dns_settings::{
     DnsSettings, DnsUpstream, WrittenDuration, DEFAULT_DNS_TIMEOUT, DEFAULT_MAX_IPS_PER_NAME, DEFAULT_TTL_CEILING,
     DEFAULT_TTL_FLOOR,
@@ -61,6 +62,29 @@ pub struct FileConfig {
     pub metrics_bind: Option<SocketAddr>,
     pub http_cert: Option<PathBuf>,
     pub http_key: Option<PathBuf>,
+    pub cluster_bind: Option<SocketAddr>,
+    pub cluster_join_bind: Option<SocketAddr>,
+    pub cluster_advertise: Option<String>,
+    pub join: Option<String>,
+    pub cluster_id: Option<String>,
+    pub cluster_data_dir: Option<PathBuf>,
+    pub node_id_path: Option<PathBuf>,
+    pub bootstrap_token_path: Option<PathBuf>,
+}
+
+impl FileConfig {
+    fn cluster(&self) -> ClusterFile {
+        ClusterFile {
+            cluster_bind: self.cluster_bind,
+            cluster_join_bind: self.cluster_join_bind,
+            cluster_advertise: self.cluster_advertise.clone(),
+            join: self.join.clone(),
+            cluster_id: self.cluster_id.clone(),
+            cluster_data_dir: self.cluster_data_dir.clone(),
+            node_id_path: self.node_id_path.clone(),
+            bootstrap_token_path: self.bootstrap_token_path.clone(),
+        }
+    }
 }
 
 /// A count in the file: says "a whole number" rather than a Rust type name when it is not.
@@ -129,6 +153,8 @@ pub struct NodeConfig {
     pub metrics_bind: Option<SocketAddr>,
     pub http_cert: Option<PathBuf>,
     pub http_key: Option<PathBuf>,
+    /// `None`: a single node.
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// A repeatable flag: the flags (or variable) when given, else the file's list.
@@ -152,6 +178,8 @@ fn missing(what: &str, flag: &str) -> Failure {
 /// Layers `args` (flags over environment) over `file` over the defaults, then checks the
 /// result for consistency.
 pub fn resolve(args: RunArgs, file: FileConfig) -> Result<NodeConfig, Failure> {
+    let data_dir = args.data_dir.clone().or(file.data_dir.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let cluster = crate::cluster_settings::resolve(args.cluster.clone(), file.cluster(), &data_dir)?;
     let internal_address = args
         .internal_address
         .or(file.internal_address)
@@ -188,7 +216,7 @@ pub fn resolve(args: RunArgs, file: FileConfig) -> Result<NodeConfig, Failure> {
         snat: args.snat.or(file.snat).unwrap_or(true),
         flow_capacity: args.flow_capacity.or(file.flow_capacity).unwrap_or(DEFAULT_FLOW_CAPACITY),
         workers: args.workers.or(file.workers).unwrap_or(DEFAULT_WORKERS),
-        data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        data_dir,
         policy: args.policy.or(file.policy),
         log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Plain),
         log_level: args.log_level.or(file.log_level).unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()),
@@ -197,6 +225,7 @@ pub fn resolve(args: RunArgs, file: FileConfig) -> Result<NodeConfig, Failure> {
         metrics_bind: args.metrics_bind.or(file.metrics_bind),
         http_cert: args.http_cert.or(file.http_cert),
         http_key: args.http_key.or(file.http_key),
+        cluster,
     };
     config.validate()?;
     Ok(config)

@@ -62,6 +62,9 @@ pub enum Exit {
     /// The control plane could not start: the store cannot be opened, the API's address is
     /// in use, or its certificate or key is unreadable or invalid.
     ControlPlane = 25,
+    /// Cluster mode could not start: the join was refused or the seed unreachable, the
+    /// identity or token is missing or damaged, or a cluster address is in use.
+    Cluster = 26,
     /// The node ran, but its dataplane worker failed (panicked); it was stopped.
     WorkerFailed = 30,
 }

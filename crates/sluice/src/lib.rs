@@ -41,6 +41,7 @@
 pub mod checks;
 pub mod cli;
 pub mod client;
+pub mod cluster_settings;
 pub mod config;
 pub mod dns_settings;
 pub mod exit;

@@ -66,13 +66,16 @@ pub fn readiness(state: &AppState) -> Readiness {
     };
     let draining =
         if state.draining() { Check::failed("the node is shutting down") } else { Check::ok("not draining") };
-    let checks = vec![
+    let mut checks = vec![
         ("dataplane".to_owned(), shared.node.dataplane_check()),
         ("dns".to_owned(), shared.node.dns_check()),
         ("policy".to_owned(), policy),
         ("store".to_owned(), store),
         ("draining".to_owned(), draining),
     ];
+    if let Some(cluster) = &shared.cluster {
+        checks.extend(cluster.checks(applied));
+    }
     Readiness { ready: checks.iter().all(|(_, c)| c.ok), checks }
 }
 

@@ -1,6 +1,7 @@
 //! The router: every route is registered through `utoipa_axum::routes!`, so the OpenAPI
 //! document is generated from the same handlers the router serves.
 
+pub mod cluster;
 pub mod health;
 pub mod node_local;
 pub mod policy;
@@ -26,6 +27,7 @@ use crate::state::AppState;
         (name = "node", description = "health, readiness, metrics, stats, node-local views"),
         (name = "policy", description = "versioned policy"),
         (name = "tokens", description = "API tokens"),
+        (name = "cluster", description = "members, removal, leadership transfer"),
         (name = "settings", description = "cluster-wide settings and the audit log"),
         (name = "support", description = "diagnostics"),
     )
@@ -69,6 +71,9 @@ pub fn api_router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(settings::get_settings, settings::put_settings))
         .routes(routes!(settings::audit_log))
+        .routes(routes!(cluster::get_cluster))
+        .routes(routes!(cluster::remove_member))
+        .routes(routes!(cluster::transfer_leader))
         .routes(routes!(support::sysdump))
         .split_for_parts()
 }

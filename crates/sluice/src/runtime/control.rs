@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_api::admin_socket::AdminSocket;
-use sluice_api::{ApiConfig, ApiServer, NodeView};
+use sluice_api::{ApiConfig, ApiServer, ClusterView, NodeView};
+use sluice_cluster::identity::ClusterPaths;
+use sluice_cluster::{Cluster, ClusterConfig, Role};
 use sluice_dataplane::counters::{Counter, CounterBlock};
 use sluice_dataplane::policy_handle::PolicyHandle;
 use sluice_policy::CompiledPolicy;
@@ -29,6 +31,7 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use super::cluster_view::{ClusterHandle, Local};
 use super::view::NodeState;
 use crate::config::NodeConfig;
 use crate::exit::{Exit, Failure};
@@ -52,6 +55,7 @@ fn control_failure(message: String) -> Failure {
 pub(super) struct ControlPlane {
     runtime: Runtime,
     store: Arc<Store>,
+    cluster: Option<Arc<Cluster>>,
     api: Option<ApiServer>,
     admin: Option<AdminSocket>,
     follower: Option<JoinHandle<()>>,
@@ -76,20 +80,47 @@ pub(super) fn open(config: &NodeConfig, file_policy: Option<CompiledPolicy>) -> 
         .build()
         .map_err(|e| control_failure(format!("cannot start the control-plane runtime: {e}")))?;
     let dir = config.data_dir.join(STORE_DIR);
-    let store = runtime.block_on(Store::open_single_node(StoreConfig::single_node(&dir))).map_err(|e| {
-        control_failure(format!(
-            "cannot open the policy store in {}: {e}; is another sluice using this --data-dir?",
-            dir.display()
-        ))
-    })?;
-    let store = Arc::new(store);
+    let (store, cluster, may_bootstrap) = match &config.cluster {
+        None => {
+            let store = runtime.block_on(Store::open_single_node(StoreConfig::single_node(&dir))).map_err(|e| {
+                control_failure(format!(
+                    "cannot open the policy store in {}: {e}; is another sluice using this --data-dir?",
+                    dir.display()
+                ))
+            })?;
+            (Arc::new(store), None, true)
+        }
+        Some(settings) => {
+            let cluster_config = ClusterConfig {
+                store_dir: dir.clone(),
+                paths: ClusterPaths {
+                    cluster_dir: settings.cluster_data_dir.clone(),
+                    node_id_path: settings.node_id_path.clone(),
+                    bootstrap_token_path: settings.bootstrap_token_path.clone(),
+                },
+                bind: settings.bind,
+                join_bind: settings.join_bind,
+                advertise: settings.advertise.clone(),
+                join: settings.join.clone(),
+                expected_cluster_id: settings.expected_cluster_id.clone(),
+            };
+            let (cluster, store) = runtime
+                .block_on(Cluster::start(&cluster_config))
+                .map_err(|e| Failure::new(Exit::Cluster, format!("cluster: {e}")))?;
+            // Only a seed may write the --policy file into an empty store: a joiner receives
+            // the cluster's state, and a restarted member has it.
+            let seed = cluster.role == Role::Seed;
+            (store, Some(Arc::new(cluster)), seed)
+        }
+    };
     let cluster_id = runtime
         .block_on(store.ensure_cluster_identity("bootstrap"))
         .map_err(|e| control_failure(format!("cannot initialise the store in {}: {e}", dir.display())))?;
     let status = store.status();
     info!(store = %dir.display(), cluster_id = %cluster_id, applied_index = status.applied_index, "store open");
+    let file_policy = if may_bootstrap { file_policy } else { None };
     let (policy, version) = runtime.block_on(starting_policy(&store, config.policy.as_deref(), file_policy))?;
-    let control = ControlPlane { runtime, store, api: None, admin: None, follower: None };
+    let control = ControlPlane { runtime, store, cluster, api: None, admin: None, follower: None };
     Ok(Opened { control, policy, version })
 }
 
@@ -163,8 +194,15 @@ impl ControlPlane {
         api_config.metrics_bind = config.metrics_bind;
         api_config.cert_path.clone_from(&config.http_cert);
         api_config.key_path.clone_from(&config.http_key);
+        let cluster_view: Option<Arc<dyn ClusterView>> = self.cluster.as_ref().map(|cluster| {
+            let local =
+                Local { state: state.clone(), store: self.store.clone(), api_address: config.http_bind.to_string() };
+            cluster.set_local(Arc::new(local));
+            Arc::new(ClusterHandle(cluster.clone())) as Arc<dyn ClusterView>
+        });
         let view: Arc<dyn NodeView> = state;
-        let api = self.runtime.block_on(ApiServer::start(api_config, self.store.clone(), view)).map_err(|e| {
+        let start = ApiServer::start_with_cluster(api_config, self.store.clone(), view, cluster_view);
+        let api = self.runtime.block_on(start).map_err(|e| {
             control_failure(format!(
                 "cannot start the management API: {e}; choose a free address with --http-bind \
                  (and --metrics-bind), or fix --http-cert/--http-key"
@@ -242,7 +280,7 @@ impl ControlPlane {
     /// the API, the admin socket, the follower and the store stop. The dataplane and the DNS
     /// proxy are untouched (the caller stops them afterwards).
     pub(super) fn shutdown(self) {
-        let ControlPlane { runtime, store, api, admin, follower } = self;
+        let ControlPlane { runtime, store, cluster, api, admin, follower } = self;
         if let Some(api) = api {
             api.begin_draining();
             info!("draining: /ready now fails; the API answers for {} ms more", DRAIN_PERIOD.as_millis());
@@ -250,6 +288,11 @@ impl ControlPlane {
             runtime.block_on(api.shutdown(API_GRACE));
         }
         drop(admin);
+        if let Some(cluster) = cluster {
+            runtime.block_on(cluster.shutdown());
+            drop(cluster);
+            info!("cluster listeners stopped");
+        }
         if let Some(follower) = follower {
             follower.abort();
             let _ = runtime.block_on(follower);

@@ -21,6 +21,7 @@
 //! rewritten every second ([`crate::stats`]), and the API's node view gets the same
 //! document; the counters are logged every [`SUMMARY_INTERVAL`].
 
+mod cluster_view;
 mod control;
 #[cfg(feature = "dpdk")]
 mod dpdk;
