@@ -68,10 +68,54 @@ pub enum Command {
     /// entries the state keeps. Example: sluice settings --policy-history-limit 200
     #[command(after_long_help = CLIENT_HELP)]
     Settings(SettingsArgs),
+    /// The cluster: leader and term, and members with their state; member removal and
+    /// leadership transfer.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Who changed what, when: the audit log, newest first.
     /// Example: sluice audit --limit 20
     #[command(after_long_help = CLIENT_HELP)]
     Audit(AuditArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Cluster id, leader, term, and whether every member is ready and caught up.
+    /// Example: sluice cluster status
+    #[command(after_long_help = CLIENT_HELP)]
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// One line per member: id, role, addresses, release, applied index, lag, state hash,
+    /// last contact, readiness.
+    #[command(after_long_help = CLIENT_HELP)]
+    Members {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a member. Refused when the reachable voters left would be fewer than their
+    /// quorum, unless --force. Example: sluice cluster remove 4711
+    #[command(after_long_help = CLIENT_HELP)]
+    Remove {
+        /// The member's node id (see sluice cluster members).
+        id: u64,
+        /// Remove it even if the cluster could then not accept writes.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Hand leadership to a follower (before restarting the leader); answers once it leads.
+    /// Example: sluice cluster transfer-leader --to 4711
+    #[command(after_long_help = CLIENT_HELP)]
+    TransferLeader {
+        /// The node to lead; the most up-to-date reachable follower when left out.
+        #[arg(long, value_name = "ID")]
+        to: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Token(cmd) => finish(client::token(&cmd)),
         Command::Settings(args) => finish(client::settings(&args)),
         Command::Audit(args) => finish(client::audit(&args)),
+        Command::Cluster(cmd) => finish(client::cluster(&cmd)),
     }
 }
 

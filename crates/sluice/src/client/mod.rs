@@ -11,11 +11,13 @@
 //! refused the request (404, 409, 413, 503, ...); 6 the token is missing, invalid, expired
 //! or lacks the role.
 
+mod cluster;
 mod commands;
 mod endpoint;
 mod https;
 mod render;
 
+pub use cluster::cluster;
 pub use commands::{audit, policy, settings, status, token};
 pub use endpoint::{Answer, Endpoint};
 pub use https::{HttpsClient, ServerUrl, DEFAULT_API_PORT};
