@@ -7,9 +7,9 @@
 mod node_harness;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use node_harness::cli::{sluice_in, Ran};
 use node_harness::{require_root, udp_ask, udp_echo, Lab, Launch, Mode, Sluice, POLICY};
 use serde_json::Value;
 
@@ -22,40 +22,9 @@ fn policy_without_echo() -> String {
     POLICY.replace(echo, "")
 }
 
-/// What one CLI run printed and how it ended.
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn ok(self) -> Ran {
-        assert_eq!(self.code, 0, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
-    }
-}
-
-/// Runs `sluice ARGS` in the node's namespace (where the API listens on loopback), with no
-/// `SLUICE_*` variables leaking in from the environment.
+/// `sluice ARGS` in the node's namespace (where the API listens on loopback).
 fn sluice(lab: &Lab, args: &[&str]) -> Ran {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &lab.node, env!("CARGO_BIN_EXE_sluice")]).args(args);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SLUICE_") {
-            cmd.env_remove(key);
-        }
-    }
-    let out = cmd.output().expect("run sluice");
-    Ran {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    sluice_in(&lab.node, args)
 }
 
 /// `sluice ARGS` over the admin socket of the node whose data root is `dir`.

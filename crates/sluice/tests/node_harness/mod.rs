@@ -10,8 +10,10 @@
 pub mod netns_harness;
 
 mod burst;
+pub mod cli;
 mod clients;
 pub mod dns;
+pub mod mgmt;
 mod servers;
 
 use std::fs::File;
@@ -127,12 +129,13 @@ impl Sluice {
         }
         let child = cmd.spawn().expect("start sluice");
         let mut s = Sluice { child, data_dir: data_dir.to_path_buf(), log };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // A joining node enrols and catches up before its dataplane starts.
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !(s.log_text().contains("node running") && s.data_dir.join("stats.json").exists()) {
             if let Some(status) = s.child.try_wait().unwrap() {
                 panic!("sluice ({:?} mode) exited at start ({status}):\n{}", launch.mode, s.log_text());
             }
-            assert!(Instant::now() < deadline, "sluice did not start within 10 s:\n{}", s.log_text());
+            assert!(Instant::now() < deadline, "sluice did not start within 30 s:\n{}", s.log_text());
             std::thread::sleep(Duration::from_millis(20));
         }
         s
