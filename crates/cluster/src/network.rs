@@ -170,6 +170,15 @@ pub fn member_address(store: &Store, node: NodeId) -> Option<String> {
     metrics.membership_config.membership().get_node(&node).map(|n| n.addr.clone())
 }
 
+/// Whether a transport failure happened before a connection existed (so nothing was sent).
+/// A reset or a broken connection does not count: the request may have arrived.
+fn never_connected(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ["connection refused", "trying to connect", "connect error", "no route to host", "network is unreachable"]
+        .iter()
+        .any(|m| message.contains(m))
+}
+
 /// Forwards a follower's writes to the leader's node agent.
 pub struct LeaderForwarder {
     pub peers: Peers,
@@ -190,12 +199,23 @@ impl Forwarder for LeaderForwarder {
             let body = serde_json::to_vec(&request).map_err(|e| StoreError::Raft(e.to_string()))?;
             let answer = agent.forward(ForwardRequest { request: body }).await.map_err(|status| {
                 match status.code() {
-                    // The leader is not (or no longer) the leader, or cannot reach a quorum:
-                    // the same as having no leader, for the caller.
-                    tonic::Code::FailedPrecondition | tonic::Code::Unavailable => {
+                    // The node is no longer the leader, or could not be connected to: the
+                    // write was not proposed, so it may be retried once a leader is known.
+                    tonic::Code::FailedPrecondition => {
                         tracing::info!(leader, error = %status.message(), "forwarded write not taken");
                         StoreError::NotLeader { leader: None }
                     }
+                    tonic::Code::Unavailable if never_connected(status.message()) => {
+                        tracing::info!(leader, error = %status.message(), "the leader cannot be reached");
+                        StoreError::NotLeader { leader: None }
+                    }
+                    // Sent, but the answer was lost: it may have been applied, so it is not
+                    // retried; the caller is told the outcome is unknown.
+                    tonic::Code::Unavailable => StoreError::Timeout(format!(
+                        "the connection to the leader (node {leader}) broke during the write; it may or may not \
+                         have been applied: {}",
+                        status.message()
+                    )),
                     tonic::Code::DeadlineExceeded => StoreError::Timeout(status.message().to_owned()),
                     _ => StoreError::Raft(format!("forwarding to node {leader} at {addr}: {}", status.message())),
                 }

@@ -146,6 +146,8 @@ pub struct Store {
     forwarder: OnceLock<Arc<dyn Forwarder>>,
 }
 
+/// How long a write in a cluster waits for a leader to be elected before it is refused.
+const LEADER_WAIT: Duration = Duration::from_secs(3);
 /// How long a forwarded write may take to show up in this node's applied state.
 const FORWARDED_APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -224,14 +226,35 @@ impl Store {
     /// forwarded write is answered once this node has applied it too, so the caller reads
     /// its own write.
     pub async fn write_request(&self, request: Request) -> Result<Applied, StoreError> {
-        let leader = match self.propose_here(request.clone()).await {
-            Err(StoreError::NotLeader { leader: Some(leader) }) if self.forwarder.get().is_some() => leader,
-            other => return other,
-        };
-        let forwarder = self.forwarder.get().expect("checked above");
-        let result = forwarder.forward(leader, request).await?;
-        self.wait_applied(result.index, FORWARDED_APPLY_TIMEOUT).await?;
-        Ok(Applied { index: result.index, response: result.outcome, state_hash: result.state_hash })
+        let Some(forwarder) = self.forwarder.get() else { return self.propose_here(request).await };
+        // In a cluster, a write that finds no leader waits a moment for an election in
+        // progress before it is refused: a failover then costs a slower write, not a failed
+        // one. Only refusals where nothing was proposed are retried.
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let attempt = match self.propose_here(request.clone()).await {
+                Err(StoreError::NotLeader { leader: Some(leader) }) => {
+                    match forwarder.forward(leader, request.clone()).await {
+                        Ok(result) => {
+                            self.wait_applied(result.index, FORWARDED_APPLY_TIMEOUT).await?;
+                            return Ok(Applied {
+                                index: result.index,
+                                response: result.outcome,
+                                state_hash: result.state_hash,
+                            });
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                other => other,
+            };
+            match attempt {
+                Err(StoreError::NotLeader { leader: None }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Proposes `request` on this node only: `NotLeader` on a follower.
