@@ -61,6 +61,14 @@ pub const SUITES: &[Suite] = &[
         binaries: &[],
     },
     Suite {
+        name: "cluster",
+        about: "three members over the real mTLS transport on loopback: PUT p50, failover, join",
+        package: "sluice-bench",
+        bin: "sluice-bench",
+        features: &[],
+        binaries: &[],
+    },
+    Suite {
         name: "veth",
         about: "Sluice software and DPDK modes vs kernel forwarding, trafgen load on veths (root)",
         package: "sluice-lab",
