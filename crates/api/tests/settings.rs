@@ -1,6 +1,7 @@
-//! Settings and the audit log over real HTTPS against the real store: the history bound an
-//! operator sets takes effect at once (never dropping the active version), refused changes are
-//! never proposed, and every change is in the audit log with who made it, newest first.
+//! Settings, the audit log and the single-node cluster view over real HTTPS against the real
+//! store: the history bound an operator sets takes effect at once (never dropping the active
+//! version), refused changes are never proposed, every change is in the audit log with who
+//! made it, newest first, and a node without cluster flags refuses membership changes.
 
 mod common;
 
@@ -106,5 +107,28 @@ async fn the_audit_log_names_who_changed_what_newest_first_and_pages() {
     }
     let (status, _) = node.client.json(Method::GET, "/api/v1/audit", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_shows_itself_as_the_cluster_and_refuses_membership_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let (status, cluster) = node.get("/api/v1/cluster", &node.readonly).await;
+    assert_eq!(status, StatusCode::OK, "{cluster}");
+    assert_eq!(cluster["mode"], "single");
+    let members = cluster["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!((members[0]["leader"].as_bool(), members[0]["lag"].as_u64()), (Some(true), Some(0)));
+    assert_eq!(members[0]["state_hash"].as_str().map(str::len), Some(64));
+    for (path, body) in [("/api/v1/cluster/members/1/remove", "{}"), ("/api/v1/cluster/leader/transfer", "{}")] {
+        let (status, answer) = node.send(Method::POST, path, &node.readonly, body).await;
+        assert_eq!((status, error_code(&answer)), (StatusCode::FORBIDDEN, "forbidden"), "{path}");
+        let (status, answer) = node.send(Method::POST, path, &node.admin, body).await;
+        assert_eq!((status, error_code(&answer)), (StatusCode::CONFLICT, "not_clustered"), "{path}: {answer}");
+    }
+    let (status, answer) =
+        node.send(Method::POST, "/api/v1/cluster/leader/transfer", &node.admin, r#"{"to":"x"}"#).await;
+    assert_eq!((status, error_code(&answer)), (StatusCode::BAD_REQUEST, "invalid_json"), "{answer}");
     node.stop().await;
 }

@@ -64,12 +64,17 @@ async fn a_seed_and_two_joins_form_a_cluster_that_replicates_writes_made_anywher
     let join_addr = seed.config.join_bind.to_string();
     let token = std::fs::read_to_string(&seed.config.paths.bootstrap_token_path).unwrap();
     let mut members = vec![seed];
+    // The second node joins through the seed, the third through that follower's join
+    // listener: a follower handles a join and has the leader add the node.
+    let mut through = join_addr.clone();
     for dir in &dirs[1..] {
         std::fs::write(dir.path().join("bootstrap-token"), &token).unwrap();
-        let member = start(config(dir.path(), Some(join_addr.clone()))).await;
+        let member = start(config(dir.path(), Some(through.clone()))).await;
         assert_eq!(member.cluster.role, Role::Joined);
+        through = member.config.join_bind.to_string();
         members.push(member);
     }
+    assert_ne!(members[1].store.status().leader, Some(members[1].store.status().node_id), "joined via a follower");
     let voters = members[0].store.status().voters;
     assert_eq!(voters.len(), 3, "{voters:?}");
 
