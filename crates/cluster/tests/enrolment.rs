@@ -203,3 +203,49 @@ async fn joins_with_a_wrong_token_a_replay_or_another_clusters_id_are_refused_wi
     assert_eq!(status.cluster_id, seed.cluster.shared.cluster_id);
     seed.cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_single_node_becomes_the_seed_with_its_state_and_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let single =
+        Store::open_single_node(sluice_store::StoreConfig::single_node(dir.path().join("store"))).await.unwrap();
+    let cluster_id = single.ensure_cluster_identity("bootstrap").await.unwrap();
+    single.write("before", put(1)).await.unwrap().response.unwrap();
+    let before = single.status();
+    single.shutdown().await.unwrap();
+
+    let seed = start(config(dir.path(), None)).await;
+    assert_eq!(seed.cluster.role, Role::Seed);
+    let status = seed.store.status();
+    assert_eq!((status.node_id, status.voters.clone()), (1, vec![1]), "the single node keeps id 1");
+    assert_eq!(seed.cluster.shared.cluster_id, cluster_id, "and its cluster id");
+    assert!(status.applied_index > before.applied_index, "one more entry: its cluster address");
+    assert_eq!(seed.store.read(|s| s.active_policy().map(|p| p.version)), Some(1), "the state is kept");
+    assert_eq!(
+        sluice_cluster::network::member_address(&seed.store, 1).as_deref(),
+        Some(seed.config.advertise.as_str()),
+        "its membership now carries its cluster address"
+    );
+    seed.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_certificate_of_another_cluster_is_refused_on_the_cluster_listener() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ours = start(config(a.path(), None)).await;
+    let theirs = start(config(b.path(), None)).await;
+    let foreign = Arc::new(sluice_cluster::tls::cluster_client_config(&theirs.cluster.shared.identity).unwrap());
+    let channel = sluice_cluster::tls::channel(&ours.config.bind.to_string(), foreign, Duration::from_secs(5)).unwrap();
+    let mut agent = sluice_cluster::proto::node_agent_client::NodeAgentClient::new(channel);
+    let refused = agent.status(sluice_cluster::proto::StatusRequest {}).await.unwrap_err();
+    let transport = std::error::Error::source(&refused).is_some_and(|e| e.is::<tonic::transport::Error>());
+    assert!(transport, "refused in the handshake: {refused:?}");
+    // And the other way round: our client does not accept their server.
+    let ours_client = Arc::new(sluice_cluster::tls::cluster_client_config(&ours.cluster.shared.identity).unwrap());
+    let channel =
+        sluice_cluster::tls::channel(&theirs.config.bind.to_string(), ours_client, Duration::from_secs(5)).unwrap();
+    let mut agent = sluice_cluster::proto::node_agent_client::NodeAgentClient::new(channel);
+    assert!(agent.status(sluice_cluster::proto::StatusRequest {}).await.is_err());
+    ours.cluster.shutdown().await;
+    theirs.cluster.shutdown().await;
+}
