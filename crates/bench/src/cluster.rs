@@ -79,7 +79,10 @@ async fn stop(member: Member) {
                 store = shared;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            Err(_) => return,
+            Err(_) => {
+                eprintln!("# a stopped member's store is still referenced; its data root cannot be reopened");
+                return;
+            }
         }
     }
 }
@@ -149,8 +152,7 @@ async fn run_async(quick: bool, parent: &Path) -> Result<Report, String> {
         let survivor = if survivor > leader { survivor - 1 } else { survivor };
         let config = stopped.config.clone();
         let t0 = Instant::now();
-        let dead = stopped.cluster.clone();
-        dead.shutdown().await;
+        stopped.cluster.shutdown().await;
         let _ = stopped.store.raft().shutdown().await;
         loop {
             writes += 1;

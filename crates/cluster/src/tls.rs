@@ -202,7 +202,13 @@ pub fn incoming(
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
-            let (tcp, peer) = match listener.accept().await {
+            // The server dropping the stream ends the loop and closes the listening socket,
+            // so the address is free again at once.
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(listener = what, error = %e, "accept failed");
@@ -223,9 +229,6 @@ pub fn incoming(
                     Err(_) => tracing::info!(listener = what, %peer, "TLS handshake timed out"),
                 }
             });
-            if tx.is_closed() {
-                return;
-            }
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)

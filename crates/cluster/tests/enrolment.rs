@@ -249,3 +249,21 @@ async fn a_certificate_of_another_cluster_is_refused_on_the_cluster_listener() {
     ours.cluster.shutdown().await;
     theirs.cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_member_frees_its_addresses_and_restarts_in_the_same_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = start(config(dir.path(), None)).await;
+    let config = seed.config.clone();
+    seed.cluster.shutdown().await;
+    seed.store.raft().shutdown().await.unwrap();
+    drop(seed.cluster);
+    let store = Arc::try_unwrap(seed.store).ok().expect("nothing else holds the store after shutdown");
+    store.shutdown().await.unwrap();
+    for addr in [config.bind, config.join_bind] {
+        TcpListener::bind(addr).unwrap_or_else(|e| panic!("{addr} still taken: {e}"));
+    }
+    let again = start(config).await;
+    assert_eq!(again.cluster.role, Role::Restarted);
+    again.cluster.shutdown().await;
+}
