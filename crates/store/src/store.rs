@@ -46,10 +46,13 @@ pub struct RaftTiming {
 impl RaftTiming {
     /// One voter: nobody else can lead, so it may be quick.
     pub const SINGLE_NODE: RaftTiming = RaftTiming { heartbeat_ms: 50, election_min_ms: 150, election_max_ms: 300 };
-    /// A LAN cluster: a round trip and an fsync are a few milliseconds, a busy node may stall
-    /// for tens; 100 ms heartbeats inside a 400-800 ms election range tolerate three missed
-    /// heartbeats before anyone stands, and a dead leader is replaced in well under a second.
-    pub const LAN: RaftTiming = RaftTiming { heartbeat_ms: 100, election_min_ms: 400, election_max_ms: 800 };
+    /// A LAN cluster: a round trip and an fsync take a few milliseconds, a busy node may stall
+    /// for tens. Heartbeats every 50 ms inside a 250-500 ms election range tolerate four missed
+    /// heartbeats before anyone stands. openraft's followers refuse votes for a leader lease as
+    /// long as the range's upper bound after their last heartbeat, so a dead leader is
+    /// replaced after one or two election rounds: about 0.5-1 s (measured by
+    /// `cargo xtask bench cluster`).
+    pub const LAN: RaftTiming = RaftTiming { heartbeat_ms: 50, election_min_ms: 250, election_max_ms: 500 };
 }
 
 impl StoreConfig {
