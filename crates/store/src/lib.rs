@@ -13,5 +13,5 @@ pub mod storage;
 mod store;
 mod view;
 
-pub use store::{Applied, Forwarder, RaftTiming, Status, Store, StoreConfig, StoreError};
+pub use store::{Applied, Capture, Forwarder, RaftTiming, Status, Store, StoreConfig, StoreError};
 pub use view::{ActivePolicy, AppliedView};

@@ -107,6 +107,15 @@ pub struct Status {
     pub learners: Vec<NodeId>,
 }
 
+/// The applied state at one index with the Raft position that produced it.
+#[derive(Clone, Debug)]
+pub struct Capture {
+    pub state: State,
+    /// `None` only for a store that never applied an entry.
+    pub last_applied: Option<crate::raft::LogId>,
+    pub membership: openraft::Membership<NodeId, openraft::BasicNode>,
+}
+
 #[derive(Debug)]
 pub enum StoreError {
     /// The data directory or database could not be opened or read.
@@ -307,6 +316,15 @@ impl Store {
     pub fn read<T>(&self, read: impl FnOnce(&State) -> T) -> T {
         let state = self.shared.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         read(&state)
+    }
+
+    /// A copy of the applied state with the Raft position it belongs to, taken under one
+    /// lock: what a snapshot file holds. The copy is cheap (policy documents are shared).
+    pub fn capture(&self) -> Capture {
+        let state = self.shared.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (last_applied, membership) =
+            self.shared.position.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        Capture { state: state.clone(), last_applied, membership: membership.membership().clone() }
     }
 
     /// The applied view, updated after every apply; `changed()` wakes on each new one.

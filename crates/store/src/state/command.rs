@@ -11,7 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::hash::TokenHash;
+use super::hash::{StateHash, TokenHash};
 
 /// One proposed change: who asks, when (milliseconds since the Unix epoch, read by the caller:
 /// the state machine has no clock), and what.
@@ -28,6 +28,12 @@ pub enum Command {
     /// Sets the cluster identity once; repeating it with the same id is a no-op.
     InitCluster {
         cluster_id: String,
+    },
+    /// Gives a state restored from a snapshot its new cluster id (design §7: a restore mints a
+    /// new cluster so the old members cannot rejoin by mistake).
+    RestoreCluster {
+        cluster_id: String,
+        from: RestoreSource,
     },
     /// Stores a new policy version (already validated and compiled by the caller) and makes it
     /// the active one.
@@ -57,6 +63,15 @@ pub enum Command {
     },
 }
 
+/// The snapshot a restored state came from, as its manifest says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreSource {
+    pub cluster_id: String,
+    pub index: u64,
+    pub state_hash: StateHash,
+    pub snapshot_created_at_ms: u64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -83,6 +98,10 @@ pub enum Outcome {
     Internal,
     ClusterInitialized {
         cluster_id: String,
+    },
+    ClusterRestored {
+        cluster_id: String,
+        from_cluster_id: String,
     },
     PolicyStored {
         version: u64,

@@ -6,10 +6,15 @@ use std::fmt;
 use super::State;
 
 /// The schema this binary writes.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// - 1: the first.
+/// - 2: the cluster identity's `initialized_at_ms` is called `created_at_ms` (a restored
+///   cluster is created, not initialised, at its restore) and it gains `lineage`, the clusters
+///   it was restored from.
+pub const SCHEMA_VERSION: u32 = 2;
 /// The oldest schema this binary can read and migrate forward (design: its own and the
 /// previous one).
-pub const MIN_READABLE_SCHEMA_VERSION: u32 = 1;
+pub const MIN_READABLE_SCHEMA_VERSION: u32 = SCHEMA_VERSION - 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageError {
@@ -68,9 +73,27 @@ pub fn decode_image(bytes: &[u8]) -> Result<State, ImageError> {
 }
 
 /// One migration per schema step: `MIGRATIONS[n - 1]` rewrites schema `n` into `n + 1`.
-/// Schema 1 is the first, so there is none yet.
 type Migration = fn(&mut serde_json::Value) -> Result<(), ImageError>;
-const MIGRATIONS: &[Migration] = &[];
+const MIGRATIONS: &[Migration] = &[schema_1_to_2];
+
+/// Schema 1 -> 2: `cluster.initialized_at_ms` becomes `cluster.created_at_ms`, and
+/// `cluster.lineage` starts empty (a schema-1 state was never restored).
+fn schema_1_to_2(value: &mut serde_json::Value) -> Result<(), ImageError> {
+    let Some(cluster) = value.get_mut("cluster") else {
+        return Err(ImageError::Malformed("schema 1 image has no `cluster` field".into()));
+    };
+    if cluster.is_null() {
+        return Ok(());
+    }
+    let cluster =
+        cluster.as_object_mut().ok_or_else(|| ImageError::Malformed("schema 1 `cluster` is not an object".into()))?;
+    let created = cluster
+        .remove("initialized_at_ms")
+        .ok_or_else(|| ImageError::Malformed("schema 1 `cluster.initialized_at_ms` is missing".into()))?;
+    cluster.insert("created_at_ms".into(), created);
+    cluster.insert("lineage".into(), serde_json::Value::Array(Vec::new()));
+    Ok(())
+}
 
 /// Rewrites an image of schema `from` into the current schema, one version step at a time.
 fn migrate_forward(value: &mut serde_json::Value, from: u32) -> Result<(), ImageError> {

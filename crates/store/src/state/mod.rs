@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use command::{Command, CommandError, Outcome, Request, Role};
+pub use command::{Command, CommandError, Outcome, Request, RestoreSource, Role};
 use hash::EntryKind;
 pub use hash::{hash_token_secret, Digest, StateHash, TokenHash};
 pub use image::{decode_image, encode_image, ImageError, MIN_READABLE_SCHEMA_VERSION, SCHEMA_VERSION};
@@ -26,10 +26,33 @@ pub const MAX_ID_LEN: usize = 128;
 pub const MAX_LABEL_LEN: usize = 256;
 pub const MAX_ACTOR_LEN: usize = 256;
 
+/// The cluster this state belongs to. Schema 2 renamed `initialized_at_ms` to
+/// `created_at_ms` and added `lineage` (see `image.rs` for the migration).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterIdentity {
     pub cluster_id: String,
-    pub initialized_at_ms: u64,
+    pub created_at_ms: u64,
+    /// The clusters this state was restored from, oldest first: a restore mints a new
+    /// cluster id, and the old one is remembered so its members are told why they cannot join.
+    pub lineage: Vec<RestoreOrigin>,
+}
+
+/// Where a restored cluster's state came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreOrigin {
+    pub cluster_id: String,
+    /// The applied index and state hash of the snapshot restored (equal to its manifest's).
+    pub index: u64,
+    pub state_hash: StateHash,
+    pub snapshot_created_at_ms: u64,
+    pub restored_at_ms: u64,
+}
+
+impl ClusterIdentity {
+    /// Whether `cluster_id` is an earlier identity of this cluster (before a restore).
+    pub fn descends_from(&self, cluster_id: &str) -> Option<&RestoreOrigin> {
+        self.lineage.iter().find(|origin| origin.cluster_id == cluster_id)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,6 +240,7 @@ impl State {
         check_text("actor", &request.actor, MAX_ACTOR_LEN)?;
         let (outcome, action) = match &request.command {
             Command::InitCluster { cluster_id } => self.init_cluster(cluster_id, request.at_ms)?,
+            Command::RestoreCluster { cluster_id, from } => self.restore_cluster(cluster_id, from, request.at_ms)?,
             Command::PutPolicy { document, comment } => self.put_policy(document, comment, request)?,
             Command::ActivatePolicy { version } => self.activate_policy(*version)?,
             Command::MintToken { id, role, secret_hash, label, expires_at_ms } => {
@@ -255,10 +279,51 @@ impl State {
                 requested: cluster_id.to_owned(),
             }),
             None => {
-                self.cluster = Some(ClusterIdentity { cluster_id: cluster_id.to_owned(), initialized_at_ms: at_ms });
+                self.cluster = Some(ClusterIdentity {
+                    cluster_id: cluster_id.to_owned(),
+                    created_at_ms: at_ms,
+                    lineage: Vec::new(),
+                });
                 Ok((outcome, Some(format!("cluster.init id={cluster_id}"))))
             }
         }
+    }
+
+    /// Renames a restored cluster: the first entry a restored node writes. It must name the
+    /// cluster the state came from, so it cannot be applied twice or to another cluster.
+    fn restore_cluster(
+        &mut self,
+        cluster_id: &str,
+        from: &RestoreSource,
+        at_ms: u64,
+    ) -> Result<(Outcome, Option<String>), CommandError> {
+        check_text("cluster_id", cluster_id, MAX_ID_LEN)?;
+        let Some(existing) = &mut self.cluster else {
+            return Err(CommandError::invalid("from.cluster_id", "the state has no cluster identity to restore from"));
+        };
+        if existing.cluster_id != from.cluster_id {
+            return Err(CommandError::ClusterIdMismatch {
+                existing: existing.cluster_id.clone(),
+                requested: from.cluster_id.clone(),
+            });
+        }
+        if cluster_id == existing.cluster_id || existing.descends_from(cluster_id).is_some() {
+            return Err(CommandError::invalid("cluster_id", "a restored cluster needs an id it never had"));
+        }
+        if from.index > self.applied_index {
+            return Err(CommandError::invalid("from.index", "must be an index this state has already applied"));
+        }
+        existing.lineage.push(RestoreOrigin {
+            cluster_id: from.cluster_id.clone(),
+            index: from.index,
+            state_hash: from.state_hash,
+            snapshot_created_at_ms: from.snapshot_created_at_ms,
+            restored_at_ms: at_ms,
+        });
+        let old = std::mem::replace(&mut existing.cluster_id, cluster_id.to_owned());
+        existing.created_at_ms = at_ms;
+        let action = format!("cluster.restore id={cluster_id} from={old} index={}", from.index);
+        Ok((Outcome::ClusterRestored { cluster_id: cluster_id.to_owned(), from_cluster_id: old }, Some(action)))
     }
 
     fn put_policy(

@@ -75,7 +75,10 @@ fn cluster_identity_is_set_once() {
     assert_eq!(results[1], Ok(Outcome::ClusterInitialized { cluster_id: "c-1".into() }));
     assert_eq!(results[2], Err(CommandError::ClusterIdMismatch { existing: "c-1".into(), requested: "c-2".into() }));
     assert_eq!(results[3].as_ref().unwrap_err().code(), "invalid_field");
-    assert_eq!(state.cluster(), Some(&ClusterIdentity { cluster_id: "c-1".into(), initialized_at_ms: T0 }));
+    assert_eq!(
+        state.cluster(),
+        Some(&ClusterIdentity { cluster_id: "c-1".into(), created_at_ms: T0, lineage: Vec::new() })
+    );
     assert_eq!(state.audit_log().count(), 1, "the repeated init changed nothing, so it is not audited");
 }
 
@@ -366,4 +369,84 @@ fn at_the_token_limit_expired_tokens_make_room_and_live_ones_do_not() {
     assert!(after.tokens().all(|t| t.expires_at_ms.is_none()), "only expired tokens were dropped");
     let last = after.audit_log().last().unwrap();
     assert_eq!(last.action, "token.mint id=late role=admin pruned_expired=10");
+}
+
+/// A state image written by the schema-1 release (`tests/fixtures/state-schema-1.json`:
+/// two policy versions with version 1 active, two tokens, a cluster identity).
+const SCHEMA_1_IMAGE: &str = include_str!("../../tests/fixtures/state-schema-1.json");
+
+#[test]
+fn a_schema_1_image_migrates_forward_and_keeps_everything() {
+    let state = decode_image(SCHEMA_1_IMAGE.as_bytes()).expect("schema 1 is readable");
+    assert_eq!(state.schema_version(), SCHEMA_VERSION);
+    assert_eq!(state.applied_index(), 7);
+    assert_eq!(state.state_hash().to_hex(), "69fd18f0c9beb706876647e9d74e0204d6a8cb3d5fca008225a7d5e14c2a0e9f");
+    let cluster = state.cluster().expect("identity kept");
+    assert_eq!(cluster.cluster_id, "c-v1");
+    assert_eq!(cluster.created_at_ms, 1_700_000_000_002, "initialized_at_ms became created_at_ms");
+    assert!(cluster.lineage.is_empty());
+    assert_eq!(versions(&state), vec![1, 2]);
+    assert_eq!(state.active_policy().map(|p| p.version), Some(1));
+    assert_eq!(state.tokens().map(|t| t.id.as_str()).collect::<Vec<_>>(), vec!["ci", "ops"]);
+    assert!(state.authenticate(&hash_token_secret("secret"), T0).is_ok());
+    assert_eq!(state.audit_log().count(), 6);
+    // What a schema-2 binary writes back is schema 2 and reads back equal.
+    let again = decode_image(&encode_image(&state)).unwrap();
+    assert_eq!(again, state);
+    let written: serde_json::Value = serde_json::from_slice(&encode_image(&state)).unwrap();
+    assert_eq!(written["schema_version"], serde_json::json!(SCHEMA_VERSION));
+    assert!(written["cluster"].get("initialized_at_ms").is_none());
+}
+
+#[test]
+fn a_schema_1_image_with_a_broken_cluster_field_is_refused() {
+    let mut value: serde_json::Value = serde_json::from_str(SCHEMA_1_IMAGE).unwrap();
+    value["cluster"].as_object_mut().unwrap().remove("initialized_at_ms");
+    let error = decode_image(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+    assert!(matches!(&error, ImageError::Malformed(why) if why.contains("initialized_at_ms")), "{error}");
+    // A schema-1 state that never had a cluster identity migrates too.
+    value["cluster"] = serde_json::Value::Null;
+    assert!(decode_image(&serde_json::to_vec(&value).unwrap()).unwrap().cluster().is_none());
+}
+
+#[test]
+fn a_restored_cluster_gets_a_new_id_and_remembers_its_origin() {
+    let mut state = State::default();
+    run(&mut state, [Command::InitCluster { cluster_id: "old".into() }, put("one")]);
+    let hash = state.state_hash();
+    let from = RestoreSource { cluster_id: "old".into(), index: 2, state_hash: hash, snapshot_created_at_ms: T0 - 5 };
+    let restore = |cluster_id: &str, from: &RestoreSource| Command::RestoreCluster {
+        cluster_id: cluster_id.into(),
+        from: from.clone(),
+    };
+    state.apply_blank(3);
+    let outcomes = run(&mut state, [restore("new", &from)]);
+    assert_eq!(
+        outcomes,
+        vec![Ok(Outcome::ClusterRestored { cluster_id: "new".into(), from_cluster_id: "old".into() })]
+    );
+    let cluster = state.cluster().unwrap();
+    assert_eq!(cluster.cluster_id, "new");
+    let origin = cluster.descends_from("old").expect("lineage kept");
+    assert_eq!((origin.index, origin.state_hash, origin.restored_at_ms), (2, hash, T0));
+    assert_eq!(state.audit_log().last().unwrap().action, "cluster.restore id=new from=old index=2");
+    assert_eq!(versions(&state), vec![1], "the restored content is untouched");
+
+    // Applying it again, from a foreign cluster, back to an old id, or from the future: refused.
+    let before = content(&state);
+    let again = run(
+        &mut state,
+        [
+            restore("newer", &from),
+            restore("old", &RestoreSource { cluster_id: "new".into(), ..from.clone() }),
+            restore("newer", &RestoreSource { cluster_id: "new".into(), index: 99, ..from.clone() }),
+        ],
+    );
+    assert!(matches!(&again[0], Err(CommandError::ClusterIdMismatch { existing, .. }) if existing == "new"));
+    assert!(matches!(&again[1], Err(CommandError::InvalidField { field, .. }) if field == "cluster_id"));
+    assert!(matches!(&again[2], Err(CommandError::InvalidField { field, .. }) if field == "from.index"));
+    assert_eq!(content(&state), before);
+
+    let mut empty = State::default();
+    assert!(run(&mut empty, [restore("x", &from)])[0].is_err(), "nothing to restore from");
 }

@@ -45,13 +45,26 @@ fn canonical_membership(membership: &openraft::Membership<u64, openraft::BasicNo
 /// announcing each newly applied view.
 pub(crate) struct Shared {
     pub(crate) state: RwLock<State>,
+    /// The Raft log id and membership of the last applied entry. Only written while the
+    /// `state` write lock is held, so a reader holding the `state` read lock sees the pair
+    /// that belongs to the state it reads (a snapshot is consistent at one index).
+    pub(crate) position: RwLock<(Option<LogId>, StoredMembership)>,
     pub(crate) view: watch::Sender<Arc<AppliedView>>,
 }
 
 impl Shared {
-    pub(crate) fn new(state: State) -> Arc<Shared> {
+    pub(crate) fn new(state: State, last_applied: Option<LogId>, membership: StoredMembership) -> Arc<Shared> {
         let view = Arc::new(AppliedView::of(&state));
-        Arc::new(Shared { state: RwLock::new(state), view: watch::Sender::new(view) })
+        Arc::new(Shared {
+            state: RwLock::new(state),
+            position: RwLock::new((last_applied, membership)),
+            view: watch::Sender::new(view),
+        })
+    }
+
+    fn set_position(&self, last_applied: Option<LogId>, membership: &StoredMembership) {
+        let mut position = self.position.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *position = (last_applied, membership.clone());
     }
 
     fn publish(&self, state: &State) {
@@ -90,7 +103,7 @@ impl StateMachineStore {
             }
             None => (State::default(), None, StoredMembership::default()),
         };
-        let shared = Shared::new(state);
+        let shared = Shared::new(state, last_applied, last_membership.clone());
         Ok((StateMachineStore { db, shared: shared.clone(), last_applied, last_membership }, shared))
     }
 
@@ -125,6 +138,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             self.last_applied = Some(entry.log_id);
         }
+        self.shared.set_position(self.last_applied, &self.last_membership);
         self.shared.publish(&state);
         Ok(results)
     }
@@ -164,6 +178,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         *current = state;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
+        self.shared.set_position(self.last_applied, &self.last_membership);
         self.shared.publish(&current);
         Ok(())
     }
@@ -247,6 +262,39 @@ mod tests {
         save_snapshot(&db, SnapshotMeta::default(), encode_image(&state)).await.unwrap();
         let error = StateMachineStore::open(db).err().expect("refused");
         assert!(matches!(error, DbError::Inconsistent(_)), "{error}");
+    }
+
+    /// A data root written by the schema-1 release: its snapshot holds a schema-1 image. The
+    /// store opens it, migrates it forward, and the node carries on from it.
+    #[tokio::test]
+    async fn a_data_root_of_the_previous_schema_opens_migrated_and_takes_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(dir.path()).unwrap();
+        let image = include_bytes!("../../tests/fixtures/state-schema-1.json").to_vec();
+        let last = openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 7);
+        let members = Membership::new(vec![BTreeSet::from([1])], BTreeMap::from([(1, BasicNode::default())]));
+        let meta = SnapshotMeta {
+            last_log_id: Some(last),
+            last_membership: crate::raft::StoredMembership::new(Some(last), members),
+            snapshot_id: "schema-1".into(),
+        };
+        save_snapshot(&db, meta, image).await.unwrap();
+        drop(db);
+        let store = crate::Store::open_single_node(crate::StoreConfig::single_node(dir.path())).await.unwrap();
+        let (schema, cluster, versions) = store.read(|s| {
+            (s.schema_version(), s.cluster().cloned(), s.policy_versions().map(|p| p.version).collect::<Vec<_>>())
+        });
+        assert_eq!(schema, SCHEMA_VERSION);
+        let cluster = cluster.unwrap();
+        assert_eq!((cluster.cluster_id.as_str(), cluster.created_at_ms), ("c-v1", 1_700_000_000_002));
+        assert_eq!(versions, vec![1, 2]);
+        let applied = store
+            .write("test", crate::state::Command::PutPolicy { document: "{}".into(), comment: String::new() })
+            .await
+            .unwrap();
+        assert!(applied.index > 7);
+        assert_eq!(store.read(|s| s.active_policy().map(|p| p.version)), Some(3), "version numbers carry on");
+        store.shutdown().await.unwrap();
     }
 
     #[test]

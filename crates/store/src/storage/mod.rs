@@ -191,3 +191,53 @@ pub fn replay(data_dir: &Path, up_to: Option<u64>) -> Result<Replay, DbError> {
     }
     Ok(Replay { snapshot_index, points, state })
 }
+
+/// Where a restored store starts: the restored state is its snapshot at `last_applied`, with
+/// `membership` (the restored node alone) as the configuration of that snapshot.
+pub struct RestoredStart {
+    pub last_applied: crate::raft::LogId,
+    pub membership: openraft::Membership<crate::raft::NodeId, openraft::BasicNode>,
+    pub node_id: crate::raft::NodeId,
+}
+
+/// Writes a new store in `data_dir` whose only content is `state` as its snapshot (the
+/// offline half of a restore): Raft starts from it, purges the log up to it, and this node,
+/// the one voter of `start.membership`, elects itself at a term above the snapshot's.
+///
+/// The vote is saved at the snapshot's term so that the first election is for a higher
+/// term than every entry in the snapshot (a leader's entries must never carry a lower term
+/// than the entries before them). Refuses to touch an existing database.
+pub fn write_restored(data_dir: &Path, state: &State, start: RestoredStart) -> Result<(), DbError> {
+    if data_dir.join(DB_FILE).exists() {
+        return Err(DbError::Inconsistent(format!(
+            "{} already exists; a restore writes only into an empty store directory",
+            data_dir.join(DB_FILE).display()
+        )));
+    }
+    if state.applied_index() != start.last_applied.index {
+        return Err(DbError::Inconsistent(format!(
+            "the state is at index {} but the restore starts at {}",
+            state.applied_index(),
+            start.last_applied.index
+        )));
+    }
+    let image = crate::state::encode_image(state);
+    let membership = crate::raft::StoredMembership::new(Some(start.last_applied), start.membership);
+    let snapshot_id = format!(
+        "restored-{}-{}-{}",
+        start.last_applied.leader_id,
+        start.last_applied.index,
+        &state.state_hash().to_hex()[..16]
+    );
+    let meta = SnapshotMeta { last_log_id: Some(start.last_applied), last_membership: membership, snapshot_id };
+    let vote = openraft::Vote::new(start.last_applied.leader_id.term, start.node_id);
+    let db = open_database(data_dir)?;
+    let (meta, vote) = (serde_json::to_vec(&meta)?, serde_json::to_vec(&vote)?);
+    write_with(&db, Durability::Immediate, |txn| {
+        let mut snapshot = txn.open_table(SNAPSHOT)?;
+        snapshot.insert("meta", meta.as_slice())?;
+        snapshot.insert("data", image.as_slice())?;
+        txn.open_table(META)?.insert("vote", vote.as_slice())?;
+        Ok(())
+    })
+}
