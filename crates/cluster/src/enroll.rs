@@ -85,3 +85,68 @@ pub async fn join_cluster(
         node_key_pem: key.key_pem,
     })
 }
+
+/// How long a restarted member waits for the join listener named by `--join` before it
+/// starts without asking (a restart must not depend on the seed).
+pub const JOIN_TARGET_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// For a restarted member that still has `--join` in its configuration: asks the join
+/// listener which cluster it serves. The same cluster, or no answer in time: fine, the member
+/// carries on with its stored identity. Another cluster: this node's data root does not
+/// belong there (typically a member of a cluster that was since restored from a snapshot as
+/// a new one), so it asks to join under its own cluster id, lets that cluster say why it
+/// refuses, and returns the refusal as the error. Nothing changes on either side.
+pub async fn check_join_target(seed: &str, identity: &Identity, advertise: &str, token: &str) -> Result<(), String> {
+    let attempt = async {
+        let channel = crate::tls::channel(seed, Arc::new(crate::tls::join_client_config()?), JOIN_TARGET_CHECK_TIMEOUT)?;
+        let mut client = JoinClient::new(channel);
+        let challenge = client
+            .challenge(ChallengeRequest {})
+            .await
+            .map_err(|status| format!("no challenge: {}", status.message()))?
+            .into_inner();
+        if challenge.cluster_id == identity.cluster_id {
+            return Ok::<_, String>(None);
+        }
+        let key = pki::new_node_key(identity.node_id).map_err(|e| e.to_string())?;
+        let client_nonce = random_bytes::<32>()?;
+        let fields = JoinFields {
+            nonce: &challenge.nonce,
+            node_id: identity.node_id,
+            advertise,
+            cluster_id: &identity.cluster_id,
+            csr_pem: &key.csr_pem,
+            client_nonce: &client_nonce,
+        };
+        let request = JoinRequest {
+            nonce: challenge.nonce.clone(),
+            node_id: identity.node_id,
+            advertise: advertise.to_owned(),
+            cluster_id: identity.cluster_id.clone(),
+            csr_pem: key.csr_pem.clone(),
+            client_nonce: client_nonce.to_vec(),
+            mac: join::request_mac(token, &fields),
+        };
+        let reason = match client.join(request).await {
+            Err(status) => status.message().to_owned(),
+            Ok(_) => format!("it serves cluster {}", challenge.cluster_id),
+        };
+        Ok(Some(reason))
+    };
+    match tokio::time::timeout(JOIN_TARGET_CHECK_TIMEOUT, attempt).await {
+        Ok(Ok(None)) => Ok(()),
+        Ok(Ok(Some(reason))) => Err(format!(
+            "this node belongs to cluster {} (stored in its data root), and the cluster at --join {seed} refused \
+             it: {reason}",
+            identity.cluster_id
+        )),
+        Ok(Err(e)) => {
+            tracing::info!(%seed, error = %e, "could not ask the --join address which cluster it serves; starting with the stored identity");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::info!(%seed, "the --join address did not answer in time; starting with the stored identity");
+            Ok(())
+        }
+    }
+}

@@ -35,6 +35,8 @@ pub enum Refusal {
     Replayed,
     ExpiredNonce,
     ForeignCluster { asked: String, ours: String },
+    /// The joiner belongs to a cluster this one was restored from.
+    RestoredFrom { asked: String, ours: String },
     BadToken,
     BadRequest(String),
     AlreadyMember(u64),
@@ -49,6 +51,11 @@ impl std::fmt::Display for Refusal {
             Refusal::ForeignCluster { asked, ours } => {
                 write!(f, "this node belongs to cluster {ours}, not to cluster {asked}")
             }
+            Refusal::RestoredFrom { asked, ours } => write!(
+                f,
+                "cluster {asked} was restored from a snapshot as cluster {ours}; members of {asked} cannot join \
+                 it: move this node's data root aside and start it with an empty one and --join"
+            ),
             Refusal::BadToken => f.write_str("the request was not made with this cluster's bootstrap token"),
             Refusal::BadRequest(why) => write!(f, "malformed join request: {why}"),
             Refusal::AlreadyMember(id) => write!(f, "node id {id} is already a member of this cluster"),

@@ -14,6 +14,7 @@ pub mod join;
 pub mod network;
 pub mod node;
 pub mod pki;
+pub mod restored;
 pub mod service;
 pub mod tls;
 

@@ -66,6 +66,9 @@ pub enum Role {
     Joined,
     /// Started with the identity it stored earlier.
     Restarted,
+    /// Started for the first time from a data root written by `sluice restore`: the seed of
+    /// a new cluster holding the restored state.
+    Restored,
 }
 
 /// The last answer of one peer's node agent.
@@ -265,9 +268,16 @@ impl Cluster {
             Some(identity) => {
                 peers.set_tls(crate::tls::cluster_client_config(&identity)?);
                 let token = identity::read_token(&config.paths.bootstrap_token_path).unwrap_or_default();
+                let marker = crate::restored::read_marker(&config.paths.cluster_dir)?;
+                // Before the store opens: a data root that another cluster refuses must not
+                // start Raft at all.
+                if let (None, Some(seed)) = (&marker, &config.join) {
+                    crate::enroll::check_join_target(seed, &identity, &config.advertise, &token).await?;
+                }
                 let store = open_store(config, identity.node_id, &peers).await?;
                 if let Some(stored) = store.read(|s| s.cluster().map(|c| c.cluster_id.clone())) {
-                    if stored != identity.cluster_id {
+                    let restoring = crate::restored::explains_mismatch(marker.as_ref(), &stored, &identity.cluster_id);
+                    if stored != identity.cluster_id && !restoring {
                         return Err(format!(
                             "the store belongs to cluster {stored} but {} says {}: the data root is mixed up",
                             config.paths.cluster_dir.display(),
@@ -275,7 +285,14 @@ impl Cluster {
                         ));
                     }
                 }
-                (Role::Restarted, identity, token, store)
+                match marker {
+                    Some(marker) => {
+                        record_own_address(&store, identity.node_id, &config.advertise).await?;
+                        crate::restored::finish(&store, &config.paths.cluster_dir, &marker).await?;
+                        (Role::Restored, identity, token, store)
+                    }
+                    None => (Role::Restarted, identity, token, store),
+                }
             }
             None => match &config.join {
                 Some(seed) => {
@@ -428,17 +445,13 @@ async fn seed(config: &ClusterConfig, peers: &Peers) -> Result<(Identity, String
     let raft = store.raft();
     let node = BasicNode { addr: config.advertise.clone() };
     if !raft.is_initialized().await.map_err(|e| e.to_string())? {
-        raft.initialize(BTreeMap::from([(node_id, node.clone())])).await.map_err(|e| e.to_string())?;
+        raft.initialize(BTreeMap::from([(node_id, node)])).await.map_err(|e| e.to_string())?;
     }
     raft.wait(Some(START_TIMEOUT))
         .metrics(|m| m.current_leader == Some(node_id), "the seed leads its group")
         .await
         .map_err(|e| format!("the seed did not become leader of its own group: {e}"))?;
-    if member_address(&store, node_id).as_deref() != Some(config.advertise.as_str()) {
-        raft.change_membership(ChangeMembers::SetNodes(BTreeMap::from([(node_id, node)])), false)
-            .await
-            .map_err(|e| format!("cannot record this node's cluster address: {e}"))?;
-    }
+    record_own_address(&store, node_id, &config.advertise).await?;
     let cluster_id = store.ensure_cluster_identity("seed").await.map_err(|e| e.to_string())?;
     let ca = crate::pki::new_ca(&cluster_id).map_err(|e| e.to_string())?;
     let key = crate::pki::new_node_key(node_id).map_err(|e| e.to_string())?;
@@ -454,6 +467,24 @@ async fn seed(config: &ClusterConfig, peers: &Peers) -> Result<(Identity, String
         "seeded a new cluster; copy the bootstrap token file to the nodes that will --join"
     );
     Ok((identity, token, store))
+}
+
+/// Makes the membership say where this node is reached (a single-node store or a restored
+/// one was written without a cluster address). Only for a node that leads alone.
+async fn record_own_address(store: &Store, node_id: NodeId, advertise: &str) -> Result<(), String> {
+    if member_address(store, node_id).as_deref() == Some(advertise) {
+        return Ok(());
+    }
+    let raft = store.raft();
+    raft.wait(Some(START_TIMEOUT))
+        .metrics(|m| m.current_leader == Some(node_id), "this node leads its group")
+        .await
+        .map_err(|e| format!("this node did not become leader of its own group: {e}"))?;
+    let node = BasicNode { addr: advertise.to_owned() };
+    raft.change_membership(ChangeMembers::SetNodes(BTreeMap::from([(node_id, node)])), false)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("cannot record this node's cluster address: {e}"))
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {

@@ -197,7 +197,9 @@ impl Shared {
     fn answer_join(&self, request: &proto::JoinRequest) -> Result<proto::JoinResponse, Refusal> {
         self.nonces.lock().unwrap_or_else(|p| p.into_inner()).take(&request.nonce, now_ms())?;
         if !request.cluster_id.is_empty() && request.cluster_id != self.cluster_id {
-            return Err(Refusal::ForeignCluster { asked: request.cluster_id.clone(), ours: self.cluster_id.clone() });
+            let (asked, ours) = (request.cluster_id.clone(), self.cluster_id.clone());
+            let restored = self.store.read(|s| s.cluster().is_some_and(|c| c.descends_from(&asked).is_some()));
+            return Err(if restored { Refusal::RestoredFrom { asked, ours } } else { Refusal::ForeignCluster { asked, ours } });
         }
         let fields = JoinFields {
             nonce: &request.nonce,
