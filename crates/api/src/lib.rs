@@ -19,6 +19,7 @@ pub mod node;
 pub mod routes;
 pub mod secret;
 pub mod server;
+pub mod snapshots;
 pub mod state;
 pub mod tls;
 

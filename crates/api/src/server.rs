@@ -85,6 +85,7 @@ impl ApiServer {
                 http: Mutex::new(HttpCounters::default()),
                 compiled: Mutex::new(None),
                 openapi_json,
+                snapshots: std::sync::OnceLock::new(),
             }),
         };
         let app = router
@@ -138,6 +139,11 @@ impl ApiServer {
     }
 
     /// The router for in-process requests (the admin socket relays the CLI's requests here).
+    /// Serves `/api/v1/snapshots` from `service` (set once; later calls are ignored).
+    pub fn set_snapshots(&self, service: Arc<dyn crate::snapshots::SnapshotService>) {
+        let _ = self.state.inner.snapshots.set(service);
+    }
+
     pub fn local(&self) -> LocalApi {
         self.local.clone()
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_policy::CompiledPolicy;
@@ -32,6 +32,8 @@ pub struct Shared {
     pub compiled: Mutex<Option<(Digest, Arc<CompiledPolicy>)>>,
     /// The OpenAPI document, rendered once.
     pub openapi_json: String,
+    /// The node's snapshot repository, set by the runtime once it is open.
+    pub snapshots: OnceLock<Arc<dyn crate::snapshots::SnapshotService>>,
 }
 
 /// Requests answered, by (route template, method, status).

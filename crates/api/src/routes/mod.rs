@@ -6,6 +6,7 @@ pub mod health;
 pub mod node_local;
 pub mod policy;
 pub mod settings;
+pub mod snapshots;
 pub mod support;
 pub mod tokens;
 
@@ -29,6 +30,7 @@ use crate::state::AppState;
         (name = "tokens", description = "API tokens"),
         (name = "cluster", description = "members, removal, leadership transfer"),
         (name = "settings", description = "cluster-wide settings and the audit log"),
+        (name = "snapshots", description = "state snapshots: list, create, download, verify"),
         (name = "support", description = "diagnostics"),
     )
 )]
@@ -74,6 +76,9 @@ pub fn api_router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(cluster::get_cluster))
         .routes(routes!(cluster::remove_member))
         .routes(routes!(cluster::transfer_leader))
+        .routes(routes!(snapshots::list_snapshots, snapshots::create_snapshot))
+        .routes(routes!(snapshots::download_snapshot))
+        .routes(routes!(snapshots::verify_snapshot))
         .routes(routes!(support::sysdump))
         .split_for_parts()
 }
