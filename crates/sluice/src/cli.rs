@@ -20,6 +20,8 @@ Exit codes:
    4  client commands: the API could not be reached (connect, TLS, timeout)
    5  client commands: the node refused the request (404, 409, 413, 503, ...), or status: not ready
    6  client commands: the token is missing, invalid or expired, or lacks the role
+   7  snapshot verify/inspect/restore: the snapshot file is refused (says which part and why)
+   8  restore: the data root is not empty (give --force to move it aside)
   10  configuration file unreadable, not TOML, unknown key or wrong type
   11  a setting is missing or invalid
   12  internal and external networks overlap
@@ -72,6 +74,15 @@ pub enum Command {
     /// leadership transfer.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// State snapshots: create (on a node), list, verify and inspect (files, offline).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Disaster recovery, offline: write a fresh data root from a snapshot file. The node
+    /// started on it is the seed of a NEW cluster (new cluster id) with the restored state;
+    /// other nodes join it with --join. Exit 0 restored, 7 snapshot refused, 8 the data
+    /// root is not empty (give --force), 21 writing failed.
+    /// Example: sluice restore --snapshot /backup/node1.snap --data-dir /var/lib/sluice --passphrase-file /root/dr-passphrase
+    Restore(RestoreArgs),
     /// Who changed what, when: the audit log, newest first.
     /// Example: sluice audit --limit 20
     #[command(after_long_help = CLIENT_HELP)]
@@ -403,8 +414,88 @@ pub struct RunArgs {
     #[arg(long, env = "SLUICE_HTTP_KEY", value_name = "FILE")]
     pub http_key: Option<PathBuf>,
 
+    /// Take a snapshot of the state this often and keep it in <data-dir>/snapshots (at
+    /// least 1m). Default: off. Example: --snapshot-interval 6h
+    #[arg(long, env = "SLUICE_SNAPSHOT_INTERVAL", value_name = "DURATION")]
+    pub snapshot_interval: Option<WrittenDuration>,
+
+    /// How many scheduled snapshots to keep (1 to 1000; the oldest go first). Snapshots
+    /// taken by hand are never removed automatically. Default: 7. Example: --snapshot-keep 28
+    #[arg(long, env = "SLUICE_SNAPSHOT_KEEP", value_name = "N")]
+    pub snapshot_keep: Option<usize>,
+
     #[command(flatten, next_help_heading = "Cluster (any of these turns cluster mode on)")]
     pub cluster: crate::cluster_settings::ClusterArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot on the node now and keep it in its <data-dir>/snapshots; with --out
+    /// also copy it here. Example: sluice snapshot create --include-secrets --passphrase-file
+    /// /root/dr-passphrase --out /backup/node1.snap
+    #[command(after_long_help = CLIENT_HELP)]
+    Create {
+        /// Also seal the node's identity and secrets (bootstrap token, API certificate and
+        /// key) into the snapshot, encrypted under the passphrase of --passphrase-file.
+        #[arg(long, requires = "passphrase_file")]
+        include_secrets: bool,
+        /// File holding the passphrase (one trailing newline is ignored).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Also write the snapshot file here (verified after the copy).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The snapshots kept on the node, newest first. Example: sluice snapshot list
+    #[command(after_long_help = CLIENT_HELP)]
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Check a snapshot file completely without touching any state: format, checksums,
+    /// schema, and that its state has the state hash its manifest names; with
+    /// --passphrase-file also that the secrets open. Exit 0 valid, 7 refused.
+    /// Example: sluice snapshot verify /backup/node1.snap
+    Verify {
+        file: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a snapshot file's manifest and a summary of its state (verified first).
+    /// Example: sluice snapshot inspect /backup/node1.snap --json
+    Inspect {
+        file: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The snapshot file to restore (see sluice snapshot create --out).
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: PathBuf,
+    /// The data root to write (the node must not be running on it). Must be empty or
+    /// missing, unless --force. Example: --data-dir /var/lib/sluice
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Restore the node's identity and secrets from the snapshot, opened with this
+    /// passphrase; without it the node gets a new identity and bootstrap token.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Move a non-empty data root aside (renamed to <DIR>.before-restore-<ms>, never
+    /// deleted) instead of refusing.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

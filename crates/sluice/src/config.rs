@@ -70,6 +70,9 @@ pub struct FileConfig {
     pub cluster_data_dir: Option<PathBuf>,
     pub node_id_path: Option<PathBuf>,
     pub bootstrap_token_path: Option<PathBuf>,
+    pub snapshot_interval: Option<WrittenDuration>,
+    #[serde(default, deserialize_with = "count")]
+    pub snapshot_keep: Option<usize>,
 }
 
 impl FileConfig {
@@ -155,7 +158,20 @@ pub struct NodeConfig {
     pub http_key: Option<PathBuf>,
     /// `None`: a single node.
     pub cluster: Option<ClusterSettings>,
+    pub snapshots: SnapshotSchedule,
 }
+
+/// `--snapshot-interval` / `--snapshot-keep`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotSchedule {
+    /// `None`: no scheduled snapshots.
+    pub interval: Option<std::time::Duration>,
+    pub keep: usize,
+}
+
+pub const DEFAULT_SNAPSHOT_KEEP: usize = 7;
+pub const MAX_SNAPSHOT_KEEP: usize = 1000;
+pub const MIN_SNAPSHOT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A repeatable flag: the flags (or variable) when given, else the file's list.
 fn list<T>(args: Vec<T>, file: Option<Vec<T>>) -> Option<Vec<T>> {
@@ -226,6 +242,10 @@ pub fn resolve(args: RunArgs, file: FileConfig) -> Result<NodeConfig, Failure> {
         http_cert: args.http_cert.or(file.http_cert),
         http_key: args.http_key.or(file.http_key),
         cluster,
+        snapshots: SnapshotSchedule {
+            interval: args.snapshot_interval.or(file.snapshot_interval).map(|d| d.0),
+            keep: args.snapshot_keep.or(file.snapshot_keep).unwrap_or(DEFAULT_SNAPSHOT_KEEP),
+        },
     };
     config.validate()?;
     Ok(config)
@@ -235,6 +255,20 @@ impl NodeConfig {
     /// Consistency checks that need no access to the host.
     pub fn validate(&self) -> Result<(), Failure> {
         let setting = |msg: String| Err(Failure::new(Exit::Setting, msg));
+        if let Some(interval) = self.snapshots.interval {
+            if interval < MIN_SNAPSHOT_INTERVAL {
+                return setting(format!(
+                    "--snapshot-interval {interval:?} is shorter than {MIN_SNAPSHOT_INTERVAL:?}: snapshots that often \
+                     would wear the disk and fill the retention window within minutes"
+                ));
+            }
+        }
+        if !(1..=MAX_SNAPSHOT_KEEP).contains(&self.snapshots.keep) {
+            return setting(format!(
+                "--snapshot-keep {} is out of range: keep 1 to {MAX_SNAPSHOT_KEEP} scheduled snapshots",
+                self.snapshots.keep
+            ));
+        }
         for (name, port) in [("internal", &self.internal_port), ("external", &self.external_port)] {
             if port.trim().is_empty() {
                 return setting(format!("the {name} port is empty: give an interface name (or DPDK devargs)"));

@@ -26,6 +26,11 @@ pub enum Exit {
     Refused = 5,
     /// A client command: the token is missing, invalid or expired, or lacks the role.
     Unauthorized = 6,
+    /// A snapshot file is refused: truncated, corrupted, foreign, too new, wrong passphrase
+    /// or secrets absent.
+    SnapshotRefused = 7,
+    /// `sluice restore` into a data root that is not empty, without --force.
+    DataRootNotEmpty = 8,
     /// Configuration file unreadable, not TOML, unknown key or wrong type.
     ConfigFile = 10,
     /// A setting is missing or has an invalid value.

@@ -51,5 +51,6 @@ pub mod policy_cmd;
 pub mod run;
 pub mod runtime;
 pub mod signals;
+pub mod snapshot_cmd;
 pub mod stats;
 pub mod token_cmd;

@@ -4,7 +4,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::Parser;
 use sluice::cli::{Cli, Command};
 use sluice::exit::{Exit, Failure};
-use sluice::{client, run};
+use sluice::{client, run, snapshot_cmd};
 
 fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|e| {
@@ -23,6 +23,8 @@ fn main() -> ExitCode {
         Command::Settings(args) => finish(client::settings(&args)),
         Command::Audit(args) => finish(client::audit(&args)),
         Command::Cluster(cmd) => finish(client::cluster(&cmd)),
+        Command::Snapshot(cmd) => finish(snapshot_cmd::snapshot(&cmd)),
+        Command::Restore(args) => finish(snapshot_cmd::restore(&args)),
     }
 }
 

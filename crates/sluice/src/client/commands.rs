@@ -27,7 +27,7 @@ fn encode(text: &str) -> String {
 }
 
 /// Sends a request and returns the JSON of a successful answer, or the refusal.
-pub(super) fn call(
+pub fn call(
     endpoint: &Endpoint,
     method: &str,
     path: &str,

@@ -89,6 +89,36 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// Downloads a file route's body (at most `limit` bytes). Over the admin socket there is
+    /// no download: the caller reads the file from the data directory instead.
+    pub fn download(&self, path: &str, limit: usize) -> Result<Result<Vec<u8>, Answer>, Failure> {
+        let Endpoint::Https { client, token } = self else {
+            return Err(Failure::new(Exit::Usage, "downloads need --api (on the node, read the file directly)"));
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::new(Exit::Unreachable, format!("cannot start the client runtime: {e}")))?;
+        let (status, bytes) = runtime
+            .block_on(client.bytes("GET", path, token.as_deref(), None, limit))
+            .map_err(|e| Failure::new(Exit::Unreachable, format!("{}: {e}", client.url())))?;
+        if (200..300).contains(&status) {
+            Ok(Ok(bytes.to_vec()))
+        } else {
+            Ok(Err(Answer { status, body: String::from_utf8_lossy(&bytes).into_owned() }))
+        }
+    }
+
+    /// The node's data directory when this endpoint is its admin socket.
+    pub fn local_data_dir(&self) -> Option<&Path> {
+        match self {
+            Endpoint::Socket { data_dir, .. } => Some(data_dir),
+            Endpoint::Https { .. } => None,
+        }
+    }
+}
+
 pub fn socket_failure(reason: &str, data_dir: &Path) -> Failure {
     Failure::new(
         Exit::AdminSocket,

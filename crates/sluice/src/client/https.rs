@@ -148,7 +148,20 @@ impl HttpsClient {
         token: Option<&str>,
         body: Option<String>,
     ) -> Result<super::Answer, TransportError> {
-        match tokio::time::timeout(self.timeout, self.exchange(method, path, token, body)).await {
+        let (status, bytes) = self.bytes(method, path, token, body, MAX_ANSWER_BYTES).await?;
+        Ok(super::Answer { status, body: String::from_utf8_lossy(&bytes).into_owned() })
+    }
+
+    /// One request whose answer body is returned as bytes, up to `limit` (a file download).
+    pub async fn bytes(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+        limit: usize,
+    ) -> Result<(u16, Bytes), TransportError> {
+        match tokio::time::timeout(self.timeout, self.exchange(method, path, token, body, limit)).await {
             Ok(answer) => answer,
             Err(_) => Err(TransportError(format!("no answer within {} ms (--timeout)", self.timeout.as_millis()))),
         }
@@ -160,7 +173,8 @@ impl HttpsClient {
         path: &str,
         token: Option<&str>,
         body: Option<String>,
-    ) -> Result<super::Answer, TransportError> {
+        limit: usize,
+    ) -> Result<(u16, Bytes), TransportError> {
         let fail = |what: &str, e: &dyn fmt::Display| TransportError(format!("{what}: {e}"));
         let tcp = tokio::net::TcpStream::connect((self.url.host.as_str(), self.url.port))
             .await
@@ -192,13 +206,13 @@ impl HttpsClient {
             .map_err(|e| fail("cannot build the request", &e))?;
         let response = sender.send_request(request).await.map_err(|e| fail("request failed", &e))?;
         let status = response.status().as_u16();
-        let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+        let bytes = Limited::new(response.into_body(), limit)
             .collect()
             .await
             .map_err(|e| fail("cannot read the answer", &e))?
             .to_bytes();
         connection.abort();
-        Ok(super::Answer { status, body: String::from_utf8_lossy(&bytes).into_owned() })
+        Ok((status, bytes))
     }
 }
 

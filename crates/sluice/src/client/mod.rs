@@ -18,6 +18,7 @@ mod https;
 mod render;
 
 pub use cluster::cluster;
-pub use commands::{audit, policy, settings, status, token};
+pub use commands::{audit, call, policy, settings, status, token};
 pub use endpoint::{Answer, Endpoint};
 pub use https::{HttpsClient, ServerUrl, DEFAULT_API_PORT};
+pub use render::{refusal, timestamp};

@@ -59,6 +59,8 @@ pub(super) struct ControlPlane {
     api: Option<ApiServer>,
     admin: Option<AdminSocket>,
     follower: Option<JoinHandle<()>>,
+    /// `--snapshot-interval`'s task.
+    snapshots: Option<JoinHandle<()>>,
 }
 
 /// The opened control plane and the policy the dataplane starts with.
@@ -82,12 +84,24 @@ pub(super) fn open(config: &NodeConfig, file_policy: Option<CompiledPolicy>) -> 
     let dir = config.data_dir.join(STORE_DIR);
     let (store, cluster, may_bootstrap) = match &config.cluster {
         None => {
-            let store = runtime.block_on(Store::open_single_node(StoreConfig::single_node(&dir))).map_err(|e| {
+            let mut store_config = StoreConfig::single_node(&dir);
+            // A data root restored from a cluster member's snapshot keeps that member's id.
+            if let Some(id) = restored_node_id(&config.data_dir)? {
+                store_config.node_id = id;
+            }
+            let store = runtime.block_on(Store::open_single_node(store_config)).map_err(|e| {
                 control_failure(format!(
                     "cannot open the policy store in {}: {e}; is another sluice using this --data-dir?",
                     dir.display()
                 ))
             })?;
+            let cluster_dir = config.data_dir.join("cluster");
+            let marker = sluice_cluster::restored::read_marker(&cluster_dir).map_err(control_failure)?;
+            if let Some(marker) = marker {
+                runtime
+                    .block_on(sluice_cluster::restored::finish(&store, &cluster_dir, &marker))
+                    .map_err(|e| control_failure(format!("cannot finish the restore: {e}")))?;
+            }
             (Arc::new(store), None, true)
         }
         Some(settings) => {
@@ -120,8 +134,21 @@ pub(super) fn open(config: &NodeConfig, file_policy: Option<CompiledPolicy>) -> 
     info!(store = %dir.display(), cluster_id = %cluster_id, applied_index = status.applied_index, "store open");
     let file_policy = if may_bootstrap { file_policy } else { None };
     let (policy, version) = runtime.block_on(starting_policy(&store, config.policy.as_deref(), file_policy))?;
-    let control = ControlPlane { runtime, store, cluster, api: None, admin: None, follower: None };
+    let control = ControlPlane { runtime, store, cluster, api: None, admin: None, follower: None, snapshots: None };
     Ok(Opened { control, policy, version })
+}
+
+/// The node id a restore wrote into a single node's data root (`<data-dir>/node_id`), if any.
+fn restored_node_id(data_dir: &Path) -> Result<Option<u64>, Failure> {
+    let path = data_dir.join("node_id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(id) if id > 0 => Ok(Some(id)),
+            _ => Err(control_failure(format!("{}: not a node id: {:?}", path.display(), text.trim()))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(control_failure(format!("cannot read {}: {e}", path.display()))),
+    }
 }
 
 async fn starting_policy(
@@ -213,6 +240,20 @@ impl ControlPlane {
             metrics = api.metrics_addr.map(|a| format!("http://{a}/metrics")),
             "management API listening"
         );
+        let paths = match &config.cluster {
+            Some(c) => ClusterPaths {
+                cluster_dir: c.cluster_data_dir.clone(),
+                node_id_path: c.node_id_path.clone(),
+                bootstrap_token_path: c.bootstrap_token_path.clone(),
+            },
+            None => ClusterPaths::under(&config.data_dir),
+        };
+        let root = sluice_lifecycle::layout::DataRoot::with_cluster_paths(&config.data_dir, paths);
+        let snapshots = Arc::new(super::snapshots::NodeSnapshots::new(self.store.clone(), root));
+        api.set_snapshots(snapshots.clone());
+        if config.snapshots.interval.is_some() {
+            self.snapshots = Some(self.runtime.spawn(super::snapshots::run_schedule(snapshots, config.snapshots)));
+        }
         let local = api.local();
         self.api = Some(api);
         let data_dir: PathBuf = config.data_dir.clone();
@@ -280,7 +321,10 @@ impl ControlPlane {
     /// the API, the admin socket, the follower and the store stop. The dataplane and the DNS
     /// proxy are untouched (the caller stops them afterwards).
     pub(super) fn shutdown(self) {
-        let ControlPlane { runtime, store, cluster, api, admin, follower } = self;
+        let ControlPlane { runtime, store, cluster, api, admin, follower, snapshots } = self;
+        if let Some(snapshots) = snapshots {
+            snapshots.abort();
+        }
         if let Some(api) = api {
             api.begin_draining();
             info!("draining: /ready now fails; the API answers for {} ms more", DRAIN_PERIOD.as_millis());

@@ -28,6 +28,7 @@ mod dpdk;
 mod lane;
 mod listing;
 mod port_guard;
+mod snapshots;
 mod software;
 mod view;
 

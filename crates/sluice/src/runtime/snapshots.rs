@@ -1,0 +1,147 @@
+//! The node's snapshot repository as the API sees it, and the snapshot schedule
+//! (`--snapshot-interval`, `--snapshot-keep`).
+
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sluice_api::snapshots::{SnapshotFailure, SnapshotService, SnapshotSummary};
+use sluice_lifecycle::layout::DataRoot;
+use sluice_lifecycle::repository::{read_file, Entry, Kind, Repository};
+use sluice_lifecycle::snapshot::{collect_secrets, create, verify, CreateError, Writer};
+use sluice_store::Store;
+use tracing::{error, info};
+
+use crate::config::SnapshotSchedule;
+
+pub struct NodeSnapshots {
+    store: Arc<Store>,
+    root: DataRoot,
+    repository: Repository,
+    /// One snapshot at a time: each holds a copy of the state and a whole file in memory.
+    busy: Mutex<()>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn summary(entry: &Entry, file_sha256: Option<String>) -> SnapshotSummary {
+    let manifest = entry.manifest.as_ref().ok();
+    SnapshotSummary {
+        id: entry.id.to_string(),
+        kind: entry.id.kind.as_str().into(),
+        bytes: entry.bytes,
+        valid: entry.manifest.is_ok(),
+        error: entry.manifest.as_ref().err().cloned(),
+        created_at_ms: manifest.map(|m| m.created_at_ms),
+        cluster_id: manifest.map(|m| m.cluster_id.clone()),
+        node_id: manifest.map(|m| m.node_id),
+        schema_version: manifest.map(|m| m.schema_version),
+        release_version: manifest.map(|m| m.release_version.clone()),
+        applied_index: manifest.map(|m| m.last_applied.index),
+        term: manifest.map(|m| m.last_applied.term),
+        state_hash: manifest.map(|m| m.state_hash.clone()),
+        has_secrets: manifest.map(|m| m.secrets.is_some()),
+        file_sha256,
+    }
+}
+
+impl NodeSnapshots {
+    pub fn new(store: Arc<Store>, root: DataRoot) -> NodeSnapshots {
+        let repository = Repository::new(root.snapshots_dir());
+        NodeSnapshots { store, root, repository, busy: Mutex::new(()) }
+    }
+
+    /// Takes a snapshot of `kind` now and keeps it.
+    pub fn take(&self, kind: Kind, passphrase: Option<&[u8]>) -> Result<SnapshotSummary, SnapshotFailure> {
+        let Ok(_guard) = self.busy.try_lock() else {
+            return Err(SnapshotFailure::Busy("another snapshot is being taken on this node; try again".into()));
+        };
+        let node_id = self.store.status().node_id;
+        let writer = Writer { release_version: env!("CARGO_PKG_VERSION").into(), node_id };
+        let secrets = match passphrase {
+            Some(_) => Some(collect_secrets(&self.root, node_id).map_err(|e| SnapshotFailure::Io(e.to_string()))?),
+            None => None,
+        };
+        let sealed = secrets.as_ref().zip(passphrase);
+        let (manifest, bytes) = create(&self.store, &writer, now_ms(), sealed).map_err(|e| match e {
+            CreateError::Empty => SnapshotFailure::BadRequest { code: "nothing_to_snapshot", message: e.to_string() },
+            other => SnapshotFailure::Io(other.to_string()),
+        })?;
+        let entry = self.repository.save(kind, &manifest, &bytes).map_err(SnapshotFailure::Io)?;
+        let file_sha256 = sluice_snapshot::read(&bytes).ok().map(|f| f.file_sha256_hex);
+        info!(
+            id = %entry.id,
+            kind = kind.as_str(),
+            applied_index = manifest.last_applied.index,
+            state_hash = %manifest.state_hash,
+            bytes = bytes.len(),
+            secrets = passphrase.is_some(),
+            path = %entry.path.display(),
+            "snapshot taken"
+        );
+        Ok(summary(&entry, file_sha256))
+    }
+}
+
+impl SnapshotService for NodeSnapshots {
+    fn list(&self) -> Result<Vec<SnapshotSummary>, SnapshotFailure> {
+        let entries = self.repository.list().map_err(SnapshotFailure::Io)?;
+        Ok(entries.iter().map(|e| summary(e, None)).collect())
+    }
+
+    fn create(&self, passphrase: Option<&[u8]>) -> Result<SnapshotSummary, SnapshotFailure> {
+        self.take(Kind::Manual, passphrase)
+    }
+
+    fn file(&self, id: &str) -> Result<std::path::PathBuf, SnapshotFailure> {
+        self.repository
+            .find(id)
+            .map(|(_, path)| path)
+            .ok_or_else(|| SnapshotFailure::NotFound(format!("no snapshot {id:?} on this node")))
+    }
+
+    fn verify(&self, id: &str) -> Result<SnapshotSummary, SnapshotFailure> {
+        let path = self.file(id)?;
+        let bytes = read_file(&path).map_err(SnapshotFailure::Io)?;
+        let verified =
+            verify(&bytes).map_err(|e| SnapshotFailure::Invalid { code: e.code(), message: e.to_string() })?;
+        let entry = Entry {
+            id: self.repository.find(id).map(|(id, _)| id).ok_or_else(|| SnapshotFailure::NotFound(id.into()))?,
+            path,
+            bytes: bytes.len() as u64,
+            manifest: Ok(verified.manifest),
+        };
+        Ok(summary(&entry, Some(verified.file_sha256)))
+    }
+}
+
+/// Takes a scheduled snapshot every `schedule.interval` and keeps the newest
+/// `schedule.keep` of them. Failures are logged and retried at the next tick; the node goes on.
+pub async fn run_schedule(snapshots: Arc<NodeSnapshots>, schedule: SnapshotSchedule) {
+    let Some(interval) = schedule.interval else { return };
+    info!(interval_s = interval.as_secs(), keep = schedule.keep, "scheduled snapshots on");
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let worker = snapshots.clone();
+        let keep = schedule.keep;
+        let result = tokio::task::spawn_blocking(move || {
+            let taken = worker.take(Kind::Scheduled, None);
+            let pruned = worker.repository.prune(Kind::Scheduled, keep);
+            (taken, pruned)
+        })
+        .await;
+        match result {
+            Ok((Ok(_), Ok(pruned))) if !pruned.is_empty() => {
+                let ids: Vec<String> = pruned.iter().map(ToString::to_string).collect();
+                info!(removed = %ids.join(","), "old scheduled snapshots removed (--snapshot-keep)");
+            }
+            Ok((Ok(_), Ok(_))) => {}
+            Ok((Err(e), _)) => error!("scheduled snapshot failed: {e:?}; retrying at the next interval"),
+            Ok((_, Err(e))) => error!("removing old scheduled snapshots failed: {e}"),
+            Err(e) => error!("scheduled snapshot task failed: {e}"),
+        }
+    }
+}
