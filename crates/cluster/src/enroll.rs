@@ -98,7 +98,8 @@ pub const JOIN_TARGET_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// refuses, and returns the refusal as the error. Nothing changes on either side.
 pub async fn check_join_target(seed: &str, identity: &Identity, advertise: &str, token: &str) -> Result<(), String> {
     let attempt = async {
-        let channel = crate::tls::channel(seed, Arc::new(crate::tls::join_client_config()?), JOIN_TARGET_CHECK_TIMEOUT)?;
+        let channel =
+            crate::tls::channel(seed, Arc::new(crate::tls::join_client_config()?), JOIN_TARGET_CHECK_TIMEOUT)?;
         let mut client = JoinClient::new(channel);
         let challenge = client
             .challenge(ChallengeRequest {})

@@ -34,9 +34,15 @@ pub enum Refusal {
     UnknownNonce,
     Replayed,
     ExpiredNonce,
-    ForeignCluster { asked: String, ours: String },
+    ForeignCluster {
+        asked: String,
+        ours: String,
+    },
     /// The joiner belongs to a cluster this one was restored from.
-    RestoredFrom { asked: String, ours: String },
+    RestoredFrom {
+        asked: String,
+        ours: String,
+    },
     BadToken,
     BadRequest(String),
     AlreadyMember(u64),

@@ -199,7 +199,11 @@ impl Shared {
         if !request.cluster_id.is_empty() && request.cluster_id != self.cluster_id {
             let (asked, ours) = (request.cluster_id.clone(), self.cluster_id.clone());
             let restored = self.store.read(|s| s.cluster().is_some_and(|c| c.descends_from(&asked).is_some()));
-            return Err(if restored { Refusal::RestoredFrom { asked, ours } } else { Refusal::ForeignCluster { asked, ours } });
+            return Err(if restored {
+                Refusal::RestoredFrom { asked, ours }
+            } else {
+                Refusal::ForeignCluster { asked, ours }
+            });
         }
         let fields = JoinFields {
             nonce: &request.nonce,

@@ -76,6 +76,7 @@ pub struct RestoreReport {
     pub cluster_id: String,
     pub from_cluster_id: String,
     pub index: u64,
+    /// Recomputed by replaying the written store (equal to the manifest's, or the restore fails).
     pub state_hash: String,
     pub identity_restored: bool,
     pub moved_aside: Option<PathBuf>,
@@ -110,7 +111,7 @@ pub fn restore(options: &RestoreOptions<'_>, progress: &mut dyn FnMut(&str)) -> 
     let staging = parent.join(format!(".{name}.restoring-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     let assembled = assemble(&staging, &verified, secrets.as_ref(), progress);
-    let (node_id, cluster_id) = match assembled {
+    let (node_id, cluster_id, replayed_hash) = match assembled {
         Ok(ids) => ids,
         Err(reason) => {
             let _ = std::fs::remove_dir_all(&staging);
@@ -142,7 +143,7 @@ pub fn restore(options: &RestoreOptions<'_>, progress: &mut dyn FnMut(&str)) -> 
         cluster_id,
         from_cluster_id: manifest.cluster_id.clone(),
         index: manifest.last_applied.index,
-        state_hash: manifest.state_hash.clone(),
+        state_hash: replayed_hash,
         identity_restored: secrets.is_some(),
         moved_aside,
         policy_versions: verified.state.policy_versions().count(),
@@ -150,13 +151,14 @@ pub fn restore(options: &RestoreOptions<'_>, progress: &mut dyn FnMut(&str)) -> 
     })
 }
 
-/// Writes the whole new data root into `dir`; returns the node id and the new cluster id.
+/// Writes the whole new data root into `dir`; returns the node id, the new cluster id, and
+/// the state hash recomputed from the written store.
 fn assemble(
     dir: &Path,
     verified: &crate::snapshot::Verified,
     secrets: Option<&Secrets>,
     progress: &mut dyn FnMut(&str),
-) -> Result<(u64, String), String> {
+) -> Result<(u64, String, String), String> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -225,7 +227,7 @@ fn assemble(
     };
     write_marker(&root.cluster.cluster_dir, &marker)?;
     sync_dir(dir)?;
-    Ok((node_id, cluster_id))
+    Ok((node_id, cluster_id, replayed.state.state_hash().to_hex()))
 }
 
 fn is_empty_or_missing(dir: &Path) -> Result<bool, String> {

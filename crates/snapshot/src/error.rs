@@ -9,12 +9,19 @@ pub enum SnapshotError {
     /// The file ends before a part it declares.
     Truncated(String),
     WrongMagic,
-    FutureFormat { found: u32, supported: u32 },
+    FutureFormat {
+        found: u32,
+        supported: u32,
+    },
     /// The section table is malformed (count, kinds, order, lengths).
     BadSectionTable(String),
-    SectionCorrupted { kind: SectionKind },
+    SectionCorrupted {
+        kind: SectionKind,
+    },
     FileChecksum,
-    TrailingBytes { extra: usize },
+    TrailingBytes {
+        extra: usize,
+    },
     /// The manifest section is not a manifest.
     Manifest(String),
     /// The manifest disagrees with the sections present.
@@ -23,7 +30,11 @@ pub enum SnapshotError {
     WrongPassphrase,
     BadKdfParams(String),
     EmptyPassphrase,
-    TooLarge { what: &'static str, bytes: u64, limit: u64 },
+    TooLarge {
+        what: &'static str,
+        bytes: u64,
+        limit: u64,
+    },
     Crypto(String),
 }
 

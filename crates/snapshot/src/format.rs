@@ -174,7 +174,10 @@ fn table(bytes: &[u8]) -> Result<Vec<Section>, SnapshotError> {
             )));
         }
         if n == 0 && kind != SectionKind::Manifest {
-            return Err(SnapshotError::BadSectionTable(format!("the first section is {}, not the manifest", kind.as_str())));
+            return Err(SnapshotError::BadSectionTable(format!(
+                "the first section is {}, not the manifest",
+                kind.as_str()
+            )));
         }
         if sections.iter().any(|s| s.kind == kind) {
             return Err(SnapshotError::BadSectionTable(format!("the {} section appears twice", kind.as_str())));
@@ -218,12 +221,18 @@ pub fn read(bytes: &[u8]) -> Result<SnapshotFile<'_>, SnapshotError> {
     let manifest_bytes = body(SectionKind::Manifest).expect("the table checked the manifest is first");
     let state = body(SectionKind::State).expect("the table checked a state section is present");
     let sealed_secrets = body(SectionKind::Secrets);
-    let manifest: Manifest = serde_json::from_slice(manifest_bytes).map_err(|e| SnapshotError::Manifest(e.to_string()))?;
+    let manifest: Manifest =
+        serde_json::from_slice(manifest_bytes).map_err(|e| SnapshotError::Manifest(e.to_string()))?;
     check_manifest(&manifest, &sections, state.len(), u32_at(bytes, 16))?;
     Ok(SnapshotFile { manifest, manifest_bytes, state, sealed_secrets, file_sha256_hex: to_hex(&sha256(bytes)) })
 }
 
-fn check_manifest(manifest: &Manifest, sections: &[Section], state_len: usize, version: u32) -> Result<(), SnapshotError> {
+fn check_manifest(
+    manifest: &Manifest,
+    sections: &[Section],
+    state_len: usize,
+    version: u32,
+) -> Result<(), SnapshotError> {
     let inconsistent = |why: String| Err(SnapshotError::Inconsistent(why));
     if manifest.format_version != version {
         return inconsistent(format!("the manifest says format {}, the header {version}", manifest.format_version));
@@ -237,7 +246,10 @@ fn check_manifest(manifest: &Manifest, sections: &[Section], state_len: usize, v
         ));
     }
     if manifest.state_bytes != state_len as u64 {
-        return inconsistent(format!("the manifest says {} state bytes, the section has {state_len}", manifest.state_bytes));
+        return inconsistent(format!(
+            "the manifest says {} state bytes, the section has {state_len}",
+            manifest.state_bytes
+        ));
     }
     if !is_hex(&manifest.state_hash, 32) {
         return Err(SnapshotError::Manifest("state_hash is not 64 lowercase hex digits".into()));

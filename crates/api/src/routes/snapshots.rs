@@ -51,7 +51,10 @@ pub struct SnapshotList {
 #[utoipa::path(get, path = "/api/v1/snapshots", tag = "snapshots", security(("bearer" = [])), responses(
     (status = 200, body = SnapshotList), (status = 401, body = ErrorBody),
 ))]
-pub async fn list_snapshots(_caller: ReadAccess, State(state): State<AppState>) -> Result<Json<SnapshotList>, ApiError> {
+pub async fn list_snapshots(
+    _caller: ReadAccess,
+    State(state): State<AppState>,
+) -> Result<Json<SnapshotList>, ApiError> {
     let service = service(&state)?;
     let snapshots = blocking(move || service.list()).await?;
     Ok(Json(SnapshotList { snapshots }))

@@ -12,6 +12,7 @@ pub mod netns_harness;
 mod burst;
 pub mod cli;
 mod clients;
+pub mod cluster_nodes;
 pub mod dns;
 pub mod mgmt;
 mod servers;
@@ -58,7 +59,7 @@ pub enum Mode {
 
 impl Mode {
     /// The port and dataplane flags of `sluice run` for this mode in `lab`.
-    fn flags(self, lab: &Lab) -> Vec<String> {
+    pub fn flags(self, lab: &Lab) -> Vec<String> {
         match self {
             Mode::Software => {
                 vec!["--internal-port".into(), lab.node_in.clone(), "--external-port".into(), lab.node_out.clone()]
