@@ -69,6 +69,14 @@ pub const SUITES: &[Suite] = &[
         binaries: &[],
     },
     Suite {
+        name: "snapshot",
+        about: "snapshot create (with sealed secrets), verify and restore of 1000 policy versions + 10000 tokens",
+        package: "sluice-bench",
+        bin: "sluice-bench",
+        features: &[],
+        binaries: &[],
+    },
+    Suite {
         name: "veth",
         about: "Sluice software and DPDK modes vs kernel forwarding, trafgen load on veths (root)",
         package: "sluice-lab",

@@ -151,7 +151,7 @@ fn policy_document(base: &str, i: usize) -> String {
 }
 
 /// Refuses a data directory on tmpfs/ramfs, where fsync costs nothing.
-fn check_real_disk(dir: &Path) -> Result<String, String> {
+pub fn check_real_disk(dir: &Path) -> Result<String, String> {
     let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
     // SAFETY: statfs writes into the zeroed struct; the path is NUL-terminated.
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
