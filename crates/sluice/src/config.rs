@@ -451,7 +451,27 @@ mod tests {
         check(&|c| c.http_cert = Some("api.pem".into()), Exit::Setting);
         check(&|c| c.http_key = Some("api-key.pem".into()), Exit::Setting);
         check(&|c| c.metrics_bind = Some(c.http_bind), Exit::Setting);
+        check(&|c| c.snapshots.interval = Some(std::time::Duration::from_secs(59)), Exit::Setting);
+        check(&|c| c.snapshots.keep = 0, Exit::Setting);
+        check(&|c| c.snapshots.keep = MAX_SNAPSHOT_KEEP + 1, Exit::Setting);
         assert!(base.validate().is_ok());
+    }
+
+    #[test]
+    fn snapshot_schedule_comes_from_flags_or_file_with_defaults() {
+        let base = resolve(RunArgs::default(), required()).unwrap();
+        assert_eq!(base.snapshots, SnapshotSchedule { interval: None, keep: DEFAULT_SNAPSHOT_KEEP });
+        let mut file = required();
+        let parsed =
+            FileConfig::parse("snapshot_interval = \"6h\"\nsnapshot_keep = 28\n", Path::new("node.toml")).unwrap();
+        (file.snapshot_interval, file.snapshot_keep) = (parsed.snapshot_interval, parsed.snapshot_keep);
+        let from_file = resolve(RunArgs::default(), file).unwrap();
+        assert_eq!(from_file.snapshots.interval, Some(std::time::Duration::from_secs(6 * 3600)));
+        assert_eq!(from_file.snapshots.keep, 28);
+        let mut file = required();
+        file.snapshot_keep = Some(28);
+        let args = RunArgs { snapshot_keep: Some(3), ..RunArgs::default() };
+        assert_eq!(resolve(args, file).unwrap().snapshots.keep, 3, "a flag beats the file");
     }
 
     #[test]

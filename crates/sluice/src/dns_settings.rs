@@ -54,7 +54,7 @@ impl<'de> Deserialize<'de> for DnsUpstream {
     }
 }
 
-/// A duration written with its unit: `1500ms` or `2s`.
+/// A duration written with its unit: `1500ms`, `2s`, `30m` or `6h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WrittenDuration(pub Duration);
 
@@ -63,11 +63,15 @@ impl FromStr for WrittenDuration {
 
     fn from_str(s: &str) -> Result<WrittenDuration, String> {
         let s = s.trim();
-        let bad = || format!("`{s}` is not a duration; write it with its unit, like 1500ms or 2s");
+        let bad = || format!("`{s}` is not a duration; write it with its unit, like 1500ms, 2s, 30m or 6h");
         let (number, unit) = if let Some(n) = s.strip_suffix("ms") {
             (n, Duration::from_millis(1))
         } else if let Some(n) = s.strip_suffix('s') {
             (n, Duration::from_secs(1))
+        } else if let Some(n) = s.strip_suffix('m') {
+            (n, Duration::from_secs(60))
+        } else if let Some(n) = s.strip_suffix('h') {
+            (n, Duration::from_secs(3600))
         } else {
             return Err(bad());
         };
@@ -172,6 +176,9 @@ mod tests {
         assert!("dns.example".parse::<DnsUpstream>().unwrap_err().contains("IPv4 address"));
         assert_eq!("1500ms".parse::<WrittenDuration>().unwrap().0, Duration::from_millis(1500));
         assert_eq!("2s".parse::<WrittenDuration>().unwrap().0, Duration::from_secs(2));
+        assert_eq!("30m".parse::<WrittenDuration>().unwrap().0, Duration::from_secs(1800));
+        assert_eq!("6h".parse::<WrittenDuration>().unwrap().0, Duration::from_secs(6 * 3600));
+        assert!("6d".parse::<WrittenDuration>().is_err());
         assert!("1500".parse::<WrittenDuration>().unwrap_err().contains("with its unit"));
     }
 

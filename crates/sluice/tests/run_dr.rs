@@ -49,6 +49,57 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// One HTTPS request from the node's namespace with curl: (status, body).
+fn curl(node: &Node, api: &str, method: &str, path: &str, token: &str, body: Option<&str>) -> (u16, String) {
+    let cert = node.dir.path().join("api-cert.pem");
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        &node.lab.node,
+        "curl",
+        "-sS",
+        "--max-time",
+        "20",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+    ])
+    .arg("--cacert")
+    .arg(&cert)
+    .args(["-H", &format!("Authorization: Bearer {token}")]);
+    if let Some(body) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", body]);
+    }
+    let out = cmd.arg(format!("{api}{path}")).output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or_else(|| panic!("curl said: {text}"));
+    (status.trim().parse().unwrap_or_else(|_| panic!("no status from curl: {text}")), body.to_owned())
+}
+
+/// The snapshot routes over HTTPS: roles, refusals and verification.
+fn snapshot_routes(node: &Node, api: &str, admin: &str) {
+    let reader = node.cli(&["token", "mint", "--role", "readonly", "--id", "dr-reader-2"]).ok().stdout;
+    let reader = reader.trim();
+    let (status, body) = curl(node, api, "GET", "/api/v1/snapshots", reader, None);
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let id = list["snapshots"][0]["id"].as_str().unwrap().to_owned();
+    let (status, body) = curl(node, api, "POST", &format!("/api/v1/snapshots/{id}/verify"), reader, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["file_sha256"].as_str().map(str::len), Some(64));
+    let (status, _) = curl(node, api, "GET", &format!("/api/v1/snapshots/{id}"), reader, None);
+    assert_eq!(status, 403, "a readonly token cannot download a snapshot");
+    let (status, _) = curl(node, api, "POST", "/api/v1/snapshots", reader, Some("{}"));
+    assert_eq!(status, 403, "a readonly token cannot take one");
+    let (status, body) = curl(node, api, "POST", "/api/v1/snapshots", admin, Some(r#"{"include_secrets":true}"#));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("passphrase_required"), "{body}");
+    let (status, body) = curl(node, api, "GET", "/api/v1/snapshots/manual-1-..%2F..%2Fstore", admin, None);
+    assert_eq!(status, 404, "{body}");
+}
+
 fn versions(node: &Node) -> Vec<u64> {
     let body = node.cli(&["policy", "versions", "--json"]).ok().json();
     body["versions"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect()
@@ -174,9 +225,26 @@ fn a_destroyed_cluster_is_restored_from_a_snapshot_and_serves_again() {
         &["status", "--api", &api, "--token", admin.trim(), "--data-dir", &data_dir, "--json"],
     );
     assert_eq!(status.code, 0, "a token minted before the disaster works: {}\n{}", status.stdout, status.stderr);
-    // A snapshot of the new cluster names where its state came from.
+    // A snapshot of the new cluster, taken and downloaded over HTTPS with the old admin
+    // token, names where its state came from.
     let later = work.path().join("later.snap");
-    nodes[0].cli(&["snapshot", "create", "--out", later.to_str().unwrap()]).ok();
+    let over_https = node_harness::cli::sluice_in(
+        &nodes[0].lab.node,
+        &[
+            "snapshot",
+            "create",
+            "--out",
+            later.to_str().unwrap(),
+            "--api",
+            &api,
+            "--token",
+            admin.trim(),
+            "--data-dir",
+            &data_dir,
+        ],
+    );
+    assert_eq!(over_https.code, 0, "{}\n{}", over_https.stdout, over_https.stderr);
+    snapshot_routes(&nodes[0], &api, admin.trim());
     let (_, inspected, _) = sluice(&["snapshot", "inspect", later.to_str().unwrap(), "--json"]);
     let later: Value = serde_json::from_str(&inspected).unwrap();
     assert_eq!(later["state"]["lineage"], serde_json::json!([old_cluster_id]));

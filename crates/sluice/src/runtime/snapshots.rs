@@ -145,3 +145,87 @@ pub async fn run_schedule(snapshots: Arc<NodeSnapshots>, schedule: SnapshotSched
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use sluice_store::StoreConfig;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn scheduled_snapshots_are_taken_and_pruned_and_manual_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let store = rt.block_on(async {
+            let store = Store::open_single_node(StoreConfig::single_node(dir.path().join("store"))).await.unwrap();
+            store.ensure_cluster_identity("test").await.unwrap();
+            Arc::new(store)
+        });
+        let snapshots = Arc::new(NodeSnapshots::new(store.clone(), DataRoot::new(dir.path())));
+        let manual = snapshots.take(Kind::Manual, Some(b"pass")).unwrap();
+        assert_eq!((manual.kind.as_str(), manual.has_secrets), ("manual", Some(true)));
+        let schedule = SnapshotSchedule { interval: Some(Duration::from_millis(40)), keep: 2 };
+        let task = rt.spawn(run_schedule(snapshots.clone(), schedule));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // Wait for more ticks than are kept, so pruning has happened.
+        let scheduled = || {
+            std::fs::read_dir(dir.path().join("snapshots"))
+                .map(|d| {
+                    d.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("scheduled-")).count()
+                })
+                .unwrap_or(0)
+        };
+        let mut seen_ticks = 0;
+        while seen_ticks < 5 {
+            assert!(Instant::now() < deadline, "the schedule did not run");
+            std::thread::sleep(Duration::from_millis(40));
+            seen_ticks += 1;
+            assert!(scheduled() <= 2, "never more than --snapshot-keep scheduled snapshots");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        task.abort();
+        let listed = snapshots.list().unwrap();
+        let kinds: Vec<&str> = listed.iter().map(|s| s.kind.as_str()).collect();
+        assert_eq!(kinds.iter().filter(|k| **k == "scheduled").count(), 2, "{kinds:?}");
+        assert!(listed.iter().any(|s| s.id == manual.id), "a manual snapshot is never pruned");
+        assert!(listed.iter().all(|s| s.valid));
+        assert!(listed.windows(2).all(|w| w[0].created_at_ms >= w[1].created_at_ms), "newest first");
+    }
+
+    #[test]
+    fn verify_and_file_lookup_refuse_what_they_should() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let store = rt.block_on(async {
+            let store = Store::open_single_node(StoreConfig::single_node(dir.path().join("store"))).await.unwrap();
+            store.ensure_cluster_identity("test").await.unwrap();
+            Arc::new(store)
+        });
+        let snapshots = NodeSnapshots::new(store, DataRoot::new(dir.path()));
+        let taken = snapshots.create(None).unwrap();
+        let verified = snapshots.verify(&taken.id).unwrap();
+        assert_eq!(verified.state_hash, taken.state_hash);
+        assert!(verified.file_sha256.is_some());
+        for bad in ["../store/store.redb", "manual-1-2", "nope"] {
+            assert!(matches!(snapshots.file(bad), Err(SnapshotFailure::NotFound(_))), "{bad}");
+        }
+        let path = snapshots.file(&taken.id).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        match snapshots.verify(&taken.id) {
+            Err(SnapshotFailure::Invalid { code, message }) => {
+                assert_eq!(code, "snapshot_corrupted", "{message}");
+            }
+            other => panic!("a corrupted snapshot verified: {other:?}"),
+        }
+        let listed = snapshots.list().unwrap();
+        assert!(!listed[0].valid && listed[0].error.as_deref().unwrap_or("").contains("corrupted"));
+    }
+}
