@@ -136,3 +136,25 @@ async fn a_snapshot_of_the_previous_schema_restores_migrated() {
     let message = refused(&wrap(text.as_bytes(), 1, 8, &hash, "c-v1"), None);
     assert!(message.contains("index 7, the manifest says 8"), "{message}");
 }
+
+#[tokio::test]
+async fn force_moves_a_non_empty_data_root_aside_and_never_deletes_it() {
+    let bytes = snapshot(false).await;
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("good.snap");
+    std::fs::write(&file, &bytes).unwrap();
+    let target = work.path().join("data");
+    std::fs::create_dir_all(target.join("store")).unwrap();
+    std::fs::write(target.join("store/precious"), "old state").unwrap();
+    let options = RestoreOptions { snapshot: &file, data_dir: &target, passphrase: None, force: false, now_ms: 42 };
+    assert!(matches!(restore(&options, &mut |_| {}), Err(RestoreError::NotEmpty(_))));
+    assert_eq!(std::fs::read_to_string(target.join("store/precious")).unwrap(), "old state", "untouched");
+
+    let report = restore(&RestoreOptions { force: true, ..options }, &mut |_| {}).unwrap();
+    let aside = report.moved_aside.expect("moved aside");
+    assert_eq!(aside, work.path().join("data.before-restore-42"));
+    assert_eq!(std::fs::read_to_string(aside.join("store/precious")).unwrap(), "old state", "kept, not deleted");
+    assert!(target.join("store/store.redb").is_file() && !target.join("store/precious").exists());
+    assert_eq!(report.node_id, sluice_lifecycle::restore::FRESH_NODE_ID, "no secrets: a new identity");
+    assert!(target.join("bootstrap-token").is_file() && target.join("cluster/ca.pem").is_file());
+}
