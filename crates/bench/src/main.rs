@@ -281,46 +281,44 @@ fn run_store(quick: bool, json_path: Option<String>) {
     }
 }
 
-fn run_snapshot(quick: bool, json_path: Option<String>) {
-    let parent = std::path::Path::new("target").join("bench");
-    let r = match snapshot::run(quick, &parent) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("sluice-bench snapshot failed: {e}");
-            std::process::exit(1);
-        }
-    };
-    for note in &r.notes {
+/// The suite's result, or its error printed and exit 1.
+fn or_exit<T>(suite: &str, result: Result<T, String>) -> T {
+    result.unwrap_or_else(|e| {
+        eprintln!("sluice-bench {suite} failed: {e}");
+        std::process::exit(1);
+    })
+}
+
+/// Prints a suite's notes (`# ...`) and figures (`BENCH ...`) and writes its JSON.
+fn report(suite: &str, quick: bool, json_path: Option<String>, notes: &[String], figures: &[Figure]) {
+    for note in notes {
         println!("# {note}");
     }
+    for f in figures {
+        println!("BENCH {} {:.3} {}", f.name, f.value, f.unit);
+    }
+    if let Some(path) = json_path {
+        write_json(&path, suite, quick, figures);
+    }
+}
+
+fn run_snapshot(quick: bool, json_path: Option<String>) {
+    let parent = std::path::Path::new("target").join("bench");
+    let r = or_exit("snapshot", snapshot::run(quick, &parent));
     let figures: Vec<Figure> = r
         .figures
         .iter()
         .map(|&(name, value, unit)| Figure { name, value, unit, target: if unit == "ms" { "<= 1000" } else { "" } })
         .collect();
-    for f in &figures {
-        println!("BENCH {} {:.3} {}", f.name, f.value, f.unit);
-        if f.unit == "ms" && f.value > 1000.0 {
-            println!("# {} {:.0} ms misses its 1000 ms target", f.name, f.value);
-        }
-    }
-    if let Some(path) = json_path {
-        write_json(&path, "snapshot", quick, &figures);
+    report("snapshot", quick, json_path, &r.notes, &figures);
+    for f in figures.iter().filter(|f| f.unit == "ms" && f.value > 1000.0) {
+        println!("# {} {:.0} ms misses its 1000 ms target", f.name, f.value);
     }
 }
 
 fn run_cluster(quick: bool, json_path: Option<String>) {
     let parent = std::path::Path::new("target").join("bench");
-    let r = match cluster::run(quick, &parent) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("sluice-bench cluster failed: {e}");
-            std::process::exit(1);
-        }
-    };
-    for note in &r.notes {
-        println!("# {note}");
-    }
+    let r = or_exit("cluster", cluster::run(quick, &parent));
     let figures: Vec<Figure> = r
         .figures
         .iter()
@@ -329,12 +327,7 @@ fn run_cluster(quick: bool, json_path: Option<String>) {
             Figure { name, value, unit: "ms", target }
         })
         .collect();
-    for f in &figures {
-        println!("BENCH {} {:.3} {}", f.name, f.value, f.unit);
-    }
-    if let Some(path) = json_path {
-        write_json(&path, "cluster", quick, &figures);
-    }
+    report("cluster", quick, json_path, &r.notes, &figures);
     let median = r.figures.iter().find(|(n, _)| *n == "failover_ms_median").map_or(0.0, |f| f.1);
     if median > 1000.0 {
         println!("# failover_ms_median {median:.0} ms misses its 1000 ms target");

@@ -140,8 +140,9 @@ pub fn run(quick: bool, parent: &Path) -> Result<Report, String> {
     let mut last = None;
     for run in 0..runs {
         let t0 = Instant::now();
-        let (manifest, bytes) = create(&store, &writer, 1_733_000_000_000 + run as u64, Some((&secrets, PASSPHRASE)))
-            .map_err(|e| e.to_string())?;
+        let sluice_snapshot::Written { manifest, bytes, .. } =
+            create(&store, &writer, 1_733_000_000_000 + run as u64, Some((&secrets, PASSPHRASE)))
+                .map_err(|e| e.to_string())?;
         let entry = repository.save(Kind::Manual, &manifest, &bytes)?;
         create_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
 

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use sluice_snapshot::{LogPosition, Manifest, MemberAddress, Membership, Secrets, SecretsInput, SnapshotError};
+use sluice_snapshot::{
+    KdfParams, LogPosition, Manifest, MemberAddress, Membership, Secrets, SecretsInput, SnapshotError, Written,
+};
 use sluice_store::state::{
     decode_image, encode_image, Digest, ImageError, State, MIN_READABLE_SCHEMA_VERSION, SCHEMA_VERSION,
 };
@@ -68,7 +70,7 @@ pub fn create(
     writer: &Writer,
     created_at_ms: u64,
     secrets: Option<(&Secrets, &[u8])>,
-) -> Result<(Manifest, Vec<u8>), CreateError> {
+) -> Result<Written, CreateError> {
     let capture = store.capture();
     let last = capture.last_applied.ok_or(CreateError::Empty)?;
     let state = &capture.state;
@@ -101,9 +103,7 @@ pub fn create(
     };
     let image = encode_image(state);
     let input = secrets.map(|(secrets, passphrase)| SecretsInput { secrets, passphrase });
-    let bytes = sluice_snapshot::write(manifest, &image, input).map_err(CreateError::Format)?;
-    let manifest = sluice_snapshot::read(&bytes).map_err(CreateError::Format)?.manifest;
-    Ok((manifest, bytes))
+    sluice_snapshot::write_written(manifest, &image, input, KdfParams::DEFAULT).map_err(CreateError::Format)
 }
 
 /// Why a snapshot file is refused.
@@ -168,7 +168,6 @@ pub struct Verified {
     pub manifest: Manifest,
     pub state: State,
     pub file_sha256: String,
-    pub has_secrets: bool,
 }
 
 /// Opens the secrets section of a verified file's `bytes` with `passphrase` (the KDF runs
@@ -216,10 +215,5 @@ pub fn verify(bytes: &[u8]) -> Result<Verified, VerifyError> {
             manifest.cluster_id
         )));
     }
-    Ok(Verified {
-        has_secrets: file.sealed_secrets.is_some(),
-        file_sha256: file.file_sha256_hex.clone(),
-        manifest,
-        state,
-    })
+    Ok(Verified { file_sha256: file.file_sha256_hex.clone(), manifest, state })
 }

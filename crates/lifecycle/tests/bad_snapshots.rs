@@ -26,7 +26,7 @@ async fn snapshot(with_secrets: bool) -> Vec<u8> {
     store.write("test", mint).await.unwrap();
     let secrets = Secrets { node_id: 1, files: [("bootstrap-token".to_owned(), "tok\n".to_owned())].into() };
     let writer = Writer { release_version: "test".into(), node_id: 1 };
-    let (_, bytes) = create(&store, &writer, 1_733_000_000_000, with_secrets.then_some((&secrets, PASS))).unwrap();
+    let bytes = create(&store, &writer, 1_733_000_000_000, with_secrets.then_some((&secrets, PASS))).unwrap().bytes;
     store.shutdown().await.unwrap();
     bytes
 }

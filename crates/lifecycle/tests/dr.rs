@@ -89,7 +89,7 @@ async fn a_destroyed_cluster_is_restored_as_a_new_one_that_old_members_cannot_jo
     let root = DataRoot::new(old[1].path());
     let secrets = collect_secrets(&root, node_id).unwrap();
     let writer = Writer { release_version: "test".into(), node_id };
-    let (manifest, bytes) =
+    let sluice_snapshot::Written { manifest, bytes, .. } =
         create(&follower_store, &writer, 1_733_000_000_000, Some((&secrets, b"correct horse"))).unwrap();
     assert_eq!(manifest.cluster_id, old_cluster_id);
     assert_eq!(manifest.membership.voters.len(), 2);

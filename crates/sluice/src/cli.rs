@@ -76,13 +76,13 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// State snapshots: create (on a node), list, verify and inspect (files, offline).
     #[command(subcommand)]
-    Snapshot(SnapshotCommand),
+    Snapshot(crate::snapshot_cmd::SnapshotCommand),
     /// Disaster recovery, offline: write a fresh data root from a snapshot file. The node
     /// started on it is the seed of a NEW cluster (new cluster id) with the restored state;
     /// other nodes join it with --join. Exit 0 restored, 7 snapshot refused, 8 the data
     /// root is not empty (give --force), 21 writing failed.
     /// Example: sluice restore --snapshot /backup/node1.snap --data-dir /var/lib/sluice --passphrase-file /root/dr-passphrase
-    Restore(RestoreArgs),
+    Restore(crate::snapshot_cmd::RestoreArgs),
     /// Who changed what, when: the audit log, newest first.
     /// Example: sluice audit --limit 20
     #[command(after_long_help = CLIENT_HELP)]
@@ -426,76 +426,6 @@ pub struct RunArgs {
 
     #[command(flatten, next_help_heading = "Cluster (any of these turns cluster mode on)")]
     pub cluster: crate::cluster_settings::ClusterArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum SnapshotCommand {
-    /// Take a snapshot on the node now and keep it in its <data-dir>/snapshots; with --out
-    /// also copy it here. Example: sluice snapshot create --include-secrets --passphrase-file
-    /// /root/dr-passphrase --out /backup/node1.snap
-    #[command(after_long_help = CLIENT_HELP)]
-    Create {
-        /// Also seal the node's identity and secrets (bootstrap token, API certificate and
-        /// key) into the snapshot, encrypted under the passphrase of --passphrase-file.
-        #[arg(long, requires = "passphrase_file")]
-        include_secrets: bool,
-        /// File holding the passphrase (one trailing newline is ignored).
-        #[arg(long, value_name = "FILE")]
-        passphrase_file: Option<PathBuf>,
-        /// Also write the snapshot file here (verified after the copy).
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-        #[command(flatten)]
-        target: Target,
-    },
-    /// The snapshots kept on the node, newest first. Example: sluice snapshot list
-    #[command(after_long_help = CLIENT_HELP)]
-    List {
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Check a snapshot file completely without touching any state: format, checksums,
-    /// schema, and that its state has the state hash its manifest names; with
-    /// --passphrase-file also that the secrets open. Exit 0 valid, 7 refused.
-    /// Example: sluice snapshot verify /backup/node1.snap
-    Verify {
-        file: PathBuf,
-        #[arg(long, value_name = "FILE")]
-        passphrase_file: Option<PathBuf>,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show a snapshot file's manifest and a summary of its state (verified first).
-    /// Example: sluice snapshot inspect /backup/node1.snap --json
-    Inspect {
-        file: PathBuf,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct RestoreArgs {
-    /// The snapshot file to restore (see sluice snapshot create --out).
-    #[arg(long, value_name = "FILE")]
-    pub snapshot: PathBuf,
-    /// The data root to write (the node must not be running on it). Must be empty or
-    /// missing, unless --force. Example: --data-dir /var/lib/sluice
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
-    /// Restore the node's identity and secrets from the snapshot, opened with this
-    /// passphrase; without it the node gets a new identity and bootstrap token.
-    #[arg(long, value_name = "FILE")]
-    pub passphrase_file: Option<PathBuf>,
-    /// Move a non-empty data root aside (renamed to <DIR>.before-restore-<ms>, never
-    /// deleted) instead of refusing.
-    #[arg(long)]
-    pub force: bool,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

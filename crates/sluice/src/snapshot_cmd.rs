@@ -11,9 +11,82 @@ use sluice_lifecycle::repository::{read_file, MAX_SNAPSHOT_FILE_BYTES};
 use sluice_lifecycle::restore::{restore as restore_root, RestoreError, RestoreOptions};
 use sluice_lifecycle::snapshot::{open_secrets, verify, Verified, VerifyError};
 
-use crate::cli::{RestoreArgs, SnapshotCommand};
+use clap::{Args, Subcommand};
+
+use crate::cli::{Target, CLIENT_HELP};
 use crate::client::Endpoint;
 use crate::exit::{Exit, Failure};
+
+// `sluice snapshot ...` and `sluice restore` (subcommands of `cli::Command`).
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot on the node now and keep it in its <data-dir>/snapshots; with --out
+    /// also copy it here. Example: sluice snapshot create --include-secrets --passphrase-file
+    /// /root/dr-passphrase --out /backup/node1.snap
+    #[command(after_long_help = CLIENT_HELP)]
+    Create {
+        /// Also seal the node's identity and secrets (bootstrap token, API certificate and
+        /// key) into the snapshot, encrypted under the passphrase of --passphrase-file.
+        #[arg(long, requires = "passphrase_file")]
+        include_secrets: bool,
+        /// File holding the passphrase (one trailing newline is ignored).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Also write the snapshot file here (verified after the copy).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The snapshots kept on the node, newest first. Example: sluice snapshot list
+    #[command(after_long_help = CLIENT_HELP)]
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Check a snapshot file completely without touching any state: format, checksums,
+    /// schema, and that its state has the state hash its manifest names; with
+    /// --passphrase-file also that the secrets open. Exit 0 valid, 7 refused.
+    /// Example: sluice snapshot verify /backup/node1.snap
+    Verify {
+        file: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a snapshot file's manifest and a summary of its state (verified first).
+    /// Example: sluice snapshot inspect /backup/node1.snap --json
+    Inspect {
+        file: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The snapshot file to restore (see sluice snapshot create --out).
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: PathBuf,
+    /// The data root to write (the node must not be running on it). Must be empty or
+    /// missing, unless --force. Example: --data-dir /var/lib/sluice
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Restore the node's identity and secrets from the snapshot, opened with this
+    /// passphrase; without it the node gets a new identity and bootstrap token.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Move a non-empty data root aside (renamed to <DIR>.before-restore-<ms>, never
+    /// deleted) instead of refusing.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
 type Output = Result<String, Failure>;
 
@@ -61,7 +134,7 @@ fn summary(verified: &Verified) -> Value {
         "created_at_ms": m.created_at_ms,
         "sections": m.sections.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "state_bytes": m.state_bytes,
-        "has_secrets": verified.has_secrets,
+        "has_secrets": m.secrets.is_some(),
         "file_sha256": verified.file_sha256,
         "membership": {
             "voters": m.membership.voters,

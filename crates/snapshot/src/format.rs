@@ -24,19 +24,38 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
+/// A snapshot just written: the file, its manifest as written, and the file's SHA-256 (what
+/// [`read`] would report, without reading the file back).
+#[derive(Debug)]
+pub struct Written {
+    pub bytes: Vec<u8>,
+    pub manifest: Manifest,
+    pub file_sha256_hex: String,
+}
+
 /// Writes a snapshot with the default KDF cost.
 pub fn write(manifest: Manifest, state: &[u8], secrets: Option<SecretsInput<'_>>) -> Result<Vec<u8>, SnapshotError> {
     write_with_kdf(manifest, state, secrets, KdfParams::DEFAULT)
 }
 
-/// Writes a snapshot. The writer fills the manifest's `format_version`, `sections`,
-/// `state_bytes` and `secrets`; the caller the rest.
+/// Writes a snapshot with the given KDF cost; see [`write_written`].
 pub fn write_with_kdf(
-    mut manifest: Manifest,
+    manifest: Manifest,
     state: &[u8],
     secrets: Option<SecretsInput<'_>>,
     kdf: KdfParams,
 ) -> Result<Vec<u8>, SnapshotError> {
+    Ok(write_written(manifest, state, secrets, kdf)?.bytes)
+}
+
+/// Writes a snapshot. The writer fills the manifest's `format_version`, `sections`,
+/// `state_bytes` and `secrets`; the caller the rest.
+pub fn write_written(
+    mut manifest: Manifest,
+    state: &[u8],
+    secrets: Option<SecretsInput<'_>>,
+    kdf: KdfParams,
+) -> Result<Written, SnapshotError> {
     let limit = SectionKind::State.max_len();
     if state.len() as u64 > limit {
         return Err(SnapshotError::TooLarge { what: "state section", bytes: state.len() as u64, limit });
@@ -79,7 +98,8 @@ pub fn write_with_kdf(
     let trailer = sha256(&out);
     out.extend_from_slice(&trailer);
     debug_assert_eq!(out.len(), total);
-    Ok(out)
+    let file_sha256_hex = to_hex(&sha256(&out));
+    Ok(Written { bytes: out, manifest, file_sha256_hex })
 }
 
 /// A snapshot file whose every check passed; the sections borrow the input.

@@ -30,6 +30,9 @@ mod manifest;
 mod secrets;
 
 pub use error::SnapshotError;
-pub use format::{read, section_offsets, write, write_with_kdf, SnapshotFile, FORMAT_VERSION, HEADER_LEN, MAGIC};
+pub use format::{
+    read, section_offsets, write, write_with_kdf, write_written, SnapshotFile, Written, FORMAT_VERSION, HEADER_LEN,
+    MAGIC,
+};
 pub use manifest::{LogPosition, Manifest, MemberAddress, Membership, SecretsInfo, SectionKind};
 pub use secrets::{KdfParams, Secrets, SecretsInput};

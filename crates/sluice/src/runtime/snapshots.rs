@@ -64,12 +64,12 @@ impl NodeSnapshots {
             None => None,
         };
         let sealed = secrets.as_ref().zip(passphrase);
-        let (manifest, bytes) = create(&self.store, &writer, now_ms(), sealed).map_err(|e| match e {
+        let written = create(&self.store, &writer, now_ms(), sealed).map_err(|e| match e {
             CreateError::Empty => SnapshotFailure::BadRequest { code: "nothing_to_snapshot", message: e.to_string() },
             other => SnapshotFailure::Io(other.to_string()),
         })?;
-        let entry = self.repository.save(kind, &manifest, &bytes).map_err(SnapshotFailure::Io)?;
-        let file_sha256 = sluice_snapshot::read(&bytes).ok().map(|f| f.file_sha256_hex);
+        let (manifest, bytes) = (&written.manifest, &written.bytes);
+        let entry = self.repository.save(kind, manifest, bytes).map_err(SnapshotFailure::Io)?;
         info!(
             id = %entry.id,
             kind = kind.as_str(),
@@ -80,7 +80,7 @@ impl NodeSnapshots {
             path = %entry.path.display(),
             "snapshot taken"
         );
-        Ok(summary(&entry, file_sha256))
+        Ok(summary(&entry, Some(written.file_sha256_hex)))
     }
 }
 
@@ -153,19 +153,21 @@ mod tests {
     use super::*;
     use sluice_store::StoreConfig;
 
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    /// A runtime and a single-node store with a cluster identity in `dir/store`.
+    fn open_store(dir: &std::path::Path) -> (tokio::runtime::Runtime, Arc<Store>) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let store = rt.block_on(async {
+            let store = Store::open_single_node(StoreConfig::single_node(dir.join("store"))).await.unwrap();
+            store.ensure_cluster_identity("test").await.unwrap();
+            Arc::new(store)
+        });
+        (rt, store)
     }
 
     #[test]
     fn scheduled_snapshots_are_taken_and_pruned_and_manual_ones_stay() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = runtime();
-        let store = rt.block_on(async {
-            let store = Store::open_single_node(StoreConfig::single_node(dir.path().join("store"))).await.unwrap();
-            store.ensure_cluster_identity("test").await.unwrap();
-            Arc::new(store)
-        });
+        let (rt, store) = open_store(dir.path());
         let snapshots = Arc::new(NodeSnapshots::new(store.clone(), DataRoot::new(dir.path())));
         let manual = snapshots.take(Kind::Manual, Some(b"pass")).unwrap();
         assert_eq!((manual.kind.as_str(), manual.has_secrets), ("manual", Some(true)));
@@ -200,12 +202,7 @@ mod tests {
     #[test]
     fn verify_and_file_lookup_refuse_what_they_should() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = runtime();
-        let store = rt.block_on(async {
-            let store = Store::open_single_node(StoreConfig::single_node(dir.path().join("store"))).await.unwrap();
-            store.ensure_cluster_identity("test").await.unwrap();
-            Arc::new(store)
-        });
+        let (_rt, store) = open_store(dir.path());
         let snapshots = NodeSnapshots::new(store, DataRoot::new(dir.path()));
         let taken = snapshots.create(None).unwrap();
         let verified = snapshots.verify(&taken.id).unwrap();
