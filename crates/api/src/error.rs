@@ -100,7 +100,9 @@ impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> ApiError {
         let status = match e {
             CommandError::UnknownPolicyVersion { .. } | CommandError::UnknownToken { .. } => StatusCode::NOT_FOUND,
-            CommandError::TokenExists { .. } | CommandError::ClusterIdMismatch { .. } => StatusCode::CONFLICT,
+            CommandError::TokenExists { .. }
+            | CommandError::ClusterIdMismatch { .. }
+            | CommandError::RolloutRevisionMismatch { .. } => StatusCode::CONFLICT,
             CommandError::TooManyTokens { .. } | CommandError::InvalidField { .. } => StatusCode::BAD_REQUEST,
         };
         let mut error = ApiError::new(status, e.code(), e.to_string());

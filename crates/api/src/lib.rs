@@ -20,6 +20,7 @@ pub mod routes;
 pub mod secret;
 pub mod server;
 pub mod snapshots;
+pub mod upgrade;
 pub mod state;
 pub mod tls;
 
@@ -27,4 +28,4 @@ pub use cluster::{ClusterOverview, ClusterRefusal, ClusterView, MemberInfo};
 pub use config::{ApiConfig, MAX_BODY_BYTES};
 pub use local::{LocalAnswer, LocalApi};
 pub use node::{AllowlistEntry, AllowlistFilter, Check, FlowEntry, FlowFilter, ListingError, NodeCounters, NodeView};
-pub use server::{ApiServer, StartError};
+pub use server::{ApiServer, Probe, StartError};

@@ -188,6 +188,17 @@ pub trait NodeView: Send + Sync + 'static {
 
     /// Up to `limit` live flows matching `filter`. May block, with a timeout.
     fn flows(&self, filter: &FlowFilter, limit: usize) -> Result<Vec<FlowEntry>, ListingError>;
+
+    /// The release this node runs (what its binary reports).
+    fn release(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_owned()
+    }
+
+    /// The `release` readiness check, when the node has one (a release on probation, or a
+    /// test release that never becomes ready).
+    fn release_check(&self) -> Option<Check> {
+        None
+    }
 }
 
 /// A page limit from a query, bounded.

@@ -86,6 +86,7 @@ impl ApiServer {
                 compiled: Mutex::new(None),
                 openapi_json,
                 snapshots: std::sync::OnceLock::new(),
+                upgrade: std::sync::OnceLock::new(),
             }),
         };
         let app = router
@@ -142,6 +143,16 @@ impl ApiServer {
     /// Serves `/api/v1/snapshots` from `service` (set once; later calls are ignored).
     pub fn set_snapshots(&self, service: Arc<dyn crate::snapshots::SnapshotService>) {
         let _ = self.state.inner.snapshots.set(service);
+    }
+
+    /// Serves `/api/v1/upgrade` and `/api/v1/releases` from `service` (set once).
+    pub fn set_upgrade(&self, service: Arc<dyn crate::upgrade::UpgradeService>) {
+        let _ = self.state.inner.upgrade.set(service);
+    }
+
+    /// A handle the control plane keeps to read readiness and request totals.
+    pub fn probe(&self) -> Probe {
+        Probe { state: self.state.clone() }
     }
 
     pub fn local(&self) -> LocalApi {
@@ -201,4 +212,31 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     state.inner.http.lock().unwrap_or_else(|p| p.into_inner()).record(&route, &method, status, elapsed);
     tracing::debug!(%method, %route, status, elapsed_ms = elapsed.as_millis() as u64, "api request");
     response
+}
+
+/// Readiness and request totals of a running API, for the upgrade gates.
+#[derive(Clone)]
+pub struct Probe {
+    state: AppState,
+}
+
+impl Probe {
+    /// Whether every readiness check passes now (what `/ready` answers).
+    pub fn ready(&self) -> bool {
+        crate::routes::health::readiness(&self.state).ready
+    }
+
+    /// Requests answered so far and how many of them were server errors (5xx).
+    pub fn request_totals(&self) -> (u64, u64) {
+        let http = self.state.inner.http.lock().unwrap_or_else(|p| p.into_inner());
+        let mut total = 0;
+        let mut errors = 0;
+        for ((_, _, status), counter) in &http.requests {
+            total += counter.count;
+            if *status >= 500 {
+                errors += counter.count;
+            }
+        }
+        (total, errors)
+    }
 }

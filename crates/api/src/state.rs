@@ -34,6 +34,7 @@ pub struct Shared {
     pub openapi_json: String,
     /// The node's snapshot repository, set by the runtime once it is open.
     pub snapshots: OnceLock<Arc<dyn crate::snapshots::SnapshotService>>,
+    pub upgrade: OnceLock<Arc<dyn crate::upgrade::UpgradeService>>,
 }
 
 /// Requests answered, by (route template, method, status).

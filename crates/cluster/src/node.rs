@@ -42,6 +42,10 @@ pub trait LocalNode: Send + Sync + 'static {
     fn applied_policy_version(&self) -> Option<u64>;
     /// Where this node's management API listens (for operators reading the member list).
     fn api_address(&self) -> String;
+    /// The release this node runs.
+    fn release(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_owned()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -105,7 +109,7 @@ impl Shared {
         proto::StatusResponse {
             node_id: self.node_id,
             cluster_id: self.cluster_id.clone(),
-            release: env!("CARGO_PKG_VERSION").to_owned(),
+            release: local.map_or_else(|| env!("CARGO_PKG_VERSION").to_owned(), |l| l.release()),
             applied_index: status.applied_index,
             state_hash: status.state_hash.to_hex(),
             ready: local.is_some_and(|l| l.locally_ready()),

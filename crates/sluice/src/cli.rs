@@ -87,6 +87,22 @@ pub enum Command {
     /// Example: sluice audit --limit 20
     #[command(after_long_help = CLIENT_HELP)]
     Audit(AuditArgs),
+    /// This binary's release version and the state schemas it reads.
+    Version(crate::release_cmd::VersionArgs),
+    /// Release slots in the data root: list, stage a binary, history.
+    #[command(subcommand)]
+    Release(crate::release_cmd::ReleaseCommand),
+    /// Upgrade the node or cluster to a new release: apply, status, abort, finalize.
+    #[command(subcommand)]
+    Upgrade(crate::release_cmd::UpgradeCommand),
+    /// Return every node to the release the last upgrade replaced (or --to VERSION), in
+    /// reverse order with the same gates; refused after finalize.
+    /// Example: sluice rollback --to 1.0.0
+    #[command(after_long_help = CLIENT_HELP)]
+    Rollback(crate::release_cmd::RollbackArgs),
+    /// Internal: started by the node to watch a release on probation.
+    #[command(hide = true)]
+    BootGuard(crate::release_cmd::BootGuardArgs),
 }
 
 #[derive(Debug, Subcommand)]

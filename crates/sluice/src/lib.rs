@@ -38,6 +38,8 @@
 //!
 //! The same table is printed by `sluice run --help` ([`cli::EXIT_CODES_HELP`]).
 
+pub mod boot;
+pub mod build_info;
 pub mod checks;
 pub mod cli;
 pub mod client;
@@ -48,6 +50,7 @@ pub mod exit;
 pub mod logging;
 pub mod net;
 pub mod policy_cmd;
+pub mod release_cmd;
 pub mod run;
 pub mod runtime;
 pub mod signals;

@@ -4,7 +4,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::Parser;
 use sluice::cli::{Cli, Command};
 use sluice::exit::{Exit, Failure};
-use sluice::{client, run, snapshot_cmd};
+use sluice::{boot, client, release_cmd, run, snapshot_cmd};
 
 fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|e| {
@@ -16,7 +16,25 @@ fn main() -> ExitCode {
         std::process::exit(e.exit_code());
     });
     match cli.command {
-        Command::Run(args) => ExitCode::from(run::run(*args).code()),
+        Command::Run(args) => match run::run(*args) {
+            run::Ended::Exit(exit) => ExitCode::from(exit.code()),
+            run::Ended::Exec(binary) => {
+                let failure = boot::exec(&binary);
+                eprintln!("error: {failure}");
+                ExitCode::from(failure.exit.code())
+            }
+        },
+        Command::Version(args) => finish(release_cmd::version(&args)),
+        Command::Release(cmd) => finish(release_cmd::release(&cmd)),
+        Command::Upgrade(cmd) => finish(release_cmd::upgrade(&cmd)),
+        Command::Rollback(args) => finish(release_cmd::rollback(&args)),
+        Command::BootGuard(args) => {
+            let failure = boot::guard(&args.data_dir, args.pid, &args.release, &args.args);
+            if !failure.message.is_empty() {
+                eprintln!("error: {failure}");
+            }
+            ExitCode::from(failure.exit.code())
+        }
         Command::Status(args) => finish(client::status(&args)),
         Command::Policy(cmd) => finish(client::policy(&cmd)),
         Command::Token(cmd) => finish(client::token(&cmd)),

@@ -3,6 +3,7 @@
 
 use tracing::{error, info, warn};
 
+use crate::boot;
 use crate::checks;
 use crate::cli::{Dataplane, RunArgs};
 use crate::config::{self, FileConfig, NodeConfig};
@@ -19,18 +20,43 @@ pub fn load_config(args: RunArgs) -> Result<NodeConfig, Failure> {
     config::resolve(args, file)
 }
 
-/// Runs the node; returns the exit code. Configuration errors are printed as plain text
-/// (logging is not configured yet); everything after goes through the log.
-pub fn run(args: RunArgs) -> Exit {
+/// How `sluice run` ends: an exit code, or an exec into another release.
+pub enum Ended {
+    Exit(Exit),
+    Exec(std::path::PathBuf),
+}
+
+/// Runs the node. Configuration errors are printed as plain text (logging is not configured
+/// yet); everything after goes through the log.
+pub fn run(args: RunArgs) -> Ended {
+    if crate::build_info::fault() == sluice_lifecycle::stamp::Fault::CrashAtStart {
+        eprintln!("this is a test release stamped crash-at-start: aborting");
+        std::process::abort();
+    }
+    match run_node(args) {
+        Ok(ended) => ended,
+        Err(exit) => Ended::Exit(exit),
+    }
+}
+
+fn run_node(args: RunArgs) -> Result<Ended, Exit> {
     let config_file = args.config.clone();
     let config = match load_config(args) {
         Ok(c) => c,
         Err(f) => {
             eprintln!("error: {f}");
-            return f.exit;
+            return Err(f.exit);
         }
     };
     logging::init(config.log_format, &config.log_level);
+    let probation = match boot::on_start(&config.data_dir) {
+        Ok(boot::Start::Run(probation)) => probation,
+        Ok(boot::Start::Exec(binary)) => return Ok(Ended::Exec(binary)),
+        Err(f) => {
+            error!(exit_code = f.exit.code(), "{}", f.message);
+            return Err(f.exit);
+        }
+    };
     info!(
         config_file = config_file.as_ref().map(|p| p.display().to_string()),
         dataplane = config.dataplane.as_str(),
@@ -59,7 +85,7 @@ pub fn run(args: RunArgs) -> Exit {
         Ok(c) => c,
         Err(f) => {
             error!(exit_code = f.exit.code(), "{}", f.message);
-            return f.exit;
+            return Err(f.exit);
         }
     };
     match &checked.policy {
@@ -69,6 +95,25 @@ pub fn run(args: RunArgs) -> Exit {
     for lock in &checked.locks {
         info!(lock = %lock.path.display(), "port claimed");
     }
-    info!("startup checks passed");
-    runtime::run(&config, checked)
+    info!(release = %crate::build_info::version(), "startup checks passed");
+    // Which process is the node: after a release returned through the boot guard it is no
+    // longer the one first started.
+    let pid_file = config.data_dir.join("sluice.pid");
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        warn!(pid_file = %pid_file.display(), "cannot write the pid file: {e}");
+    }
+    match runtime::run(&config, checked, probation) {
+        runtime::Stopped::Exit(exit) => Ok(Ended::Exit(exit)),
+        runtime::Stopped::Restart => match boot::on_start(&config.data_dir) {
+            Ok(boot::Start::Exec(binary)) => Ok(Ended::Exec(binary)),
+            Ok(boot::Start::Run(_)) => {
+                warn!("a restart was asked for, but no other release is to run; stopping");
+                Ok(Ended::Exit(Exit::Success))
+            }
+            Err(f) => {
+                error!(exit_code = f.exit.code(), "{}", f.message);
+                Err(f.exit)
+            }
+        },
+    }
 }

@@ -41,7 +41,7 @@ fn single(state: &AppState) -> ClusterOverview {
             api_address: Some(state.inner.config.http_bind.to_string()),
             role: "voter".into(),
             leader: status.leader == Some(status.node_id),
-            release: Some(env!("CARGO_PKG_VERSION").into()),
+            release: Some(state.inner.node.release()),
             applied_index: Some(status.applied_index),
             lag: Some(0),
             state_hash: Some(status.state_hash.to_hex()),

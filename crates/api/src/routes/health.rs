@@ -73,6 +73,9 @@ pub fn readiness(state: &AppState) -> Readiness {
         ("store".to_owned(), store),
         ("draining".to_owned(), draining),
     ];
+    if let Some(release) = shared.node.release_check() {
+        checks.push(("release".to_owned(), release));
+    }
     if let Some(cluster) = &shared.cluster {
         checks.extend(cluster.checks(applied));
     }
@@ -109,7 +112,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 pub struct Stats {
     pub node_id: u64,
     pub uptime_ms: u64,
-    pub release: &'static str,
+    pub release: String,
     /// The runtime's statistics (dataplane counters, ports, dns).
     #[schema(value_type = Object)]
     pub node: serde_json::Value,
@@ -141,7 +144,7 @@ pub fn stats_document(state: &AppState) -> Stats {
     Stats {
         node_id: status.node_id,
         uptime_ms: shared.started.elapsed().as_millis() as u64,
-        release: env!("CARGO_PKG_VERSION"),
+        release: shared.node.release(),
         node: shared.node.stats(),
         store: StoreStats {
             applied_index: status.applied_index,

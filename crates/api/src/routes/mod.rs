@@ -9,6 +9,7 @@ pub mod settings;
 pub mod snapshots;
 pub mod support;
 pub mod tokens;
+pub mod upgrade;
 
 use axum::extract::State;
 use axum::http::header;
@@ -31,6 +32,7 @@ use crate::state::AppState;
         (name = "cluster", description = "members, removal, leadership transfer"),
         (name = "settings", description = "cluster-wide settings and the audit log"),
         (name = "snapshots", description = "state snapshots: list, create, download, verify"),
+        (name = "upgrade", description = "release slots, rolling upgrade, rollback, finalize"),
         (name = "support", description = "diagnostics"),
     )
 )]
@@ -78,6 +80,11 @@ pub fn api_router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(cluster::transfer_leader))
         .routes(routes!(snapshots::list_snapshots, snapshots::create_snapshot))
         .routes(routes!(snapshots::download_snapshot))
+        .routes(routes!(upgrade::get_upgrade, upgrade::start_upgrade))
+        .routes(routes!(upgrade::rollback_upgrade))
+        .routes(routes!(upgrade::abort_upgrade))
+        .routes(routes!(upgrade::finalize_upgrade))
+        .routes(routes!(upgrade::list_releases))
         .routes(routes!(snapshots::verify_snapshot))
         .routes(routes!(support::sysdump))
         .split_for_parts()

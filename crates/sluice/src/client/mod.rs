@@ -15,7 +15,7 @@ mod cluster;
 mod commands;
 mod endpoint;
 mod https;
-mod render;
+pub(crate) mod render;
 
 pub use cluster::cluster;
 pub use commands::{audit, call, policy, settings, status, token};

@@ -21,7 +21,12 @@ pub(super) struct Local {
 impl LocalNode for Local {
     fn locally_ready(&self) -> bool {
         let active = self.store.read(|s| s.active_policy().map(|p| p.version));
-        self.state.dataplane_check().ok && self.state.dns_check().ok && active == self.state.applied()
+        let release_ok = self.state.release_check().is_none_or(|c| c.ok);
+        self.state.dataplane_check().ok && self.state.dns_check().ok && release_ok && active == self.state.applied()
+    }
+
+    fn release(&self) -> String {
+        crate::build_info::version()
     }
 
     fn applied_policy_version(&self) -> Option<u64> {

@@ -61,6 +61,12 @@ pub(super) struct ControlPlane {
     follower: Option<JoinHandle<()>>,
     /// `--snapshot-interval`'s task.
     snapshots: Option<JoinHandle<()>>,
+    /// The upgrade driver (runs the replicated plan while this node leads).
+    upgrades: Option<JoinHandle<()>>,
+    /// Readiness as `/ready` answers it, once the API runs.
+    probe: Option<sluice_api::Probe>,
+    /// Set by the upgrade service: stop and exec the release on probation.
+    restart: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The opened control plane and the policy the dataplane starts with.
@@ -134,7 +140,18 @@ pub(super) fn open(config: &NodeConfig, file_policy: Option<CompiledPolicy>) -> 
     info!(store = %dir.display(), cluster_id = %cluster_id, applied_index = status.applied_index, "store open");
     let file_policy = if may_bootstrap { file_policy } else { None };
     let (policy, version) = runtime.block_on(starting_policy(&store, config.policy.as_deref(), file_policy))?;
-    let control = ControlPlane { runtime, store, cluster, api: None, admin: None, follower: None, snapshots: None };
+    let control = ControlPlane {
+        runtime,
+        store,
+        cluster,
+        api: None,
+        admin: None,
+        follower: None,
+        snapshots: None,
+        upgrades: None,
+        probe: None,
+        restart: Arc::default(),
+    };
     Ok(Opened { control, policy, version })
 }
 
@@ -227,6 +244,7 @@ impl ControlPlane {
             cluster.set_local(Arc::new(local));
             Arc::new(ClusterHandle(cluster.clone())) as Arc<dyn ClusterView>
         });
+        let state_for_upgrades = state.clone();
         let view: Arc<dyn NodeView> = state;
         let start = ApiServer::start_with_cluster(api_config, self.store.clone(), view, cluster_view);
         let api = self.runtime.block_on(start).map_err(|e| {
@@ -252,7 +270,24 @@ impl ControlPlane {
         let snapshots = Arc::new(super::snapshots::NodeSnapshots::new(self.store.clone(), root));
         api.set_snapshots(snapshots.clone());
         if config.snapshots.interval.is_some() {
-            self.snapshots = Some(self.runtime.spawn(super::snapshots::run_schedule(snapshots, config.snapshots)));
+            self.snapshots = Some(self.runtime.spawn(super::snapshots::run_schedule(snapshots.clone(), config.snapshots)));
+        }
+        let probe = api.probe();
+        self.probe = Some(probe.clone());
+        let local_node = Arc::new(super::upgrade::LocalNode {
+            store: self.store.clone(),
+            data_dir: config.data_dir.clone(),
+            state: state_for_upgrades,
+            probe,
+            snapshots,
+            restart: self.restart.clone(),
+        });
+        // Rolling upgrades across a cluster need the member RPCs of the fleet; until then a
+        // cluster member serves the release routes with its own slots only.
+        if self.cluster.is_none() {
+            let fleet: Arc<dyn super::upgrade::Fleet> = Arc::new(super::upgrade::LocalFleet(local_node.clone()));
+            api.set_upgrade(Arc::new(super::upgrade::Upgrades::new(local_node, fleet.clone())));
+            self.upgrades = Some(self.runtime.spawn(super::upgrade::drive(self.store.clone(), fleet)));
         }
         let local = api.local();
         self.api = Some(api);
@@ -266,6 +301,16 @@ impl ControlPlane {
         })?;
         self.admin = Some(admin);
         Ok(())
+    }
+
+    /// Whether the node passes every readiness check (false before the API runs).
+    pub(super) fn ready(&self) -> bool {
+        self.probe.as_ref().is_some_and(sluice_api::Probe::ready)
+    }
+
+    /// Whether the upgrade service asked for a restart into the release on probation.
+    pub(super) fn restart_requested(&self) -> bool {
+        self.restart.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// SIGHUP: re-reads `--policy` and writes it to the store as a new version (the follower
@@ -321,9 +366,12 @@ impl ControlPlane {
     /// the API, the admin socket, the follower and the store stop. The dataplane and the DNS
     /// proxy are untouched (the caller stops them afterwards).
     pub(super) fn shutdown(self) {
-        let ControlPlane { runtime, store, cluster, api, admin, follower, snapshots } = self;
+        let ControlPlane { runtime, store, cluster, api, admin, follower, snapshots, upgrades, .. } = self;
         if let Some(snapshots) = snapshots {
             snapshots.abort();
+        }
+        if let Some(upgrades) = upgrades {
+            upgrades.abort();
         }
         if let Some(api) = api {
             api.begin_draining();

@@ -30,6 +30,7 @@ mod listing;
 mod port_guard;
 mod snapshots;
 mod software;
+mod upgrade;
 mod view;
 
 use std::hash::{BuildHasher, Hasher};
@@ -216,23 +217,34 @@ fn start_dns(
     Ok(Some(proxy))
 }
 
-/// Runs the node until SIGTERM/SIGINT. `checked` holds the compiled policy and the port
-/// locks, released when this returns.
-pub fn run(config: &NodeConfig, checked: Checked) -> Exit {
+/// How the node stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    Exit(Exit),
+    /// Stopped cleanly to restart into another release (see [`crate::boot`]).
+    Restart,
+}
+
+/// Runs the node until SIGTERM/SIGINT, or until it must restart into another release.
+/// `checked` holds the compiled policy and the port locks, released when this returns.
+/// `probation`: this release must be ready by its deadline (it then marks itself good), or
+/// it stops to return to the previous one.
+pub fn run(config: &NodeConfig, checked: Checked, probation: Option<crate::boot::Probation>) -> Stopped {
+    let exit = |e: Exit| Stopped::Exit(e);
     let Checked { policy, locks } = checked;
     // Before any thread starts, so every thread inherits the mask.
     let signals = match Signals::block() {
         Ok(s) => s,
         Err(e) => {
             error!(exit_code = Exit::PortOpen.code(), "cannot block signals: {e}");
-            return Exit::PortOpen;
+            return exit(Exit::PortOpen);
         }
     };
     let control::Opened { mut control, policy, version } = match control::open(config, policy) {
         Ok(opened) => opened,
         Err(f) => {
             error!(exit_code = f.exit.code(), "{}", f.message);
-            return f.exit;
+            return exit(f.exit);
         }
     };
     let mut node = match start(config, PolicyHandle::new(policy)) {
@@ -240,7 +252,7 @@ pub fn run(config: &NodeConfig, checked: Checked) -> Exit {
         Err(f) => {
             error!(exit_code = f.exit.code(), "{}", f.message);
             control.shutdown();
-            return f.exit;
+            return exit(f.exit);
         }
     };
     let dns_check = match &node.dns {
@@ -254,7 +266,7 @@ pub fn run(config: &NodeConfig, checked: Checked) -> Exit {
         error!(exit_code = f.exit.code(), "{}", f.message);
         control.shutdown();
         let _ = stop(node);
-        return f.exit;
+        return exit(f.exit);
     }
     info!(
         dataplane = config.dataplane.as_str(),
@@ -268,6 +280,11 @@ pub fn run(config: &NodeConfig, checked: Checked) -> Exit {
         config.internal_port,
         config.external_port
     );
+    let mut probation = probation;
+    if let Some(p) = &probation {
+        info!(release = %p.version, deadline_ms = p.deadline_ms, "this release is on probation: it must be ready before its deadline");
+    }
+    let mut restart = false;
     let mut next_stats = Instant::now();
     let mut next_summary = Instant::now() + SUMMARY_INTERVAL;
     let reason = loop {
@@ -285,8 +302,30 @@ pub fn run(config: &NodeConfig, checked: Checked) -> Exit {
         if !node.dataplane.is_running() {
             break "the dataplane worker stopped on its own";
         }
-        match signals.wait(next_stats.saturating_duration_since(Instant::now())) {
-            Some(Request::Stop(name)) => break name,
+        if let Some(p) = &probation {
+            if control.ready() {
+                match crate::boot::mark_good(&config.data_dir, p) {
+                    Ok(()) => info!(release = %p.version, "release is ready: marked good, it is now the current release"),
+                    Err(e) => error!(release = %p.version, "cannot mark the release good: {e}"),
+                }
+                probation = None;
+            } else if crate::boot::now_ms() > p.deadline_ms {
+                error!(release = %p.version, "release not ready by its deadline: returning to the previous release");
+                restart = true;
+                break "release not ready by its deadline";
+            }
+        }
+        if control.restart_requested() {
+            restart = true;
+            break "restarting into another release";
+        }
+        match signals.wait(next_stats.saturating_duration_since(Instant::now()).min(Duration::from_millis(250))) {
+            Some(Request::Stop(name)) => {
+                if probation.is_some() {
+                    crate::boot::note_clean_stop(&config.data_dir);
+                }
+                break name;
+            }
             Some(Request::Reload) => {
                 control.reload(config.policy.as_deref(), node.policy.current().generation);
                 // Show the new generation in the stats file soon (the follower publishes it).
@@ -299,9 +338,13 @@ pub fn run(config: &NodeConfig, checked: Checked) -> Exit {
     info!(reason, "stopping: draining the API, closing the store, then the worker, the service lane and the ports");
     // The dataplane and DNS keep working while the control plane stops.
     control.shutdown();
-    let exit = stop_with_stats(config, node);
+    let stopped = stop_with_stats(config, node);
     drop(locks);
-    exit
+    if restart && stopped == Exit::Success {
+        Stopped::Restart
+    } else {
+        Stopped::Exit(stopped)
+    }
 }
 
 /// Stops the DNS proxy and the dataplane (in that order) and writes the last stats file.

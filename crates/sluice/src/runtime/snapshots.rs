@@ -58,7 +58,7 @@ impl NodeSnapshots {
             return Err(SnapshotFailure::Busy("another snapshot is being taken on this node; try again".into()));
         };
         let node_id = self.store.status().node_id;
-        let writer = Writer { release_version: env!("CARGO_PKG_VERSION").into(), node_id };
+        let writer = Writer { release_version: crate::build_info::version(), node_id };
         let secrets = match passphrase {
             Some(_) => Some(collect_secrets(&self.root, node_id).map_err(|e| SnapshotFailure::Io(e.to_string()))?),
             None => None,

@@ -95,6 +95,19 @@ impl NodeView for NodeState {
     fn flows(&self, filter: &FlowFilter, limit: usize) -> Result<Vec<FlowEntry>, ListingError> {
         self.listings.flows(filter, limit)
     }
+
+    fn release(&self) -> String {
+        crate::build_info::version()
+    }
+
+    fn release_check(&self) -> Option<Check> {
+        match crate::build_info::fault() {
+            sluice_lifecycle::stamp::Fault::NeverReady => {
+                Some(Check::failed("this is a test release stamped never-ready: it never becomes ready"))
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,17 @@ pub enum Command {
         policy_history_limit: Option<u32>,
         audit_log_limit: Option<u32>,
     },
+    /// Replaces the rolling-upgrade record (its plan, progress and events, opaque to the
+    /// state: `sluice-lifecycle` owns its shape) if the stored one still has
+    /// `expected_revision` (0: none stored), so two leaders driving one rollout across a
+    /// leader change cannot overwrite each other's progress. `active_schema`, when given,
+    /// moves the cluster's active schema (only forward: finalize).
+    PutRollout {
+        expected_revision: u64,
+        plan: serde_json::Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        active_schema: Option<u32>,
+    },
 }
 
 /// The snapshot a restored state came from, as its manifest says.
@@ -122,6 +133,10 @@ pub enum Outcome {
         audit_log_limit: u32,
         evicted_versions: Vec<u64>,
     },
+    RolloutSaved {
+        revision: u64,
+        active_schema: u32,
+    },
 }
 
 /// Why a command was refused. A refused command changes nothing but the state hash (it is a
@@ -150,6 +165,11 @@ pub enum CommandError {
         field: String,
         reason: String,
     },
+    /// The rollout record changed since the writer read it.
+    RolloutRevisionMismatch {
+        expected: u64,
+        actual: u64,
+    },
 }
 
 impl CommandError {
@@ -162,6 +182,7 @@ impl CommandError {
             CommandError::UnknownToken { .. } => "unknown_token",
             CommandError::TooManyTokens { .. } => "too_many_tokens",
             CommandError::InvalidField { .. } => "invalid_field",
+            CommandError::RolloutRevisionMismatch { .. } => "rollout_revision_mismatch",
         }
     }
 
@@ -183,6 +204,10 @@ impl fmt::Display for CommandError {
             CommandError::UnknownToken { id } => write!(f, "no token with id {id}"),
             CommandError::TooManyTokens { limit } => write!(f, "at most {limit} tokens may exist"),
             CommandError::InvalidField { field, reason } => write!(f, "{field}: {reason}"),
+            CommandError::RolloutRevisionMismatch { expected, actual } => write!(
+                f,
+                "the rollout record is at revision {actual}, not {expected}: another writer changed it; read it again"
+            ),
         }
     }
 }

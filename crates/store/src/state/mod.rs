@@ -128,7 +128,43 @@ pub struct State {
     tokens: BTreeMap<String, Token>,
     settings: Settings,
     audit: VecDeque<AuditEntry>,
+    /// The rolling-upgrade record, if a rollout was ever started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rollout: Option<Rollout>,
+    /// The schema the cluster writes in (design §7: it moves forward only at an upgrade's
+    /// finalize); `None`: this binary's [`SCHEMA_VERSION`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    active_schema: Option<u32>,
+    /// The hashes of the last entries applied here: not state, a memory of this node's, so a
+    /// leader can compare a follower's hash at the follower's index with its own there.
+    #[serde(skip)]
+    recent: RecentHashes,
 }
+
+/// How many (index, hash) pairs [`State::hash_at`] remembers.
+pub const RECENT_HASHES: usize = 4096;
+
+/// A bounded memory of recent hashes; equal for every state (it is not part of the state).
+#[derive(Clone, Debug, Default)]
+struct RecentHashes(VecDeque<(u64, StateHash)>);
+
+impl PartialEq for RecentHashes {
+    fn eq(&self, _: &RecentHashes) -> bool {
+        true
+    }
+}
+
+impl Eq for RecentHashes {}
+
+/// The stored rolling-upgrade record: an opaque plan and the revision guarding it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub revision: u64,
+    pub plan: serde_json::Value,
+}
+
+/// The largest rollout record accepted (its event log is bounded by its owner).
+pub const MAX_ROLLOUT_BYTES: usize = 512 * 1024;
 
 impl Default for State {
     fn default() -> State {
@@ -143,6 +179,9 @@ impl Default for State {
             tokens: BTreeMap::new(),
             settings: Settings::default(),
             audit: VecDeque::new(),
+            rollout: None,
+            active_schema: None,
+            recent: RecentHashes::default(),
         }
     }
 }
@@ -206,6 +245,15 @@ impl State {
         self.settings
     }
 
+    pub fn rollout(&self) -> Option<&Rollout> {
+        self.rollout.as_ref()
+    }
+
+    /// The schema the cluster writes in: moved forward only by an upgrade's finalize.
+    pub fn active_schema(&self) -> u32 {
+        self.active_schema.unwrap_or(SCHEMA_VERSION)
+    }
+
     /// The audit log, oldest first.
     pub fn audit_log(&self) -> impl DoubleEndedIterator<Item = &AuditEntry> {
         self.audit.iter()
@@ -234,6 +282,21 @@ impl State {
     fn advance(&mut self, index: u64, kind: EntryKind, entry: &[u8], outcome: &[u8]) {
         self.state_hash = hash::chain(&self.state_hash, index, kind, entry, outcome);
         self.applied_index = index;
+        if self.recent.0.len() == RECENT_HASHES {
+            self.recent.0.pop_front();
+        }
+        self.recent.0.push_back((index, self.state_hash));
+    }
+
+    /// The state hash right after entry `index`, if this node applied it recently (or it is
+    /// the current index).
+    pub fn hash_at(&self, index: u64) -> Option<StateHash> {
+        if index == self.applied_index {
+            return Some(self.state_hash);
+        }
+        let recent = &self.recent.0;
+        let at = recent.binary_search_by_key(&index, |(i, _)| *i).ok()?;
+        Some(recent[at].1)
     }
 
     fn execute(&mut self, index: u64, request: &Request) -> Result<Outcome, CommandError> {
@@ -262,11 +325,50 @@ impl State {
             Command::UpdateSettings { policy_history_limit, audit_log_limit } => {
                 self.update_settings(*policy_history_limit, *audit_log_limit)?
             }
+            Command::PutRollout { expected_revision, plan, active_schema } => {
+                self.put_rollout(*expected_revision, plan, *active_schema)?
+            }
         };
         if let Some(action) = action {
             self.record(AuditEntry { index, at_ms: request.at_ms, actor: request.actor.clone(), action });
         }
         Ok(outcome)
+    }
+
+    fn put_rollout(
+        &mut self,
+        expected_revision: u64,
+        plan: &serde_json::Value,
+        active_schema: Option<u32>,
+    ) -> Result<(Outcome, Option<String>), CommandError> {
+        let actual = self.rollout.as_ref().map_or(0, |r| r.revision);
+        if actual != expected_revision {
+            return Err(CommandError::RolloutRevisionMismatch { expected: expected_revision, actual });
+        }
+        if !plan.is_object() {
+            return Err(CommandError::invalid("plan", "must be a JSON object"));
+        }
+        let size = serde_json::to_vec(plan).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > MAX_ROLLOUT_BYTES {
+            return Err(CommandError::invalid("plan", format!("is {size} bytes; at most {MAX_ROLLOUT_BYTES}")));
+        }
+        let mut action = None;
+        if let Some(schema) = active_schema {
+            let current = self.active_schema();
+            if schema < current {
+                return Err(CommandError::invalid(
+                    "active_schema",
+                    format!("the active schema moves only forward (it is {current}, asked {schema})"),
+                ));
+            }
+            if schema != current {
+                action = Some(format!("schema.finalize from={current} to={schema}"));
+            }
+            self.active_schema = Some(schema);
+        }
+        let revision = actual + 1;
+        self.rollout = Some(Rollout { revision, plan: plan.clone() });
+        Ok((Outcome::RolloutSaved { revision, active_schema: self.active_schema() }, action))
     }
 
     fn init_cluster(&mut self, cluster_id: &str, at_ms: u64) -> Result<(Outcome, Option<String>), CommandError> {
