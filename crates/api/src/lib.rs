@@ -20,9 +20,9 @@ pub mod routes;
 pub mod secret;
 pub mod server;
 pub mod snapshots;
-pub mod upgrade;
 pub mod state;
 pub mod tls;
+pub mod upgrade;
 
 pub use cluster::{ClusterOverview, ClusterRefusal, ClusterView, MemberInfo};
 pub use config::{ApiConfig, MAX_BODY_BYTES};

@@ -11,8 +11,14 @@ use crate::cluster::BoxFuture;
 #[derive(Clone, Debug)]
 pub enum UpgradeFailure {
     /// Not possible now (a rollout in progress, nothing to roll back, finalized, ...).
-    Conflict { code: &'static str, message: String },
-    BadRequest { code: &'static str, message: String },
+    Conflict {
+        code: &'static str,
+        message: String,
+    },
+    BadRequest {
+        code: &'static str,
+        message: String,
+    },
     NotFound(String),
     Internal(String),
 }
@@ -52,7 +58,11 @@ pub trait UpgradeService: Send + Sync {
     /// The releases staged on this node and their history.
     fn releases(&self) -> serde_json::Value;
     fn start(&self, request: StartUpgrade, actor: String) -> BoxFuture<'_, Result<serde_json::Value, UpgradeFailure>>;
-    fn rollback(&self, request: StartRollback, actor: String) -> BoxFuture<'_, Result<serde_json::Value, UpgradeFailure>>;
+    fn rollback(
+        &self,
+        request: StartRollback,
+        actor: String,
+    ) -> BoxFuture<'_, Result<serde_json::Value, UpgradeFailure>>;
     fn abort(&self, actor: String) -> BoxFuture<'_, Result<serde_json::Value, UpgradeFailure>>;
     fn finalize(&self, actor: String) -> BoxFuture<'_, Result<serde_json::Value, UpgradeFailure>>;
 }

@@ -90,11 +90,23 @@ pub enum ReleaseError {
     /// The file is not a usable release (unreadable, too large, does not run, says nothing).
     NotARelease(String),
     /// The release cannot read the cluster's active schema.
-    SchemaUnsupported { version: String, schema_min: u32, schema_max: u32, active: u32 },
+    SchemaUnsupported {
+        version: String,
+        schema_min: u32,
+        schema_max: u32,
+        active: u32,
+    },
     /// A slot with this version holds other bytes.
-    Conflict { version: String, existing: String, offered: String },
+    Conflict {
+        version: String,
+        existing: String,
+        offered: String,
+    },
     /// A checksum given with the file does not match it.
-    ChecksumMismatch { expected: String, actual: String },
+    ChecksumMismatch {
+        expected: String,
+        actual: String,
+    },
     /// No slot has this version.
     Unknown(String),
     Io(String),
@@ -318,7 +330,11 @@ impl Releases {
         match self.manifest(&info.version) {
             Ok(existing) if existing.sha256 == sha256 => return Ok(existing),
             Ok(existing) => {
-                return Err(ReleaseError::Conflict { version: info.version, existing: existing.sha256, offered: sha256 })
+                return Err(ReleaseError::Conflict {
+                    version: info.version,
+                    existing: existing.sha256,
+                    offered: sha256,
+                })
             }
             Err(ReleaseError::Unknown(_)) => {}
             Err(e) => return Err(e),

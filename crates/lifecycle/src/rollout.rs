@@ -214,12 +214,21 @@ pub struct Observation {
 pub enum Effect {
     /// Fetch the target from the source node, verify and stage it, take a pre-upgrade
     /// snapshot; then the driver sets `staged` (or stops the rollout).
-    Stage { node_id: u64 },
-    Restart { node_id: u64, version: String },
+    Stage {
+        node_id: u64,
+    },
+    Restart {
+        node_id: u64,
+        version: String,
+    },
     /// Move leadership off this (the leader's) node to `to`, which runs the target.
-    TransferLeadership { to: u64 },
+    TransferLeadership {
+        to: u64,
+    },
     /// Save the failed node's logs, readiness and counters next to the plan.
-    Diagnostics { node_id: u64 },
+    Diagnostics {
+        node_id: u64,
+    },
 }
 
 impl Plan {
@@ -341,7 +350,12 @@ fn preflight(plan: &mut Plan, leader: u64, seen: &BTreeMap<u64, Observation>, no
     for step in plan.nodes.clone() {
         let id = step.node_id;
         let refuse = |why: String, measured: &[(&str, String)]| {
-            Some(Stop { node_id: None, trigger: "preflight".into(), message: format!("node {id}: {why}"), measured: measured.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect() })
+            Some(Stop {
+                node_id: None,
+                trigger: "preflight".into(),
+                message: format!("node {id}: {why}"),
+                measured: measured.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+            })
         };
         let problem = match seen.get(&id) {
             None => refuse("is not a member any more".into(), &[]),
@@ -357,7 +371,10 @@ fn preflight(plan: &mut Plan, leader: u64, seen: &BTreeMap<u64, Observation>, no
                 &[("state_hash", o.figures.state_hash.clone())],
             ),
             Some(o) if !step.staged && !o.has_target && o.free_bytes < o.needed_bytes => refuse(
-                format!("has {} bytes free in its data root; the artifact and a snapshot need {}", o.free_bytes, o.needed_bytes),
+                format!(
+                    "has {} bytes free in its data root; the artifact and a snapshot need {}",
+                    o.free_bytes, o.needed_bytes
+                ),
                 &[("free_bytes", o.free_bytes.to_string()), ("needed_bytes", o.needed_bytes.to_string())],
             ),
             _ => None,
@@ -371,7 +388,11 @@ fn preflight(plan: &mut Plan, leader: u64, seen: &BTreeMap<u64, Observation>, no
         return vec![Effect::Stage { node_id: next.node_id }];
     }
     plan.phase = Phase::Rolling;
-    plan.event(now_ms, None, format!("preflight passed; the artifact is verified on every node; rolling to {}", plan.target.version));
+    plan.event(
+        now_ms,
+        None,
+        format!("preflight passed; the artifact is verified on every node; rolling to {}", plan.target.version),
+    );
     rolling(plan, leader, seen, now_ms)
 }
 
@@ -395,7 +416,12 @@ fn rolling(plan: &mut Plan, leader: u64, seen: &BTreeMap<u64, Observation>, now_
                         vec![Effect::TransferLeadership { to }]
                     }
                     None => plan.stop(
-                        Stop { node_id: Some(id), trigger: "effect_failed".into(), message: "no upgraded node to take the leadership".into(), measured: BTreeMap::new() },
+                        Stop {
+                            node_id: Some(id),
+                            trigger: "effect_failed".into(),
+                            message: "no upgraded node to take the leadership".into(),
+                            measured: BTreeMap::new(),
+                        },
                         now_ms,
                     ),
                 };
@@ -416,24 +442,66 @@ fn rolling(plan: &mut Plan, leader: u64, seen: &BTreeMap<u64, Observation>, now_
         StepState::Restarting => {
             if let Some((version, why)) = observed.returned.clone().filter(|(v, _)| *v == target) {
                 if figures.release != target {
-                    return plan.stop(stop_at(id, "returned_on_its_own", format!("the node returned to {} on its own: {why}", figures.release), &[("release", figures.release.clone()), ("attempted", version)]), now_ms);
+                    return plan.stop(
+                        stop_at(
+                            id,
+                            "returned_on_its_own",
+                            format!("the node returned to {} on its own: {why}", figures.release),
+                            &[("release", figures.release.clone()), ("attempted", version)],
+                        ),
+                        now_ms,
+                    );
                 }
             }
             let leader_index = seen.get(&leader).map_or(0, |o| o.figures.applied_index);
             let caught_up = leader_index.saturating_sub(figures.applied_index) <= MAX_LAG;
             if observed.reachable && figures.release == target && figures.ready && caught_up && !observed.on_probation {
                 if observed.hash_matches == Some(false) {
-                    return plan.stop(stop_at(id, "hash_mismatch", "its state hash differs from the leader's at the same index".into(), &[("state_hash", figures.state_hash.clone()), ("applied_index", figures.applied_index.to_string())]), now_ms);
+                    return plan.stop(
+                        stop_at(
+                            id,
+                            "hash_mismatch",
+                            "its state hash differs from the leader's at the same index".into(),
+                            &[
+                                ("state_hash", figures.state_hash.clone()),
+                                ("applied_index", figures.applied_index.to_string()),
+                            ],
+                        ),
+                        now_ms,
+                    );
                 }
                 let s = plan.step_mut(id);
                 s.state = StepState::Observing;
                 s.since_ms = now_ms;
                 s.window_start = Some(figures.clone());
-                plan.event(now_ms, Some(id), format!("runs {target}, ready, caught up, hash equal; observing for {} s", plan.gates.observe_ms / 1000));
+                plan.event(
+                    now_ms,
+                    Some(id),
+                    format!(
+                        "runs {target}, ready, caught up, hash equal; observing for {} s",
+                        plan.gates.observe_ms / 1000
+                    ),
+                );
                 return Vec::new();
             }
             if now_ms.saturating_sub(step.since_ms) > plan.gates.step_timeout_ms {
-                return plan.stop(stop_at(id, "step_timeout", format!("not running {target} ready and caught up within {} s", plan.gates.step_timeout_ms / 1000), &[("release", figures.release.clone()), ("ready", figures.ready.to_string()), ("applied_index", figures.applied_index.to_string()), ("leader_index", leader_index.to_string())]), now_ms);
+                return plan.stop(
+                    stop_at(
+                        id,
+                        "step_timeout",
+                        format!(
+                            "not running {target} ready and caught up within {} s",
+                            plan.gates.step_timeout_ms / 1000
+                        ),
+                        &[
+                            ("release", figures.release.clone()),
+                            ("ready", figures.ready.to_string()),
+                            ("applied_index", figures.applied_index.to_string()),
+                            ("leader_index", leader_index.to_string()),
+                        ],
+                    ),
+                    now_ms,
+                );
             }
             Vec::new()
         }
@@ -459,33 +527,68 @@ fn trigger(plan: &Plan, step: &NodeStep, o: &Observation, leader_index: u64, now
     let f = &o.figures;
     let start = step.window_start.clone().unwrap_or_default();
     if !o.reachable || f.release != plan.target.version {
-        return Some(stop_at(id, "crash_loop", format!("the node stopped running {} during its observation window", plan.target.version), &[("release", f.release.clone()), ("reachable", o.reachable.to_string())]));
+        return Some(stop_at(
+            id,
+            "crash_loop",
+            format!("the node stopped running {} during its observation window", plan.target.version),
+            &[("release", f.release.clone()), ("reachable", o.reachable.to_string())],
+        ));
     }
     if !f.ready {
-        return Some(stop_at(id, "not_ready", "the node stopped being ready during its observation window".into(), &[]));
+        return Some(stop_at(
+            id,
+            "not_ready",
+            "the node stopped being ready during its observation window".into(),
+            &[],
+        ));
     }
     if o.hash_matches == Some(false) {
-        return Some(stop_at(id, "hash_mismatch", "its state hash differs from the leader's at the same index".into(), &[("state_hash", f.state_hash.clone())]));
+        return Some(stop_at(
+            id,
+            "hash_mismatch",
+            "its state hash differs from the leader's at the same index".into(),
+            &[("state_hash", f.state_hash.clone())],
+        ));
     }
     let api = f.api_requests.saturating_sub(start.api_requests);
     let errors = f.api_errors.saturating_sub(start.api_errors);
     if api >= 10 && errors * 1000 > plan.gates.api_error_permille_max * api {
-        return Some(stop_at(id, "api_error_rate", format!("{errors} of {api} API requests failed during the window"), &[("api_requests", api.to_string()), ("api_errors", errors.to_string()), ("max_permille", plan.gates.api_error_permille_max.to_string())]));
+        return Some(stop_at(
+            id,
+            "api_error_rate",
+            format!("{errors} of {api} API requests failed during the window"),
+            &[
+                ("api_requests", api.to_string()),
+                ("api_errors", errors.to_string()),
+                ("max_permille", plan.gates.api_error_permille_max.to_string()),
+            ],
+        ));
     }
     let packets = f.packets.saturating_sub(start.packets);
     let drops = f.drops.saturating_sub(start.drops);
     if packets >= 100 {
         let rate = drops * 1_000_000 / packets;
-        let base = plan.baseline.get(&id).map_or(0, |b| if b.packets == 0 { 0 } else { b.drops * 1_000_000 / b.packets });
+        let base =
+            plan.baseline.get(&id).map_or(0, |b| if b.packets == 0 { 0 } else { b.drops * 1_000_000 / b.packets });
         let limit = (base * plan.gates.drop_ratio_max).max(1000);
         if rate > limit {
-            return Some(stop_at(id, "drop_rate", format!("drop rate {rate} ppm over the limit {limit} ppm (baseline {base} ppm)"), &[("drop_ppm", rate.to_string()), ("baseline_ppm", base.to_string()), ("limit_ppm", limit.to_string())]));
+            return Some(stop_at(
+                id,
+                "drop_rate",
+                format!("drop rate {rate} ppm over the limit {limit} ppm (baseline {base} ppm)"),
+                &[("drop_ppm", rate.to_string()), ("baseline_ppm", base.to_string()), ("limit_ppm", limit.to_string())],
+            ));
         }
     }
     // Healthy but not progressing: stuck at the index its window opened at while the
     // leader moved on.
     if f.applied_index == start.applied_index && leader_index.saturating_sub(f.applied_index) > MAX_LAG {
-        return Some(stop_at(id, "not_progressing", "its applied index does not advance while the leader's does".into(), &[("applied_index", f.applied_index.to_string()), ("leader_index", leader_index.to_string())]));
+        return Some(stop_at(
+            id,
+            "not_progressing",
+            "its applied index does not advance while the leader's does".into(),
+            &[("applied_index", f.applied_index.to_string()), ("leader_index", leader_index.to_string())],
+        ));
     }
     let _ = now_ms;
     None
@@ -527,10 +630,18 @@ fn rolling_back(plan: &mut Plan, leader: u64, seen: &BTreeMap<u64, Observation>,
                     return Vec::new();
                 }
                 if id == leader && plan.nodes.len() > 1 {
-                    let to = plan.nodes.iter().find(|s| s.node_id != id && s.state == StepState::Returned).map(|s| s.node_id)
+                    let to = plan
+                        .nodes
+                        .iter()
+                        .find(|s| s.node_id != id && s.state == StepState::Returned)
+                        .map(|s| s.node_id)
                         .or_else(|| plan.nodes.iter().find(|s| s.node_id != id).map(|s| s.node_id));
                     if let Some(to) = to {
-                        plan.event(now_ms, Some(id), format!("moving leadership to node {to} before returning this node"));
+                        plan.event(
+                            now_ms,
+                            Some(id),
+                            format!("moving leadership to node {to} before returning this node"),
+                        );
                         return vec![Effect::TransferLeadership { to }];
                     }
                 }

@@ -72,7 +72,9 @@ pub fn on_start(data_dir: &Path) -> Result<Start, Failure> {
         }
     }
     match decision.action {
-        Action::Run { probation } => Ok(Start::Run(probation.map(|deadline_ms| Probation { version: own, deadline_ms }))),
+        Action::Run { probation } => {
+            Ok(Start::Run(probation.map(|deadline_ms| Probation { version: own, deadline_ms })))
+        }
         Action::Exec { version } => {
             let binary = releases.binary(&version);
             if let Some(attempt) = decision.state.attempt.as_ref().filter(|a| a.version == version) {

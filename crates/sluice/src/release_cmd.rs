@@ -78,7 +78,9 @@ pub enum UpgradeCommand {
     /// Stage FILE on this node, take a pre-upgrade snapshot, restart every member into it
     /// (followers first, the leader last), gate each step, and return automatically if a
     /// step fails. Example: sluice upgrade apply --binary ./sluice-2.0.0 --observe 30s
-    #[command(after_long_help = CLIENT_HELP)]
+    // `--version` here names the release to upgrade to, so the binary's own version flag is
+    // not offered (`sluice version` prints it).
+    #[command(after_long_help = CLIENT_HELP, disable_version_flag = true)]
     Apply {
         /// The new release's binary (staged into this node's data root first).
         #[arg(long, value_name = "FILE", required_unless_present = "version")]
@@ -211,7 +213,13 @@ pub fn release(command: &ReleaseCommand) -> Output {
             }
             let mut out = format!("{:<2} {:<20} {:<10} {:<9} {}", "", "VERSION", "SCHEMAS", "MB", "SHA256");
             for slot in list {
-                let mark = if slot.current { "*" } else if slot.previous { "-" } else { " " };
+                let mark = if slot.current {
+                    "*"
+                } else if slot.previous {
+                    "-"
+                } else {
+                    " "
+                };
                 let m = &slot.manifest;
                 out.push_str(&format!(
                     "\n{mark:<2} {:<20} {:<10} {:<9} {}",
@@ -229,7 +237,11 @@ pub fn release(command: &ReleaseCommand) -> Output {
             Ok(if args.json {
                 serde_json::to_string_pretty(&manifest).unwrap_or_default()
             } else {
-                format!("staged release {} (sha256 {})", manifest["version"].as_str().unwrap_or("?"), manifest["sha256"].as_str().unwrap_or("?"))
+                format!(
+                    "staged release {} (sha256 {})",
+                    manifest["version"].as_str().unwrap_or("?"),
+                    manifest["sha256"].as_str().unwrap_or("?")
+                )
             })
         }
         ReleaseCommand::History(args) => {
@@ -296,16 +308,26 @@ pub fn upgrade(command: &UpgradeCommand) -> Output {
                 "api_error_permille_max": api_error_permille_max,
                 "drop_ratio_max": drop_ratio_max,
             });
-            let body: serde_json::Map<String, Value> =
-                body.as_object().expect("object").iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let body: serde_json::Map<String, Value> = body
+                .as_object()
+                .expect("object")
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             let endpoint = Endpoint::from_target(target)?;
-            let plan = crate::client::call(&endpoint, "POST", "/api/v1/upgrade", Some(Value::Object(body).to_string()), None)?;
+            let plan =
+                crate::client::call(&endpoint, "POST", "/api/v1/upgrade", Some(Value::Object(body).to_string()), None)?;
             follow(target, watch, &plan)
         }
         UpgradeCommand::Status { target } => {
             let endpoint = Endpoint::from_target(target)?;
             let status = crate::client::call(&endpoint, "GET", "/api/v1/upgrade", None, None)?;
-            Ok(if target.json { serde_json::to_string_pretty(&status).unwrap_or_default() } else { render(&status["rollout"], status["active_schema"].as_u64()) })
+            Ok(if target.json {
+                serde_json::to_string_pretty(&status).unwrap_or_default()
+            } else {
+                render(&status["rollout"], status["active_schema"].as_u64())
+            })
         }
         UpgradeCommand::Abort { target } => {
             let endpoint = Endpoint::from_target(target)?;
@@ -332,7 +354,11 @@ pub fn rollback(args: &RollbackArgs) -> Output {
 fn follow(target: &Target, watch: &WatchArgs, plan: &Value) -> Output {
     let id = plan["id"].as_str().unwrap_or_default().to_owned();
     if watch.no_wait {
-        return Ok(if target.json { serde_json::to_string_pretty(plan).unwrap_or_default() } else { render(plan, None) });
+        return Ok(if target.json {
+            serde_json::to_string_pretty(plan).unwrap_or_default()
+        } else {
+            render(plan, None)
+        });
     }
     let deadline = Instant::now() + watch.wait.0;
     let mut last_shown = String::new();
@@ -362,7 +388,10 @@ fn follow(target: &Target, watch: &WatchArgs, plan: &Value) -> Output {
             Exit::Refused,
             format!("rollout {id} {phase}: {}\n{out}", last["stop"]["message"].as_str().unwrap_or("see the events")),
         )),
-        _ => Err(Failure::new(Exit::Refused, format!("rollout {id} still running after --wait; follow it with sluice upgrade status\n{out}"))),
+        _ => Err(Failure::new(
+            Exit::Refused,
+            format!("rollout {id} still running after --wait; follow it with sluice upgrade status\n{out}"),
+        )),
     }
 }
 
@@ -410,7 +439,11 @@ pub fn render(plan: &Value, active_schema: Option<u64>) -> String {
     }
     let events = plan["events"].as_array().cloned().unwrap_or_default();
     for e in events.iter().rev().take(5).rev() {
-        out.push_str(&format!("\n  {} {}", crate::client::render::timestamp(&e["at_ms"]), e["message"].as_str().unwrap_or("")));
+        out.push_str(&format!(
+            "\n  {} {}",
+            crate::client::render::timestamp(&e["at_ms"]),
+            e["message"].as_str().unwrap_or("")
+        ));
     }
     out
 }

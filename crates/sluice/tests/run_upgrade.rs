@@ -83,7 +83,11 @@ fn a_single_node_upgrades_returns_on_its_own_and_rolls_back() {
     let policy = d.join("policy.json");
     std::fs::write(&policy, POLICY).unwrap();
     let extra = ["--http-bind", "127.0.0.1:8443"];
-    let node = Sluice::start(&lab, d, &Launch { mode: Mode::Software, policy: Some(&policy), extra: &extra, ..Launch::default() });
+    let node = Sluice::start(
+        &lab,
+        d,
+        &Launch { mode: Mode::Software, policy: Some(&policy), extra: &extra, ..Launch::default() },
+    );
     let _kill = KillOnDrop(d.to_path_buf());
     let _echo = udp_echo(&lab.upstream, 7);
     assert!(passes(&lab), "traffic passes before the upgrade");
@@ -99,7 +103,8 @@ fn a_single_node_upgrades_returns_on_its_own_and_rolls_back() {
 
     // v1 -> v2.
     let v2 = variant(a, "2.0.0-test", Fault::None);
-    let applied = local(&lab, d, &["upgrade", "apply", "--binary", v2.to_str().unwrap(), "--observe", "2s", "--wait", "3m"]);
+    let applied =
+        local(&lab, d, &["upgrade", "apply", "--binary", v2.to_str().unwrap(), "--observe", "2s", "--wait", "3m"]);
     assert_eq!(applied.code, 0, "stdout:\n{}\nstderr:\n{}\nlog:\n{}", applied.stdout, applied.stderr, node.log_text());
     assert!(applied.stdout.contains("completed"), "{}", applied.stdout);
     assert_eq!(release(&lab, d).as_deref(), Some("2.0.0-test"));
@@ -108,7 +113,8 @@ fn a_single_node_upgrades_returns_on_its_own_and_rolls_back() {
     assert!(exe.ends_with("releases/2.0.0-test/sluice"), "{}", exe.display());
     assert!(passes(&lab), "traffic passes after the upgrade");
     let slots = local(&lab, d, &["release", "list", "--json"]).ok().json();
-    let marked = |v: &str, key: &str| slots.as_array().unwrap().iter().any(|s| s["manifest"]["version"] == v && s[key] == true);
+    let marked =
+        |v: &str, key: &str| slots.as_array().unwrap().iter().any(|s| s["manifest"]["version"] == v && s[key] == true);
     assert!(marked("2.0.0-test", "current") && marked(V1, "previous"), "{slots:#}");
     let plan = rollout(&lab, d);
     assert_eq!(plan["phase"], "completed", "{plan:#}");
@@ -121,7 +127,18 @@ fn a_single_node_upgrades_returns_on_its_own_and_rolls_back() {
     let failed = local(
         &lab,
         d,
-        &["upgrade", "apply", "--binary", never.to_str().unwrap(), "--ready-timeout", "8s", "--observe", "1s", "--wait", "3m"],
+        &[
+            "upgrade",
+            "apply",
+            "--binary",
+            never.to_str().unwrap(),
+            "--ready-timeout",
+            "8s",
+            "--observe",
+            "1s",
+            "--wait",
+            "3m",
+        ],
     );
     assert_eq!(failed.code, 5, "stdout:\n{}\nstderr:\n{}", failed.stdout, failed.stderr);
     let plan = rollout(&lab, d);
@@ -143,7 +160,18 @@ fn a_single_node_upgrades_returns_on_its_own_and_rolls_back() {
     let failed = local(
         &lab,
         d,
-        &["upgrade", "apply", "--binary", crash.to_str().unwrap(), "--max-starts", "2", "--ready-timeout", "60s", "--wait", "3m"],
+        &[
+            "upgrade",
+            "apply",
+            "--binary",
+            crash.to_str().unwrap(),
+            "--max-starts",
+            "2",
+            "--ready-timeout",
+            "60s",
+            "--wait",
+            "3m",
+        ],
     );
     assert_eq!(failed.code, 5, "stdout:\n{}\nstderr:\n{}", failed.stdout, failed.stderr);
     let plan = rollout(&lab, d);

@@ -33,7 +33,10 @@ fn service(state: &AppState) -> Result<Arc<dyn UpgradeService>, ApiError> {
 #[utoipa::path(get, path = "/api/v1/upgrade", tag = "upgrade", security(("bearer" = [])), responses(
     (status = 200, body = Object), (status = 401, body = ErrorBody),
 ))]
-pub async fn get_upgrade(_caller: ReadAccess, State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn get_upgrade(
+    _caller: ReadAccess,
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(service(&state)?.status()))
 }
 
@@ -89,6 +92,9 @@ pub async fn finalize_upgrade(
 #[utoipa::path(get, path = "/api/v1/releases", tag = "upgrade", security(("bearer" = [])), responses(
     (status = 200, body = Object), (status = 401, body = ErrorBody),
 ))]
-pub async fn list_releases(_caller: ReadAccess, State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn list_releases(
+    _caller: ReadAccess,
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(service(&state)?.releases()))
 }

@@ -270,7 +270,8 @@ impl ControlPlane {
         let snapshots = Arc::new(super::snapshots::NodeSnapshots::new(self.store.clone(), root));
         api.set_snapshots(snapshots.clone());
         if config.snapshots.interval.is_some() {
-            self.snapshots = Some(self.runtime.spawn(super::snapshots::run_schedule(snapshots.clone(), config.snapshots)));
+            self.snapshots =
+                Some(self.runtime.spawn(super::snapshots::run_schedule(snapshots.clone(), config.snapshots)));
         }
         let probe = api.probe();
         self.probe = Some(probe.clone());

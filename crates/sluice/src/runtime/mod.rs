@@ -305,7 +305,9 @@ pub fn run(config: &NodeConfig, checked: Checked, probation: Option<crate::boot:
         if let Some(p) = &probation {
             if control.ready() {
                 match crate::boot::mark_good(&config.data_dir, p) {
-                    Ok(()) => info!(release = %p.version, "release is ready: marked good, it is now the current release"),
+                    Ok(()) => {
+                        info!(release = %p.version, "release is ready: marked good, it is now the current release")
+                    }
                     Err(e) => error!(release = %p.version, "cannot mark the release good: {e}"),
                 }
                 probation = None;

@@ -90,14 +90,23 @@ impl LocalNode {
     fn stage(&self, target: &Target) -> Result<String, String> {
         let manifest = self.releases().manifest(&target.version).map_err(|e| e.to_string())?;
         if manifest.sha256 != target.sha256 {
-            return Err(format!("release {} here has sha256 {}, the plan's is {}", target.version, manifest.sha256, target.sha256));
+            return Err(format!(
+                "release {} here has sha256 {}, the plan's is {}",
+                target.version, manifest.sha256, target.sha256
+            ));
         }
         let snapshot = self.snapshots.take(SnapshotKind::PreUpgrade, None).map_err(|e| format!("{e:?}"))?;
         Ok(snapshot.id)
     }
 
     fn restart_into(&self, version: &str, gates: &Gates, reason: &str) -> Result<(), String> {
-        request_restart(&self.data_dir, version, Duration::from_millis(gates.ready_timeout_ms), gates.max_starts, reason)?;
+        request_restart(
+            &self.data_dir,
+            version,
+            Duration::from_millis(gates.ready_timeout_ms),
+            gates.max_starts,
+            reason,
+        )?;
         self.restart.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -191,7 +200,13 @@ fn stored(store: &Store) -> (u64, Option<Plan>) {
     })
 }
 
-async fn save(store: &Store, actor: &str, revision: u64, plan: &Plan, active_schema: Option<u32>) -> Result<u64, String> {
+async fn save(
+    store: &Store,
+    actor: &str,
+    revision: u64,
+    plan: &Plan,
+    active_schema: Option<u32>,
+) -> Result<u64, String> {
     let plan_value = serde_json::to_value(plan).expect("plans serialize");
     let command = Command::PutRollout { expected_revision: revision, plan: plan_value, active_schema };
     let applied = store.write(actor, command).await.map_err(|e| e.to_string())?;
@@ -240,14 +255,21 @@ pub async fn turn(store: &Store, fleet: &dyn Fleet) -> Result<(), String> {
                     let step = plan.nodes.iter_mut().find(|s| s.node_id == *node_id).expect("planned node");
                     step.staged = true;
                     plan.snapshots.insert(*node_id, snapshot.clone());
-                    plan.event(now_ms(), Some(*node_id), format!("release verified here; pre-upgrade snapshot {snapshot}"));
+                    plan.event(
+                        now_ms(),
+                        Some(*node_id),
+                        format!("release verified here; pre-upgrade snapshot {snapshot}"),
+                    );
                     Ok(())
                 }
                 Err(e) => Err(format!("staging on node {node_id}: {e}")),
             },
             Effect::Restart { node_id, version } => {
                 info!(node = node_id, release = %version, plan = %plan.id, "upgrade: restarting a node into a release");
-                fleet.restart(*node_id, version, &plan.gates, &plan.id).await.map_err(|e| format!("restarting node {node_id}: {e}"))
+                fleet
+                    .restart(*node_id, version, &plan.gates, &plan.id)
+                    .await
+                    .map_err(|e| format!("restarting node {node_id}: {e}"))
             }
             Effect::TransferLeadership { to } => {
                 fleet.transfer_leadership(*to).await.map_err(|e| format!("moving leadership to node {to}: {e}"))
@@ -266,7 +288,9 @@ pub async fn turn(store: &Store, fleet: &dyn Fleet) -> Result<(), String> {
         };
         if let Err(message) = outcome {
             let node_id = match effect {
-                Effect::Stage { node_id } | Effect::Restart { node_id, .. } | Effect::Diagnostics { node_id } => Some(node_id),
+                Effect::Stage { node_id } | Effect::Restart { node_id, .. } | Effect::Diagnostics { node_id } => {
+                    Some(node_id)
+                }
                 Effect::TransferLeadership { .. } => None,
             };
             let stop = Stop { node_id, trigger: "effect_failed".into(), message, measured: BTreeMap::new() };
@@ -341,7 +365,10 @@ impl Upgrades {
     async fn begin(&self, kind: Kind, target: Target, gates: Gates, actor: &str) -> Result<Value, UpgradeFailure> {
         let (revision, current) = stored(&self.local.store);
         if let Some(plan) = current.as_ref().filter(|p| !p.phase.is_terminal()) {
-            return Err(conflict("rollout_in_progress", format!("rollout {} is in progress ({:?}); wait for it or abort it", plan.id, plan.phase)));
+            return Err(conflict(
+                "rollout_in_progress",
+                format!("rollout {} is in progress ({:?}); wait for it or abort it", plan.id, plan.phase),
+            ));
         }
         let leader = self.fleet.leader().ok_or_else(|| conflict("no_leader", "no leader is known; try again"))?;
         let members = self.members(&target).await;
@@ -423,7 +450,9 @@ impl UpgradeService for Upgrades {
 
     fn start(&self, request: StartUpgrade, actor: String) -> BoxFuture<'_, Result<Value, UpgradeFailure>> {
         Box::pin(async move {
-            let Ok(_busy) = self.busy.try_lock() else { return Err(conflict("busy", "another upgrade request is being handled")) };
+            let Ok(_busy) = self.busy.try_lock() else {
+                return Err(conflict("busy", "another upgrade request is being handled"));
+            };
             let gates = gates(&request)?;
             let target = self.target(&request.version)?;
             self.begin(Kind::Upgrade, target, gates, &actor).await
@@ -432,9 +461,13 @@ impl UpgradeService for Upgrades {
 
     fn rollback(&self, request: StartRollback, actor: String) -> BoxFuture<'_, Result<Value, UpgradeFailure>> {
         Box::pin(async move {
-            let Ok(_busy) = self.busy.try_lock() else { return Err(conflict("busy", "another upgrade request is being handled")) };
+            let Ok(_busy) = self.busy.try_lock() else {
+                return Err(conflict("busy", "another upgrade request is being handled"));
+            };
             let (_, last) = stored(&self.local.store);
-            let Some(last) = last else { return Err(conflict("nothing_to_roll_back", "no upgrade was ever run on this cluster")) };
+            let Some(last) = last else {
+                return Err(conflict("nothing_to_roll_back", "no upgrade was ever run on this cluster"));
+            };
             if last.finalized {
                 let snapshots: Vec<String> = last.snapshots.values().cloned().collect();
                 return Err(conflict(
@@ -463,9 +496,16 @@ impl UpgradeService for Upgrades {
             let Some(mut plan) = plan.filter(|p| !p.phase.is_terminal() && p.phase != Phase::RollingBack) else {
                 return Err(conflict("no_rollout", "no rollout is in progress"));
             };
-            let stop = Stop { node_id: None, trigger: "aborted".into(), message: format!("aborted by {actor}"), measured: BTreeMap::new() };
+            let stop = Stop {
+                node_id: None,
+                trigger: "aborted".into(),
+                message: format!("aborted by {actor}"),
+                measured: BTreeMap::new(),
+            };
             plan.stop(stop, now_ms());
-            save(&self.local.store, &actor, revision, &plan, None).await.map_err(|e| conflict("rollout_not_saved", e))?;
+            save(&self.local.store, &actor, revision, &plan, None)
+                .await
+                .map_err(|e| conflict("rollout_not_saved", e))?;
             Ok(serde_json::to_value(&plan).expect("plans serialize"))
         })
     }
@@ -484,14 +524,23 @@ impl UpgradeService for Upgrades {
                 if !seen.reachable || seen.figures.release != plan.target.version {
                     return Err(conflict(
                         "not_all_upgraded",
-                        format!("node {node} runs {:?}, not {}: finalize needs every member on the new release", seen.figures.release, plan.target.version),
+                        format!(
+                            "node {node} runs {:?}, not {}: finalize needs every member on the new release",
+                            seen.figures.release, plan.target.version
+                        ),
                     ));
                 }
             }
             plan.finalized = true;
             let schema = plan.target.schema_max.max(self.local.store.read(|s| s.active_schema()));
-            plan.event(now_ms(), None, format!("finalized by {actor}: active schema {schema}; rollback now means restore"));
-            save(&self.local.store, &actor, revision, &plan, Some(schema)).await.map_err(|e| conflict("rollout_not_saved", e))?;
+            plan.event(
+                now_ms(),
+                None,
+                format!("finalized by {actor}: active schema {schema}; rollback now means restore"),
+            );
+            save(&self.local.store, &actor, revision, &plan, Some(schema))
+                .await
+                .map_err(|e| conflict("rollout_not_saved", e))?;
             Ok(serde_json::to_value(&plan).expect("plans serialize"))
         })
     }
