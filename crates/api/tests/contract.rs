@@ -82,8 +82,12 @@ async fn tokens_are_checked_missing_invalid_expired_and_by_role() {
 
     // Readonly may read everything and write nothing; nothing changes.
     let index_before = node.store.status().applied_index;
-    let writes: [(Method, &str, &str); 6] = [
+    let writes: [(Method, &str, &str); 10] = [
         (Method::PUT, "/api/v1/policy", POLICY_V1),
+        (Method::POST, "/api/v1/upgrade", r#"{"version":"2.0.0"}"#),
+        (Method::POST, "/api/v1/upgrade/rollback", "{}"),
+        (Method::POST, "/api/v1/upgrade/abort", ""),
+        (Method::POST, "/api/v1/upgrade/finalize", ""),
         (Method::POST, "/api/v1/policy/rollback", "{}"),
         (Method::POST, "/api/v1/tokens", r#"{"role":"admin"}"#),
         (Method::DELETE, "/api/v1/tokens/admin", ""),
@@ -97,6 +101,9 @@ async fn tokens_are_checked_missing_invalid_expired_and_by_role() {
     }
     assert_eq!(node.store.status().applied_index, index_before, "refused writes changed nothing");
     assert_eq!(node.store.read(|s| s.tokens().count()), 3);
+    // A node started without release slots says so instead of pretending to upgrade.
+    let (status, answer) = node.client.json(Method::GET, "/api/v1/upgrade", Some(&node.readonly), None).await;
+    assert_eq!((status, error_code(&answer)), (StatusCode::SERVICE_UNAVAILABLE, "upgrade_unavailable"));
     node.stop().await;
 }
 
@@ -391,7 +398,7 @@ async fn openapi_lists_every_route_the_router_serves() {
     let (_, doc) = node.client.json(Method::GET, "/api/v1/openapi.json", None, None).await;
     let api: utoipa::openapi::OpenApi = serde_json::from_value(doc.clone()).unwrap();
     let described = sluice_api::routes::described_routes(&api);
-    // Design §8, minus the upgrade routes (their own issue), plus settings and the audit log.
+    // Design §8, plus settings and the audit log.
     let mut expected: Vec<(String, String)> = [
         ("GET", "/health"),
         ("GET", "/ready"),
@@ -421,6 +428,12 @@ async fn openapi_lists_every_route_the_router_serves() {
         ("POST", "/api/v1/snapshots/{id}/verify"),
         ("POST", "/api/v1/cluster/leader/transfer"),
         ("POST", "/api/v1/support/sysdump"),
+        ("GET", "/api/v1/upgrade"),
+        ("POST", "/api/v1/upgrade"),
+        ("POST", "/api/v1/upgrade/rollback"),
+        ("POST", "/api/v1/upgrade/abort"),
+        ("POST", "/api/v1/upgrade/finalize"),
+        ("GET", "/api/v1/releases"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

@@ -6,7 +6,8 @@
 //!   and the identity a member keeps on disk.
 //! - [`tls`]: rustls configurations and the accept loop; [`network`]: Raft's network and the
 //!   node-agent clients; [`service`]: the RPC servers; [`enroll`]: the joiner's side.
-//! - [`node`]: [`Cluster`], a running member.
+//! - [`node`]: [`Cluster`], a running member; [`upgrade`]: the member RPCs of a rolling
+//!   upgrade (opaque requests to the runtime's agent, chunked release fetch).
 
 pub mod enroll;
 pub mod identity;
@@ -17,6 +18,7 @@ pub mod pki;
 pub mod restored;
 pub mod service;
 pub mod tls;
+pub mod upgrade;
 
 pub use node::{Cluster, ClusterConfig, LocalNode, Probe, Role, CONTACT_BOUND};
 

@@ -93,6 +93,8 @@ pub struct Shared {
     pub peers: Peers,
     pub(crate) nonces: Mutex<NonceBook>,
     pub local: OnceLock<Arc<dyn LocalNode>>,
+    /// The runtime's answer to rolling-upgrade calls (none until the API is up).
+    pub upgrade: OnceLock<Arc<dyn crate::upgrade::UpgradeAgent>>,
     pub probes: Mutex<HashMap<NodeId, Probe>>,
     pub join_refusals: AtomicU64,
 }
@@ -340,6 +342,7 @@ impl Cluster {
             peers: peers.clone(),
             nonces: Mutex::new(NonceBook::default()),
             local: OnceLock::new(),
+            upgrade: OnceLock::new(),
             probes: Mutex::default(),
             join_refusals: AtomicU64::new(0),
         });

@@ -130,6 +130,31 @@ impl proto::node_agent_server::NodeAgent for AgentService {
         Ok(Response::new(proto::TransferResponse { leader }))
     }
 
+    async fn upgrade(
+        &self,
+        request: tonic::Request<proto::UpgradeCall>,
+    ) -> Result<Response<proto::UpgradeReply>, Status> {
+        let agent = self.0.upgrade.get().ok_or_else(|| Status::unavailable("this node has no upgrade agent yet"))?;
+        let reply = agent.call(request.into_inner().request).await.map_err(Status::failed_precondition)?;
+        Ok(Response::new(proto::UpgradeReply { reply }))
+    }
+
+    async fn fetch_release_chunk(
+        &self,
+        request: tonic::Request<proto::ReleaseChunkRequest>,
+    ) -> Result<Response<proto::ReleaseChunk>, Status> {
+        let agent =
+            self.0.upgrade.get().ok_or_else(|| Status::unavailable("this node has no upgrade agent yet"))?.clone();
+        let request = request.into_inner();
+        let length = request.length.min(crate::upgrade::MAX_CHUNK);
+        // A disk read: off the async workers.
+        let read = tokio::task::spawn_blocking(move || agent.release_chunk(&request.version, request.offset, length))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let (data, total) = read.map_err(Status::not_found)?;
+        Ok(Response::new(proto::ReleaseChunk { data, total }))
+    }
+
     async fn elect_now(
         &self,
         _request: tonic::Request<proto::ElectRequest>,

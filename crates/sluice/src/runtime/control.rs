@@ -283,13 +283,18 @@ impl ControlPlane {
             snapshots,
             restart: self.restart.clone(),
         });
-        // Rolling upgrades across a cluster need the member RPCs of the fleet; until then a
-        // cluster member serves the release routes with its own slots only.
-        if self.cluster.is_none() {
-            let fleet: Arc<dyn super::upgrade::Fleet> = Arc::new(super::upgrade::LocalFleet(local_node.clone()));
-            api.set_upgrade(Arc::new(super::upgrade::Upgrades::new(local_node, fleet.clone())));
-            self.upgrades = Some(self.runtime.spawn(super::upgrade::drive(self.store.clone(), fleet)));
-        }
+        // Every node runs the driver; it acts only while its node leads, from the plan in the
+        // replicated state, so a new leader carries on where the old one stopped.
+        let fleet: Arc<dyn super::upgrade::Fleet> = match &self.cluster {
+            Some(cluster) => {
+                let agent = super::fleet::Agent { local: local_node.clone(), cluster: Arc::downgrade(cluster) };
+                cluster.set_upgrade_agent(Arc::new(agent));
+                Arc::new(super::fleet::ClusterFleet { local: local_node.clone(), cluster: cluster.clone() })
+            }
+            None => Arc::new(super::upgrade::LocalFleet(local_node.clone())),
+        };
+        api.set_upgrade(Arc::new(super::upgrade::Upgrades::new(local_node, fleet.clone())));
+        self.upgrades = Some(self.runtime.spawn(super::upgrade::drive(self.store.clone(), fleet)));
         let local = api.local();
         self.api = Some(api);
         let data_dir: PathBuf = config.data_dir.clone();

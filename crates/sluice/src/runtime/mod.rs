@@ -25,6 +25,7 @@ mod cluster_view;
 mod control;
 #[cfg(feature = "dpdk")]
 mod dpdk;
+mod fleet;
 mod lane;
 mod listing;
 mod port_guard;

@@ -3,9 +3,10 @@
 //! the leader ([`drive`]), and the [`Fleet`] through which it observes members and acts on
 //! them. The plan's rules are `sluice_lifecycle::rollout` (pure); this is their I/O.
 //!
-//! The fleet of a single node is the node itself ([`LocalFleet`]): its restart is a request
-//! to the control loop, which stops the node cleanly and execs the release (see
-//! [`crate::boot`]); the new process reads the same plan from its store and carries on.
+//! The fleet of a single node is the node itself ([`LocalFleet`]); a cluster member's is
+//! `super::fleet::ClusterFleet`, over the cluster's RPCs. A restart is a request to the
+//! control loop, which stops the node cleanly and execs the release (see [`crate::boot`]);
+//! the new process reads the same plan from the replicated store and carries on.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -87,7 +88,7 @@ impl LocalNode {
     }
 
     /// Takes the pre-upgrade snapshot and checks the target is staged here.
-    fn stage(&self, target: &Target) -> Result<String, String> {
+    pub(super) fn stage(&self, target: &Target) -> Result<String, String> {
         let manifest = self.releases().manifest(&target.version).map_err(|e| e.to_string())?;
         if manifest.sha256 != target.sha256 {
             return Err(format!(
@@ -99,7 +100,7 @@ impl LocalNode {
         Ok(snapshot.id)
     }
 
-    fn restart_into(&self, version: &str, gates: &Gates, reason: &str) -> Result<(), String> {
+    pub(super) fn restart_into(&self, version: &str, gates: &Gates, reason: &str) -> Result<(), String> {
         request_restart(
             &self.data_dir,
             version,
@@ -113,7 +114,7 @@ impl LocalNode {
 
     /// Saves what a failed step leaves for study: readiness, counters, boot state, release
     /// history (no secrets are in any of these).
-    fn diagnostics(&self, plan: &Plan) -> Result<String, String> {
+    pub(super) fn diagnostics(&self, plan: &Plan) -> Result<String, String> {
         let dir = self.data_dir.join("upgrade-diagnostics");
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let releases = self.releases();
@@ -173,8 +174,11 @@ impl Fleet for LocalFleet {
     }
 
     fn stage(&self, _node: u64, target: &Target, _source: u64) -> BoxFuture<'_, Result<String, String>> {
-        let result = self.0.stage(target);
-        Box::pin(async move { result })
+        // A snapshot and a checksum of the binary: disk work, off the async workers.
+        let (local, target) = (self.0.clone(), target.clone());
+        Box::pin(
+            async move { tokio::task::spawn_blocking(move || local.stage(&target)).await.map_err(|e| e.to_string())? },
+        )
     }
 
     fn restart(&self, _node: u64, version: &str, gates: &Gates, reason: &str) -> BoxFuture<'_, Result<(), String>> {
@@ -187,8 +191,10 @@ impl Fleet for LocalFleet {
     }
 
     fn diagnostics(&self, _node: u64, plan: &Plan) -> BoxFuture<'_, Result<String, String>> {
-        let result = self.0.diagnostics(plan);
-        Box::pin(async move { result })
+        let (local, plan) = (self.0.clone(), plan.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || local.diagnostics(&plan)).await.map_err(|e| e.to_string())?
+        })
     }
 }
 

@@ -90,11 +90,14 @@ pub struct Launch<'a> {
     pub run: usize,
     /// More `sluice run` flags (the DNS proxy's, for instance).
     pub extra: &'a [&'a str],
+    /// The binary to start instead of the one this test was built with (a release slot's,
+    /// as a service manager starting `releases/current/sluice` would).
+    pub binary: Option<&'a Path>,
 }
 
 impl Default for Launch<'_> {
     fn default() -> Self {
-        Launch { mode: Mode::Software, policy: None, flow_capacity: 4096, run: 1, extra: &[] }
+        Launch { mode: Mode::Software, policy: None, flow_capacity: 4096, run: 1, extra: &[], binary: None }
     }
 }
 
@@ -111,7 +114,10 @@ impl Sluice {
         let log = data_dir.join(format!("sluice-{}.log", launch.run));
         let _ = std::fs::remove_file(data_dir.join("stats.json"));
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &lab.node, env!("CARGO_BIN_EXE_sluice"), "run"])
+        let binary = launch.binary.unwrap_or(Path::new(env!("CARGO_BIN_EXE_sluice")));
+        cmd.args(["netns", "exec", &lab.node])
+            .arg(binary)
+            .arg("run")
             .args(launch.mode.flags(lab))
             .args(["--internal-address", "10.10.0.1/24", "--external-address", "203.0.113.2/24"])
             .args(["--gateway", "203.0.113.1", "--log-format", "json"])

@@ -450,3 +450,75 @@ fn a_restored_cluster_gets_a_new_id_and_remembers_its_origin() {
     let mut empty = State::default();
     assert!(run(&mut empty, [restore("x", &from)])[0].is_err(), "nothing to restore from");
 }
+
+fn put_rollout(expected_revision: u64, plan: serde_json::Value, active_schema: Option<u32>) -> Command {
+    Command::PutRollout { expected_revision, plan, active_schema }
+}
+
+#[test]
+fn a_rollout_is_saved_compare_and_set_on_its_revision() {
+    let mut state = State::default();
+    let plan = serde_json::json!({ "id": "upgrade-1", "phase": "preflight" });
+    let saved = run(&mut state, [put_rollout(0, plan.clone(), None)]);
+    assert_eq!(saved[0], Ok(Outcome::RolloutSaved { revision: 1, active_schema: SCHEMA_VERSION }));
+    // A writer that read revision 0 lost the race: refused, the stored plan unchanged.
+    let before = content(&state);
+    let stale = run(&mut state, [put_rollout(0, serde_json::json!({ "id": "other" }), None)]);
+    assert_eq!(stale[0], Err(CommandError::RolloutRevisionMismatch { expected: 0, actual: 1 }));
+    assert_eq!(content(&state), before);
+    assert_eq!(state.rollout().unwrap().plan, plan);
+    let next = run(&mut state, [put_rollout(1, serde_json::json!({ "id": "upgrade-1", "phase": "rolling" }), None)]);
+    assert_eq!(next[0], Ok(Outcome::RolloutSaved { revision: 2, active_schema: SCHEMA_VERSION }));
+}
+
+#[test]
+fn a_rollout_must_be_a_bounded_object() {
+    let mut state = State::default();
+    let refused = run(
+        &mut state,
+        [
+            put_rollout(0, serde_json::json!([1, 2]), None),
+            put_rollout(0, serde_json::json!({ "events": "x".repeat(MAX_ROLLOUT_BYTES) }), None),
+        ],
+    );
+    for r in refused {
+        assert!(matches!(r, Err(CommandError::InvalidField { .. })), "{r:?}");
+    }
+    assert!(state.rollout().is_none());
+}
+
+#[test]
+fn the_active_schema_moves_only_forward_and_the_move_is_audited() {
+    let mut state = State::default();
+    assert_eq!(state.active_schema(), SCHEMA_VERSION);
+    let plan = serde_json::json!({ "id": "u" });
+    let back = run(&mut state, [put_rollout(0, plan.clone(), Some(SCHEMA_VERSION - 1))]);
+    assert!(matches!(&back[0], Err(CommandError::InvalidField { .. })), "{back:?}");
+    assert!(state.rollout().is_none(), "a refused move saves no plan either");
+    let forward = run(&mut state, [put_rollout(0, plan.clone(), Some(SCHEMA_VERSION + 1))]);
+    assert_eq!(forward[0], Ok(Outcome::RolloutSaved { revision: 1, active_schema: SCHEMA_VERSION + 1 }));
+    assert_eq!(state.active_schema(), SCHEMA_VERSION + 1);
+    let last = state.audit_log().last().unwrap();
+    assert_eq!(last.action, format!("schema.finalize from={SCHEMA_VERSION} to={}", SCHEMA_VERSION + 1));
+    // The image carries the plan and the schema (a new node or a restart keeps them).
+    let image = decode_image(&encode_image(&state)).unwrap();
+    assert_eq!(image.active_schema(), SCHEMA_VERSION + 1);
+    assert_eq!(image.rollout(), state.rollout());
+}
+
+#[test]
+fn the_hash_at_a_recent_index_is_remembered_and_old_ones_are_forgotten() {
+    let mut state = State::default();
+    let mut hashes = Vec::new();
+    for _ in 0..(RECENT_HASHES + 10) {
+        let index = state.applied_index() + 1;
+        state.apply_blank(index);
+        hashes.push((index, state.state_hash()));
+    }
+    let current = state.applied_index();
+    assert_eq!(state.hash_at(current), Some(state.state_hash()));
+    let (index, hash) = hashes[hashes.len() - 100];
+    assert_eq!(state.hash_at(index), Some(hash));
+    assert_eq!(state.hash_at(1), None, "older than the memory");
+    assert_eq!(state.hash_at(current + 1), None, "not applied yet");
+}
