@@ -8,6 +8,7 @@ mod lab;
 mod pipeline;
 mod prereq;
 mod run;
+mod variant;
 mod veth;
 
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ Commands:
   install Install what `test` needs (the prerequisites step alone)
   demo    Build Sluice and run the live demo in network namespaces (root)
   lab     Bring the network-namespace lab up or down, or show its status (root)
+  release-variant  Build sluice and write a test release (another version, or one that
+          never becomes ready or crashes at start)
   help    Print this help, or a command's help: cargo xtask help <COMMAND>
 
 Run `cargo xtask <COMMAND> --help` for a command's options.";
@@ -221,6 +224,13 @@ fn dispatch(args: &[String]) -> Result<u8> {
             let (action, install) = parse_lab(rest)?;
             lab::lab(&action, install)
         }
+        "release-variant" => {
+            if rest.iter().any(|a| is_help(a)) {
+                return print(variant::HELP);
+            }
+            variant::run(&variant::parse(rest)?)?;
+            Ok(0)
+        }
         other => Err(Error::usage(format!("unknown command `{other}`"))),
     }
 }
@@ -238,6 +248,7 @@ fn command_help(name: &str) -> Result<String> {
         "install" => INSTALL_HELP.to_string(),
         "demo" => DEMO_HELP.to_string(),
         "lab" => LAB_HELP.to_string(),
+        "release-variant" => variant::HELP.to_string(),
         "help" => USAGE.to_string(),
         other => return Err(Error::usage(format!("unknown command `{other}`"))),
     })

@@ -13,6 +13,7 @@ pub mod body;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod grace;
 pub mod local;
 pub mod metrics;
 pub mod node;

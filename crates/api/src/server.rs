@@ -87,6 +87,7 @@ impl ApiServer {
                 openapi_json,
                 snapshots: std::sync::OnceLock::new(),
                 upgrade: std::sync::OnceLock::new(),
+                policy_grace: crate::grace::Grace::new(crate::grace::POLICY_GRACE),
             }),
         };
         let app = router

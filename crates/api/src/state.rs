@@ -35,6 +35,8 @@ pub struct Shared {
     /// The node's snapshot repository, set by the runtime once it is open.
     pub snapshots: OnceLock<Arc<dyn crate::snapshots::SnapshotService>>,
     pub upgrade: OnceLock<Arc<dyn crate::upgrade::UpgradeService>>,
+    /// Since when the dataplane has run another version than the active one.
+    pub policy_grace: crate::grace::Grace,
 }
 
 /// Requests answered, by (route template, method, status).

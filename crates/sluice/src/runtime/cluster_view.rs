@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_api::cluster::BoxFuture;
+use sluice_api::grace::{Grace, POLICY_GRACE};
 use sluice_api::{Check, ClusterOverview, ClusterRefusal, ClusterView, MemberInfo, NodeView};
 use sluice_cluster::{Cluster, LocalNode, CONTACT_BOUND};
 
@@ -38,7 +39,14 @@ impl LocalNode for Local {
     }
 }
 
-pub(super) struct ClusterHandle(pub Arc<Cluster>);
+/// The cluster, and since when this node's store has been behind the leader's last answer.
+pub(super) struct ClusterHandle(pub Arc<Cluster>, pub Grace);
+
+impl ClusterHandle {
+    pub fn new(cluster: Arc<Cluster>) -> ClusterHandle {
+        ClusterHandle(cluster, Grace::new(POLICY_GRACE))
+    }
+}
 
 fn millis(d: Duration) -> u64 {
     d.as_millis().min(u128::from(u64::MAX)) as u64
@@ -142,22 +150,33 @@ impl ClusterView for ClusterHandle {
                 (check, view)
             }
         };
+        // Replication is judged on the store: this node has applied what the leader had at its
+        // last answer (up to a second old), so a write a moment ago is not a lag. The
+        // dataplane running this store's active version is the `policy` check's part.
         let replication = match leader_view {
             None => Check::failed("the leader's committed policy version is not known (no leader heard from)"),
             Some(leader) => {
                 let committed = Some(leader.active_policy_version).filter(|v| *v != 0);
                 let lag = leader.applied_index.saturating_sub(status.applied_index);
+                let behind = self.1.held(lag > 0);
+                let runs = applied.map_or_else(|| "none".into(), |a| a.to_string());
                 match (committed, applied) {
                     (None, None) => Check::ok("no policy committed; the dataplane denies everything"),
-                    (Some(c), Some(a)) if c == a => Check::ok(format!(
-                        "the dataplane runs version {a}, the leader's committed version (index lag {lag})"
-                    )),
-                    (Some(c), a) => Check::failed(format!(
-                        "the leader committed version {c}; the dataplane runs {} (index lag {lag})",
-                        a.map_or_else(|| "none".into(), |a| a.to_string())
-                    )),
                     (None, Some(a)) => Check::failed(format!(
                         "the dataplane runs version {a} but the leader has no policy (index lag {lag})"
+                    )),
+                    (Some(c), None) => {
+                        Check::failed(format!("the leader committed version {c}; the dataplane runs none"))
+                    }
+                    (Some(c), Some(_)) if behind.is_some_and(|d| d > self.1.limit()) => Check::failed(format!(
+                        "this node is {lag} entries behind the leader's applied index {} for {} ms (the leader \
+                         committed version {c}; the dataplane runs {runs})",
+                        leader.applied_index,
+                        behind.unwrap_or_default().as_millis()
+                    )),
+                    (Some(c), Some(_)) => Check::ok(format!(
+                        "caught up with the leader's last answer (index lag {lag}); the leader committed version \
+                         {c}, the dataplane runs {runs}"
                     )),
                 }
             }

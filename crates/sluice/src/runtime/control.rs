@@ -242,7 +242,7 @@ impl ControlPlane {
             let local =
                 Local { state: state.clone(), store: self.store.clone(), api_address: config.http_bind.to_string() };
             cluster.set_local(Arc::new(local));
-            Arc::new(ClusterHandle(cluster.clone())) as Arc<dyn ClusterView>
+            Arc::new(ClusterHandle::new(cluster.clone())) as Arc<dyn ClusterView>
         });
         let state_for_upgrades = state.clone();
         let view: Arc<dyn NodeView> = state;

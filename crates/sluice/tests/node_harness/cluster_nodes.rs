@@ -38,10 +38,16 @@ impl Node {
     }
 
     pub fn start(&mut self, policy: Option<&Path>, join: bool) {
+        self.start_with(policy, join, None);
+    }
+
+    /// Starts `binary` (default: the one the tests were built with).
+    pub fn start_with(&mut self, policy: Option<&Path>, join: bool, binary: Option<&Path>) {
         self.runs += 1;
         let flags = self.flags(join);
         let extra: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let launch = Launch { mode: Mode::Software, policy, run: self.runs, extra: &extra, ..Launch::default() };
+        let launch =
+            Launch { mode: Mode::Software, policy, run: self.runs, extra: &extra, binary, ..Launch::default() };
         self.process = Some(Sluice::start(&self.lab, self.dir.path(), &launch));
     }
 
