@@ -390,7 +390,7 @@ impl Releases {
                 });
             }
         }
-        slots.sort_by(|a, b| b.manifest.staged_at_ms.cmp(&a.manifest.staged_at_ms));
+        slots.sort_by_key(|s| std::cmp::Reverse(s.manifest.staged_at_ms));
         Ok(slots)
     }
 

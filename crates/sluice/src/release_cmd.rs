@@ -397,7 +397,7 @@ fn follow(target: &Target, watch: &WatchArgs, plan: &Value) -> Output {
 
 fn bar(done: usize, total: usize) -> String {
     let width = 20;
-    let filled = if total == 0 { width } else { done * width / total };
+    let filled = (done * width).checked_div(total).unwrap_or(width);
     format!("[{}{}] {done}/{total}", "#".repeat(filled), "-".repeat(width - filled))
 }
 

@@ -249,8 +249,7 @@ fn trigger(plan: &Plan, step: &NodeStep, o: &Observation, leader_index: u64, now
     let drops = f.drops.saturating_sub(start.drops);
     if packets >= 100 {
         let rate = drops * 1_000_000 / packets;
-        let base =
-            plan.baseline.get(&id).map_or(0, |b| if b.packets == 0 { 0 } else { b.drops * 1_000_000 / b.packets });
+        let base = plan.baseline.get(&id).map_or(0, |b| (b.drops * 1_000_000).checked_div(b.packets).unwrap_or(0));
         let limit = (base * plan.gates.drop_ratio_max).max(1000);
         if rate > limit {
             return Some(stop_at(

@@ -72,36 +72,6 @@ fn json<T: Serialize>(reply: &T) -> serde_json::Value {
     serde_json::to_value(reply).expect("replies serialize")
 }
 
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use sluice_lifecycle::rollout::{Figures, Kind};
-
-    use super::*;
-
-    #[test]
-    fn every_request_reads_back_including_a_plan_keyed_by_node_ids() {
-        let target =
-            Target { version: "2.0.0".into(), sha256: "00".repeat(32), bytes: 5, schema_min: 1, schema_max: 2 };
-        let members: BTreeMap<u64, Figures> = [(7, Figures::default()), (9, Figures::default())].into();
-        let plan = Plan::new("u".into(), Kind::Upgrade, target.clone(), 7, 7, &members, Gates::default(), "a", 1);
-        let requests = [
-            AgentRequest::Observe { target: Some(target.clone()) },
-            AgentRequest::Stage { target, source: 7 },
-            AgentRequest::Restart { version: "2.0.0".into(), gates: Gates::default(), reason: "u".into() },
-            AgentRequest::Diagnostics { plan: Box::new(plan.clone()) },
-        ];
-        for request in requests {
-            let bytes = serde_json::to_vec(&request).unwrap();
-            let back: AgentRequest = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{request:?}: {e}"));
-            if let AgentRequest::Diagnostics { plan: back } = back {
-                assert_eq!(*back, plan);
-            }
-        }
-    }
-}
-
 impl UpgradeAgent for Agent {
     fn call(&self, request: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, String>> {
         Box::pin(async move {
@@ -256,5 +226,35 @@ impl Fleet for ClusterFleet {
     fn diagnostics(&self, node: u64, plan: &Plan) -> BoxFuture<'_, Result<String, String>> {
         let request = AgentRequest::Diagnostics { plan: Box::new(plan.clone()) };
         Box::pin(async move { self.call(node, &request, ACT_TIMEOUT).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use sluice_lifecycle::rollout::{Figures, Kind};
+
+    use super::*;
+
+    #[test]
+    fn every_request_reads_back_including_a_plan_keyed_by_node_ids() {
+        let target =
+            Target { version: "2.0.0".into(), sha256: "00".repeat(32), bytes: 5, schema_min: 1, schema_max: 2 };
+        let members: BTreeMap<u64, Figures> = [(7, Figures::default()), (9, Figures::default())].into();
+        let plan = Plan::new("u".into(), Kind::Upgrade, target.clone(), 7, 7, &members, Gates::default(), "a", 1);
+        let requests = [
+            AgentRequest::Observe { target: Some(target.clone()) },
+            AgentRequest::Stage { target, source: 7 },
+            AgentRequest::Restart { version: "2.0.0".into(), gates: Gates::default(), reason: "u".into() },
+            AgentRequest::Diagnostics { plan: Box::new(plan.clone()) },
+        ];
+        for request in requests {
+            let bytes = serde_json::to_vec(&request).unwrap();
+            let back: AgentRequest = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{request:?}: {e}"));
+            if let AgentRequest::Diagnostics { plan: back } = back {
+                assert_eq!(*back, plan);
+            }
+        }
     }
 }
