@@ -77,6 +77,14 @@ pub const SUITES: &[Suite] = &[
         binaries: &[],
     },
     Suite {
+        name: "upgrade",
+        about: "rolling upgrade of three real nodes in the lab with a client writing policy (root)",
+        package: "sluice-bench",
+        bin: "sluice-bench",
+        features: &[],
+        binaries: &["sluice"],
+    },
+    Suite {
         name: "veth",
         about: "Sluice software and DPDK modes vs kernel forwarding, trafgen load on veths (root)",
         package: "sluice-lab",

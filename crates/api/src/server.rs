@@ -153,7 +153,7 @@ impl ApiServer {
 
     /// A handle the control plane keeps to read readiness and request totals.
     pub fn probe(&self) -> Probe {
-        Probe { state: self.state.clone() }
+        Probe { state: Arc::downgrade(&self.state.inner) }
     }
 
     pub fn local(&self) -> LocalApi {
@@ -215,21 +215,29 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
-/// Readiness and request totals of a running API, for the upgrade gates.
+/// Readiness and request totals of a running API, for the upgrade gates. It holds the API's
+/// state weakly: the upgrade service the state holds keeps a probe, and a strong handle would
+/// make a cycle that keeps the store open after the API stopped.
 #[derive(Clone)]
 pub struct Probe {
-    state: AppState,
+    state: std::sync::Weak<crate::state::Shared>,
 }
 
 impl Probe {
-    /// Whether every readiness check passes now (what `/ready` answers).
+    fn state(&self) -> Option<AppState> {
+        self.state.upgrade().map(|inner| AppState { inner })
+    }
+
+    /// Whether every readiness check passes now (what `/ready` answers); false once the API
+    /// is gone.
     pub fn ready(&self) -> bool {
-        crate::routes::health::readiness(&self.state).ready
+        self.state().is_some_and(|state| crate::routes::health::readiness(&state).ready)
     }
 
     /// Requests answered so far and how many of them were server errors (5xx).
     pub fn request_totals(&self) -> (u64, u64) {
-        let http = self.state.inner.http.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(state) = self.state() else { return (0, 0) };
+        let http = state.inner.http.lock().unwrap_or_else(|p| p.into_inner());
         let mut total = 0;
         let mut errors = 0;
         for ((_, _, status), counter) in &http.requests {

@@ -203,7 +203,7 @@ fn dnsperf(lab: &Lab, data: &Path, server: &str, port: u16, seconds: u32) -> Res
     Ok((qps, loss))
 }
 
-fn sluice_binary() -> Result<PathBuf, String> {
+pub(crate) fn sluice_binary() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("SLUICE_BIN") {
         return Ok(path.into());
     }
@@ -212,7 +212,7 @@ fn sluice_binary() -> Result<PathBuf, String> {
     if path.exists() {
         Ok(path)
     } else {
-        Err(format!("no sluice binary at {} (cargo xtask bench dns builds it; or set SLUICE_BIN)", path.display()))
+        Err(format!("no sluice binary at {} (cargo xtask bench builds it; or set SLUICE_BIN)", path.display()))
     }
 }
 

@@ -20,6 +20,7 @@ mod dns;
 mod dpdk;
 mod snapshot;
 mod store;
+mod upgrade;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -137,8 +138,12 @@ fn main() {
         run_snapshot(quick, json_path);
         return;
     }
+    if suite == "upgrade" {
+        run_upgrade(quick, json_path);
+        return;
+    }
     if suite != "engine" {
-        eprintln!("unknown suite `{suite}`; known: engine, dpdk, afpacket, dns, store, cluster, snapshot");
+        eprintln!("unknown suite `{suite}`; known: engine, dpdk, afpacket, dns, store, cluster, snapshot, upgrade");
         std::process::exit(2);
     }
     let wants = |name: &str| only.as_deref().is_none_or(|o| o == name);
@@ -313,6 +318,37 @@ fn run_snapshot(quick: bool, json_path: Option<String>) {
     report("snapshot", quick, json_path, &r.notes, &figures);
     for f in figures.iter().filter(|f| f.unit == "ms" && f.value > 1000.0) {
         println!("# {} {:.0} ms misses its 1000 ms target", f.name, f.value);
+    }
+}
+
+fn run_upgrade(quick: bool, json_path: Option<String>) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("sluice-bench upgrade needs root (it builds three labs of network namespaces)");
+        std::process::exit(1);
+    }
+    let sluice = or_exit("upgrade", dns::sluice_binary());
+    let parent = std::path::Path::new("target").join("bench");
+    let r = or_exit("upgrade", upgrade::run(quick, &sluice, &parent));
+    let figures: Vec<Figure> = r
+        .figures
+        .iter()
+        .map(|&(name, value, unit)| {
+            let target = match name {
+                "rolling_upgrade_3_nodes_s" => "<= 60",
+                "failed_writes_during_upgrade" => "0",
+                _ => "",
+            };
+            Figure { name, value, unit, target }
+        })
+        .collect();
+    report("upgrade", quick, json_path, &r.notes, &figures);
+    if let Some(f) = figures.iter().find(|f| f.name == "rolling_upgrade_3_nodes_s" && f.value > 60.0) {
+        println!("# rolling_upgrade_3_nodes_s {:.1} s misses its 60 s target", f.value);
+    }
+    if r.lost > 0 {
+        eprintln!("sluice-bench upgrade: {} acknowledged writes were lost", r.lost);
+        std::process::exit(1);
     }
 }
 

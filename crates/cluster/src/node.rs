@@ -189,6 +189,9 @@ impl Shared {
         }
         let addr = member_address(&self.store, target).ok_or("the target's address is unknown")?;
         let raft = self.store.raft();
+        // New writes wait during the handover: a log that keeps growing here would leave the
+        // target behind, and a candidate behind the leader's log is refused the vote.
+        self.store.hold_writes(true);
         raft.runtime_config().heartbeat(false);
         let outcome = async {
             let deadline = Instant::now() + TRANSFER_TIMEOUT;
@@ -213,6 +216,7 @@ impl Shared {
         }
         .await;
         raft.runtime_config().heartbeat(true);
+        self.store.hold_writes(false);
         if outcome.is_ok() {
             tracing::info!(from = self.node_id, to = target, "leadership transferred");
         }

@@ -191,6 +191,11 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64), ReleaseError> {
     Ok((hex(context.finish().as_ref()), total))
 }
 
+/// SHA-256 of `bytes`, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -50,6 +50,16 @@ pub enum Start {
 /// Decides at start (and again after a stop that asked for a restart) which release this
 /// process runs, storing the boot state's change first.
 pub fn on_start(data_dir: &Path) -> Result<Start, Failure> {
+    // The data root holds the boot state: it must be a directory this node can write.
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        Failure::new(
+            Exit::DataDir,
+            format!(
+                "cannot create {}: {e}; give a writable directory with --data-dir (or SLUICE_DATA_DIR)",
+                data_dir.display()
+            ),
+        )
+    })?;
     let releases = Releases::new(data_dir);
     let own = build_info::version();
     let now = now_ms();

@@ -295,6 +295,11 @@ fn a_three_node_cluster_upgrades_returns_rolls_back_and_survives_a_leader_kill()
         assert!(event_index(plan, Some(*node), "release verified here; pre-upgrade snapshot").is_some(), "{plan:#}");
     }
     assert_eq!(plan["baseline"].as_object().unwrap().len(), 3, "a baseline for every node: {plan:#}");
+    for (node, base) in plan["baseline"].as_object().unwrap() {
+        assert_eq!(base["release"], V1, "node {node}: {plan:#}");
+        assert_eq!(base["config_digest"].as_str().map(str::len), Some(64), "node {node}: {plan:#}");
+        assert!(base["applied_index"].as_u64().unwrap() > 0 && base["ready"] == true, "node {node}: {plan:#}");
+    }
     only_restarting_nodes_dropped(&up);
     all_on(&nodes, V2, Duration::from_secs(30));
     assert_ne!(leader(&nodes), first_leader, "the old leader came back as a follower");

@@ -156,10 +156,14 @@ pub struct Store {
     db: Arc<Database>,
     /// Set in cluster mode: where writes that reach a follower go.
     forwarder: OnceLock<Arc<dyn Forwarder>>,
+    /// Set while leadership is being handed over: new proposals wait (see [`Store::hold_writes`]).
+    writes_held: std::sync::atomic::AtomicBool,
 }
 
 /// How long a write in a cluster waits for a leader to be elected before it is refused.
 const LEADER_WAIT: Duration = Duration::from_secs(3);
+/// How long a proposal waits while writes are held for a leadership transfer.
+const HOLD_LIMIT: Duration = Duration::from_secs(12);
 /// How long a forwarded write may take to show up in this node's applied state.
 const FORWARDED_APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -214,7 +218,14 @@ impl Store {
         let raft = Raft::new(config.node_id, Arc::new(raft_config), network, log_store, state_machine)
             .await
             .map_err(|e| StoreError::Raft(e.to_string()))?;
-        Ok(Store { raft, shared, node_id: config.node_id, db, forwarder: OnceLock::new() })
+        Ok(Store {
+            raft,
+            shared,
+            node_id: config.node_id,
+            db,
+            forwarder: OnceLock::new(),
+            writes_held: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// Makes writes on a follower go to the leader (once; later calls are ignored).
@@ -271,6 +282,10 @@ impl Store {
 
     /// Proposes `request` on this node only: `NotLeader` on a follower.
     pub async fn propose_here(&self, request: Request) -> Result<Applied, StoreError> {
+        let held_since = Instant::now();
+        while self.writes_held.load(std::sync::atomic::Ordering::SeqCst) && held_since.elapsed() < HOLD_LIMIT {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         match self.raft.client_write(request).await {
             Ok(response) => {
                 let result = response.data;
@@ -281,6 +296,14 @@ impl Store {
             }
             Err(e) => Err(StoreError::Raft(e.to_string())),
         }
+    }
+
+    /// Holds new proposals on this node (they wait, at most 12 s, then go on): a leader
+    /// handing over leadership stops growing its log so the target can catch up and win the
+    /// election (a candidate whose log is behind the leader's is refused the vote). A held
+    /// write that finds another leader afterwards is forwarded or refused as usual.
+    pub fn hold_writes(&self, held: bool) {
+        self.writes_held.store(held, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Waits until this node has applied `index`.

@@ -282,6 +282,9 @@ impl ControlPlane {
             probe,
             snapshots,
             restart: self.restart.clone(),
+            // The merged settings as they are printed for debugging: a change in any of them
+            // changes the digest. They hold paths to secrets, never secrets.
+            config_digest: sluice_lifecycle::releases::sha256_hex(format!("{config:?}").as_bytes()),
         });
         // Every node runs the driver; it acts only while its node leads, from the plan in the
         // replicated state, so a new leader carries on where the old one stopped.

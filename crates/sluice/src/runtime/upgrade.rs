@@ -45,6 +45,9 @@ pub struct LocalNode {
     pub snapshots: Arc<NodeSnapshots>,
     /// Set when the control loop must stop the node and exec the release on probation.
     pub restart: Arc<AtomicBool>,
+    /// SHA-256 of the node's effective configuration (every setting after flags, env and
+    /// file were merged), so the baseline shows whether a node's configuration changed.
+    pub config_digest: String,
 }
 
 impl LocalNode {
@@ -63,7 +66,7 @@ impl LocalNode {
             ready: self.probe.ready(),
             applied_index: status.applied_index,
             state_hash: status.state_hash.to_hex(),
-            config_digest: String::new(),
+            config_digest: self.config_digest.clone(),
             packets: counter("internal_rx_packets") + counter("external_rx_packets"),
             drops: counter("dropped_packets"),
             api_requests,
