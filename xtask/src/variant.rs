@@ -59,6 +59,16 @@ pub fn parse(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
+/// Cargo's output directory of a profile: the built-in `dev` and `test` build into
+/// target/debug, `release` and `bench` into target/release, a custom profile into its name.
+fn profile_dir(profile: &str) -> &str {
+    match profile {
+        "dev" | "test" => "debug",
+        "release" | "bench" => "release",
+        other => other,
+    }
+}
+
 pub fn run(options: &Options) -> Result<()> {
     let mut build = run::cargo();
     build.args(["build", "-p", "sluice", "--bin", "sluice", "--profile", &options.profile]);
@@ -66,8 +76,7 @@ pub fn run(options: &Options) -> Result<()> {
         build.args(["--features", features]);
     }
     run::run(&mut build)?;
-    // Cargo's output directory of a profile: `dev` builds into target/debug.
-    let dir = if options.profile == "dev" { "debug" } else { options.profile.as_str() };
+    let dir = profile_dir(&options.profile);
     let binary = run::root().join("target").join(dir).join("sluice");
     if !binary.exists() {
         return Err(Error::failed(format!("{} was not built", binary.display())));
@@ -94,6 +103,14 @@ mod tests {
 
     fn args(text: &str) -> Vec<String> {
         text.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn built_in_profiles_build_into_cargos_directories() {
+        assert_eq!(profile_dir("dev"), "debug");
+        assert_eq!(profile_dir("bench"), "release");
+        assert_eq!(profile_dir("release"), "release");
+        assert_eq!(profile_dir("fast"), "fast");
     }
 
     #[test]
