@@ -1,42 +1,44 @@
-//! Readiness that does not flap: a check whose condition is expected to pass for a moment
-//! (the dataplane compiling a policy version just stored, a follower a few entries behind a
-//! leader's last answer) fails only once the condition has held for longer than its grace.
+//! Readiness that does not flap: a check whose condition is expected to fail for a moment
+//! (the dataplane compiling a policy version just stored, a follower an entry behind a
+//! leader's last answer) passes while it was healthy within its grace, and fails once it has
+//! not been for longer, or when it never was (a node that starts behind is not ready).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long a lagging policy apply or replication is tolerated before readiness fails.
+/// How long after it was last in sync a lagging policy apply or replication still passes.
 pub const POLICY_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct Grace {
     limit: Duration,
-    since: Mutex<Option<Instant>>,
+    /// The last call that saw the check healthy.
+    healthy_at: Mutex<Option<Instant>>,
 }
 
 impl Grace {
     pub const fn new(limit: Duration) -> Grace {
-        Grace { limit, since: Mutex::new(None) }
+        Grace { limit, healthy_at: Mutex::new(None) }
     }
 
     pub fn limit(&self) -> Duration {
         self.limit
     }
 
-    /// Records whether the condition holds now; `None` when it does not, otherwise for how
-    /// long it has held without a break (as far as the calls saw).
-    pub fn held(&self, holds: bool) -> Option<Duration> {
-        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
-        if !holds {
-            *since = None;
+    /// Records whether the check is behind now. `None` when it is not; otherwise how long ago
+    /// it was last healthy (`None` inside: never, as far as the calls saw).
+    pub fn behind(&self, behind: bool) -> Option<Option<Duration>> {
+        let mut healthy_at = self.healthy_at.lock().unwrap_or_else(|p| p.into_inner());
+        if !behind {
+            *healthy_at = Some(Instant::now());
             return None;
         }
-        Some(since.get_or_insert_with(Instant::now).elapsed())
+        Some(healthy_at.map(|t| t.elapsed()))
     }
 
-    /// Whether the condition (holding now) is past its grace.
-    pub fn expired(&self, holds: bool) -> bool {
-        self.held(holds).is_some_and(|d| d > self.limit)
+    /// Whether a check that is behind now still passes: it was healthy within the grace.
+    pub fn tolerated(&self, since_healthy: Option<Option<Duration>>) -> bool {
+        matches!(since_healthy, Some(Some(d)) if d <= self.limit)
     }
 }
 
@@ -45,13 +47,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_condition_fails_only_after_it_held_past_the_grace_and_a_break_resets_it() {
+    fn a_lag_passes_only_shortly_after_the_check_was_healthy() {
         let grace = Grace::new(Duration::from_millis(50));
-        assert!(!grace.expired(false));
-        assert!(!grace.expired(true), "just started");
+        assert!(!grace.tolerated(grace.behind(true)), "never healthy: a node that starts behind fails");
+        assert_eq!(grace.behind(false), None);
+        assert!(grace.tolerated(grace.behind(true)), "healthy a moment ago");
         std::thread::sleep(Duration::from_millis(60));
-        assert!(grace.expired(true));
-        assert!(!grace.expired(false));
-        assert!(!grace.expired(true), "a break starts the count again");
+        assert!(!grace.tolerated(grace.behind(true)), "behind for longer than the grace");
+        grace.behind(false);
+        assert!(grace.tolerated(grace.behind(true)), "in sync again restarts the grace");
     }
 }

@@ -45,23 +45,20 @@ pub fn readiness(state: &AppState) -> Readiness {
     let shared = &state.inner;
     let active = shared.store.read(|s| s.active_policy().map(|p| p.version));
     let applied = *shared.node.applied_policy_version().borrow();
-    // A version stored a moment ago is being compiled and swapped in: that is not a failure
-    // until it lasts past the grace (readiness must not flap while policy is written).
-    // Only a dataplane that runs some version counts as applying; one that runs none yet (at
-    // start) is not ready.
-    let lagging = shared.policy_grace.held(applied.is_some() && active.is_some() && active != applied);
+    // A version stored a moment ago is being compiled and swapped in: a dataplane that ran
+    // the active version within the grace still passes (readiness must not flap while policy
+    // is written). One that runs none yet, or never ran the active one, fails at once.
+    let lagging = shared.policy_grace.behind(active != applied);
     let policy = match (active, applied) {
         (None, None) => Check::ok("no policy stored; the dataplane denies everything"),
         (Some(active), Some(applied)) if active == applied => {
             Check::ok(format!("the dataplane runs the active version {active}"))
         }
-        (Some(active), Some(applied)) if lagging.is_some_and(|d| d <= shared.policy_grace.limit()) => {
-            Check::ok(format!(
-                "applying: the active version is {active}, the dataplane runs {applied} (for {} ms, grace {} s)",
-                lagging.unwrap_or_default().as_millis(),
-                shared.policy_grace.limit().as_secs()
-            ))
-        }
+        (Some(active), Some(applied)) if shared.policy_grace.tolerated(lagging) => Check::ok(format!(
+            "applying: the active version is {active}, the dataplane runs {applied} (in sync {} ms ago, grace {} s)",
+            lagging.flatten().unwrap_or_default().as_millis(),
+            shared.policy_grace.limit().as_secs()
+        )),
         (Some(active), Some(applied)) => {
             Check::failed(format!("the active version is {active} but the dataplane runs {applied}"))
         }

@@ -158,7 +158,7 @@ impl ClusterView for ClusterHandle {
             Some(leader) => {
                 let committed = Some(leader.active_policy_version).filter(|v| *v != 0);
                 let lag = leader.applied_index.saturating_sub(status.applied_index);
-                let behind = self.1.held(lag > 0);
+                let behind = self.1.behind(lag > 0);
                 let runs = applied.map_or_else(|| "none".into(), |a| a.to_string());
                 match (committed, applied) {
                     (None, None) => Check::ok("no policy committed; the dataplane denies everything"),
@@ -168,11 +168,14 @@ impl ClusterView for ClusterHandle {
                     (Some(c), None) => {
                         Check::failed(format!("the leader committed version {c}; the dataplane runs none"))
                     }
-                    (Some(c), Some(_)) if behind.is_some_and(|d| d > self.1.limit()) => Check::failed(format!(
-                        "this node is {lag} entries behind the leader's applied index {} for {} ms (the leader \
-                         committed version {c}; the dataplane runs {runs})",
+                    (Some(c), Some(_)) if behind.is_some() && !self.1.tolerated(behind) => Check::failed(format!(
+                        "this node is {lag} entries behind the leader's applied index {} ({}; the leader committed \
+                         version {c}, the dataplane runs {runs})",
                         leader.applied_index,
-                        behind.unwrap_or_default().as_millis()
+                        match behind.flatten() {
+                            Some(d) => format!("last in sync {} ms ago", d.as_millis()),
+                            None => "not in sync since it started".to_owned(),
+                        }
                     )),
                     (Some(c), Some(_)) => Check::ok(format!(
                         "caught up with the leader's last answer (index lag {lag}); the leader committed version \
