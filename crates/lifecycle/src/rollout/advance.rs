@@ -6,6 +6,12 @@ use std::collections::BTreeMap;
 
 use super::{Effect, NodeStep, Observation, Phase, Plan, StepState, Stop, MAX_LAG};
 
+/// How long preflight waits for a member that is not ready, not reachable, on probation or
+/// behind before it refuses the rollout.
+pub const PREFLIGHT_PATIENCE_MS: u64 = 30_000;
+/// How long a node may be not ready in its observation window before the step fails.
+pub const NOT_READY_MS: u64 = 3_000;
+
 fn stop_at(node: u64, trigger: &str, message: String, measured: &[(&str, String)]) -> Stop {
     Stop {
         node_id: Some(node),
@@ -60,8 +66,32 @@ fn preflight(plan: &mut Plan, leader: u64, seen: &BTreeMap<u64, Observation>, no
             ),
             _ => None,
         };
-        if let Some(stop) = problem {
-            return plan.stop(stop, now_ms);
+        // Readiness, reachability, probation and lag can pass in a moment (a member busy
+        // staging, a readiness check between two policy versions): they are waited for up to
+        // PREFLIGHT_PATIENCE_MS before the rollout is refused. A diverged hash, a member gone
+        // or a full disk refuse at once.
+        let transient = seen.get(&id).is_some_and(|o| {
+            !o.reachable
+                || !o.figures.ready
+                || o.on_probation
+                || leader_index.saturating_sub(o.figures.applied_index) > MAX_LAG
+        }) && seen.get(&id).is_some_and(|o| o.hash_matches != Some(false));
+        match problem {
+            Some(stop) if transient => {
+                let since = *plan.step_mut(id).problem_since_ms.get_or_insert(now_ms);
+                if now_ms.saturating_sub(since) > PREFLIGHT_PATIENCE_MS {
+                    return plan.stop(stop, now_ms);
+                }
+                plan.step_mut(id).message = format!("waiting: {}", stop.message);
+                return Vec::new();
+            }
+            Some(stop) => return plan.stop(stop, now_ms),
+            None => {
+                let s = plan.step_mut(id);
+                if s.problem_since_ms.take().is_some() {
+                    s.message.clear();
+                }
+            }
         }
     }
     // Stage one node at a time (the driver sets `staged` when it is done).
@@ -191,6 +221,13 @@ fn rolling(plan: &mut Plan, leader: u64, seen: &BTreeMap<u64, Observation>, now_
             if let Some(stop) = trigger(plan, &step, &observed, leader_index, now_ms) {
                 return plan.stop(stop, now_ms);
             }
+            let not_ready = !observed.figures.ready;
+            let s = plan.step_mut(id);
+            s.problem_since_ms = if not_ready { s.problem_since_ms.or(Some(now_ms)) } else { None };
+            if not_ready {
+                // The window ends only on a ready node.
+                return Vec::new();
+            }
             if now_ms.saturating_sub(step.since_ms) >= plan.gates.observe_ms {
                 plan.step_mut(id).state = StepState::Done;
                 plan.event(now_ms, Some(id), "step done: the observation window passed without a trigger".into());
@@ -215,12 +252,15 @@ fn trigger(plan: &Plan, step: &NodeStep, o: &Observation, leader_index: u64, now
             &[("release", f.release.clone()), ("reachable", o.reachable.to_string())],
         ));
     }
-    if !f.ready {
+    // A single not-ready answer may be a blip (a readiness check between two policy
+    // versions): only one that lasts NOT_READY_MS fails the step.
+    let not_ready_since = if f.ready { None } else { step.problem_since_ms.or(Some(now_ms)) };
+    if let Some(since) = not_ready_since.filter(|since| now_ms.saturating_sub(*since) >= NOT_READY_MS) {
         return Some(stop_at(
             id,
             "not_ready",
-            "the node stopped being ready during its observation window".into(),
-            &[],
+            format!("the node was not ready for {} ms during its observation window", now_ms - since),
+            &[("not_ready_ms", (now_ms - since).to_string())],
         ));
     }
     if o.hash_matches == Some(false) {
@@ -270,7 +310,6 @@ fn trigger(plan: &Plan, step: &NodeStep, o: &Observation, leader_index: u64, now
             &[("applied_index", f.applied_index.to_string()), ("leader_index", leader_index.to_string())],
         ));
     }
-    let _ = now_ms;
     None
 }
 

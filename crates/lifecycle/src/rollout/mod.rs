@@ -138,6 +138,10 @@ pub struct NodeStep {
     pub window_start: Option<Figures>,
     #[serde(default)]
     pub message: String,
+    /// Since when a passing problem (not ready, unreachable, behind) has been seen: preflight
+    /// and the observation window wait a while before they fail on it.
+    #[serde(default)]
+    pub problem_since_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +261,7 @@ impl Plan {
                 since_ms: now_ms,
                 window_start: None,
                 message: String::new(),
+                problem_since_ms: None,
             })
             .collect();
         let mut plan = Plan {

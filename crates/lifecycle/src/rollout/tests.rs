@@ -99,27 +99,41 @@ fn preflight_stages_one_node_at_a_time_then_rolls() {
 }
 
 #[test]
-fn preflight_refuses_an_unready_lagging_diverged_or_full_member() {
-    let cases: Vec<(Observation, &str)> = vec![
-        (Observation { reachable: false, ..healthy("1.0.0", 100) }, "not reachable"),
+fn preflight_waits_for_a_passing_problem_and_refuses_a_lasting_or_fatal_one() {
+    let cases: Vec<(Observation, &str, bool)> = vec![
+        (Observation { reachable: false, ..healthy("1.0.0", 100) }, "not reachable", true),
         (
             Observation { figures: Figures { ready: false, ..figures("1.0.0", 100) }, ..healthy("1.0.0", 100) },
             "not ready",
+            true,
         ),
-        (healthy("1.0.0", 100 - MAX_LAG - 1), "not caught up"),
-        (Observation { hash_matches: Some(false), ..healthy("1.0.0", 100) }, "state hash differs"),
-        (Observation { free_bytes: 1, ..healthy("1.0.0", 100) }, "bytes free"),
-        (Observation { on_probation: true, ..healthy("1.0.0", 100) }, "proving a release"),
+        (healthy("1.0.0", 100 - MAX_LAG - 1), "not caught up", true),
+        (Observation { on_probation: true, ..healthy("1.0.0", 100) }, "proving a release", true),
+        (Observation { hash_matches: Some(false), ..healthy("1.0.0", 100) }, "state hash differs", false),
+        (Observation { free_bytes: 1, ..healthy("1.0.0", 100) }, "bytes free", false),
     ];
-    for (bad, expected) in cases {
+    for (bad, expected, transient) in cases {
         let mut plan = plan();
-        let effects = advance(&mut plan, LEADER, &seen("1.0.0", &[(3, bad)]), 5);
+        let effects = advance(&mut plan, LEADER, &seen("1.0.0", &[(3, bad.clone())]), 5);
         assert!(effects.is_empty(), "{expected}: nothing was touched, so no diagnostics: {effects:?}");
+        if transient {
+            assert_eq!(plan.phase, Phase::Preflight, "{expected}: waited for");
+            assert!(plan.step(3).unwrap().message.contains(expected), "{:?}", plan.step(3));
+            let later = 5 + super::advance::PREFLIGHT_PATIENCE_MS + 1;
+            assert!(advance(&mut plan, LEADER, &seen("1.0.0", &[(3, bad)]), later).is_empty());
+        }
         assert_eq!(plan.phase, Phase::Failed, "{expected}");
         let stop = plan.stop.as_ref().unwrap();
         assert_eq!(stop.trigger, "preflight");
         assert!(stop.message.contains("node 3") && stop.message.contains(expected), "{}", stop.message);
     }
+    // A problem that passes lets preflight go on.
+    let mut plan = plan();
+    let unready = Observation { figures: Figures { ready: false, ..figures("1.0.0", 100) }, ..healthy("1.0.0", 100) };
+    advance(&mut plan, LEADER, &seen("1.0.0", &[(3, unready)]), 5);
+    let effects = advance(&mut plan, LEADER, &seen("1.0.0", &[]), 1_000);
+    assert!(matches!(effects.as_slice(), [Effect::Stage { .. }]), "{effects:?}");
+    assert_eq!(plan.step(3).unwrap().problem_since_ms, None);
 }
 
 #[test]
@@ -198,7 +212,6 @@ fn each_trigger_of_the_window_stops_the_rollout_with_its_measurements() {
     let cases: Vec<(Observation, &str)> = vec![
         (Observation { reachable: false, ..Observation::default() }, "crash_loop"),
         (healthy("1.0.0", 100), "crash_loop"),
-        (bad(Figures { ready: false, ..figures("2.0.0", 100) }), "not_ready"),
         (Observation { hash_matches: Some(false), ..healthy("2.0.0", 100) }, "hash_mismatch"),
         (bad(Figures { api_requests: 100, api_errors: 20, ..figures("2.0.0", 100) }), "api_error_rate"),
         // Baseline 1000 ppm (10 of 10 000); 3 000 drops of 10 000 more packets is 300 000 ppm.
@@ -220,6 +233,35 @@ fn each_trigger_of_the_window_stops_the_rollout_with_its_measurements() {
             assert_eq!(stop.measured["drop_ppm"], "300000");
         }
     }
+}
+
+#[test]
+fn a_not_ready_blip_in_the_window_passes_and_a_lasting_one_fails() {
+    let mut plan = plan();
+    past_preflight(&mut plan);
+    let mut releases: BTreeMap<u64, String> = (1..=3).map(|n| (n, "1.0.0".to_owned())).collect();
+    upgrade_step(&mut plan, 2, &mut releases, 0);
+    let unready = Observation { figures: Figures { ready: false, ..figures("2.0.0", 100) }, ..healthy("2.0.0", 100) };
+    assert!(advance(&mut plan, LEADER, &seen("1.0.0", &[(2, unready.clone())]), 600).is_empty());
+    // The window is over, but it does not end on a node that is not ready.
+    assert!(advance(&mut plan, LEADER, &seen("1.0.0", &[(2, unready.clone())]), 1_500).is_empty());
+    assert_eq!(plan.step(2).unwrap().state, StepState::Observing);
+    assert!(plan.stop.is_none());
+    let effects = advance(&mut plan, LEADER, &seen("1.0.0", &[(2, unready)]), 600 + super::advance::NOT_READY_MS);
+    assert_eq!(effects, vec![Effect::Diagnostics { node_id: 2 }]);
+    let stop = plan.stop.as_ref().unwrap();
+    assert_eq!(stop.trigger, "not_ready");
+    assert_eq!(stop.measured["not_ready_ms"], super::advance::NOT_READY_MS.to_string());
+
+    // A blip that passes: the window ends and the next node goes.
+    let mut plan = self::plan();
+    past_preflight(&mut plan);
+    let mut releases: BTreeMap<u64, String> = (1..=3).map(|n| (n, "1.0.0".to_owned())).collect();
+    upgrade_step(&mut plan, 2, &mut releases, 0);
+    let unready = Observation { figures: Figures { ready: false, ..figures("2.0.0", 100) }, ..healthy("2.0.0", 100) };
+    advance(&mut plan, LEADER, &seen("1.0.0", &[(2, unready)]), 600);
+    let effects = advance(&mut plan, LEADER, &seen("1.0.0", &[(2, healthy("2.0.0", 100))]), 1_100);
+    assert_eq!(effects, vec![Effect::Restart { node_id: 3, version: "2.0.0".into() }]);
 }
 
 #[test]
@@ -259,10 +301,11 @@ fn a_failure_on_the_second_node_returns_the_nodes_in_reverse_order() {
     advance(&mut plan, LEADER, &view(&releases), 1_100);
     releases.insert(3, "2.0.0".into());
     advance(&mut plan, LEADER, &view(&releases), 1_200);
-    // Node 3 goes unready in its window.
+    // Node 3 goes unready in its window, and stays so.
     let mut seen = view(&releases);
     seen.get_mut(&3).unwrap().figures.ready = false;
-    advance(&mut plan, LEADER, &seen, 1_300);
+    advance(&mut plan, LEADER, &seen, 1_250);
+    advance(&mut plan, LEADER, &seen, 1_300 + super::advance::NOT_READY_MS);
     assert_eq!(plan.phase, Phase::RollingBack);
     // Reverse order: node 3 (the last touched) first, then node 2.
     assert_eq!(
