@@ -35,6 +35,10 @@ use crate::build_info;
 pub const DRIVE_INTERVAL: Duration = Duration::from_millis(500);
 /// Room a pre-upgrade snapshot needs besides the artifact (a floor; the state is smaller).
 const SNAPSHOT_ROOM: u64 = 64 << 20;
+/// A start or rollback decided on a record that changed meanwhile is decided again, this
+/// many times, after this pause (the local store catching up).
+const RETRIES: u32 = 3;
+const RETRY_PAUSE: Duration = Duration::from_millis(300);
 
 /// The node's own release facts, shared by the service and the fleet.
 pub struct LocalNode {
@@ -371,8 +375,18 @@ impl Upgrades {
         members
     }
 
-    async fn begin(&self, kind: Kind, target: Target, gates: Gates, actor: &str) -> Result<Value, UpgradeFailure> {
-        let (revision, current) = stored(&self.local.store);
+    /// Starts a rollout on the record as the caller read it (`read`): the save is
+    /// compare-and-set on that revision, so a decision made on a stale record (a finalize
+    /// this node had not applied yet) is refused as `rollout_changed`, and retried.
+    async fn begin(
+        &self,
+        kind: Kind,
+        target: Target,
+        gates: Gates,
+        actor: &str,
+        read: (u64, Option<Plan>),
+    ) -> Result<Value, UpgradeFailure> {
+        let (revision, current) = read;
         if let Some(plan) = current.as_ref().filter(|p| !p.phase.is_terminal()) {
             return Err(conflict(
                 "rollout_in_progress",
@@ -387,9 +401,43 @@ impl Upgrades {
         let now = now_ms();
         let id = format!("{}-{now}", if kind == Kind::Upgrade { "upgrade" } else { "rollback" });
         let plan = Plan::new(id, kind, target, self.fleet.self_id(), leader, &members, gates, actor, now);
-        save(&self.local.store, actor, revision, &plan, None).await.map_err(|e| conflict("rollout_not_saved", e))?;
+        save(&self.local.store, actor, revision, &plan, None).await.map_err(|e| {
+            if e.contains("another writer changed it") {
+                conflict("rollout_changed", e)
+            } else {
+                conflict("rollout_not_saved", e)
+            }
+        })?;
         info!(plan = %plan.id, release = %plan.target.version, actor, "rollout started");
         Ok(serde_json::to_value(&plan).expect("plans serialize"))
+    }
+
+    async fn rollback_once(&self, request: &StartRollback, actor: &str) -> Result<Value, UpgradeFailure> {
+        let (revision, last) = stored(&self.local.store);
+
+        let Some(last) = last else {
+            return Err(conflict("nothing_to_roll_back", "no upgrade was ever run on this cluster"));
+        };
+        if last.finalized {
+            let snapshots: Vec<String> = last.snapshots.values().cloned().collect();
+            return Err(conflict(
+                "finalized",
+                format!(
+                    "upgrade {} to {} was finalized: the active schema moved forward and the previous release may not read \
+                     it. To go back, restore the pre-upgrade snapshot ({}) with sluice restore --snapshot FILE --data-dir DIR",
+                    last.id,
+                    last.target.version,
+                    if snapshots.is_empty() { "see sluice snapshot list".to_owned() } else { snapshots.join(", ") }
+                ),
+            ));
+        }
+        let to = match request.to.clone() {
+            Some(to) => to,
+            None => last.nodes.first().map(|s| s.from_version.clone()).unwrap_or_default(),
+        };
+        let target = self.target(&to)?;
+        let read = (revision, Some(last.clone()));
+        self.begin(Kind::Rollback, target, last.gates, actor, read).await
     }
 }
 
@@ -464,7 +512,16 @@ impl UpgradeService for Upgrades {
             };
             let gates = gates(&request)?;
             let target = self.target(&request.version)?;
-            self.begin(Kind::Upgrade, target, gates, &actor).await
+            for attempt in 0.. {
+                let read = stored(&self.local.store);
+                match self.begin(Kind::Upgrade, target.clone(), gates, &actor, read).await {
+                    Err(UpgradeFailure::Conflict { code: "rollout_changed", .. }) if attempt < RETRIES => {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                    other => return other,
+                }
+            }
+            unreachable!("the loop returns")
         })
     }
 
@@ -473,29 +530,15 @@ impl UpgradeService for Upgrades {
             let Ok(_busy) = self.busy.try_lock() else {
                 return Err(conflict("busy", "another upgrade request is being handled"));
             };
-            let (_, last) = stored(&self.local.store);
-            let Some(last) = last else {
-                return Err(conflict("nothing_to_roll_back", "no upgrade was ever run on this cluster"));
-            };
-            if last.finalized {
-                let snapshots: Vec<String> = last.snapshots.values().cloned().collect();
-                return Err(conflict(
-                    "finalized",
-                    format!(
-                        "upgrade {} to {} was finalized: the active schema moved forward and the previous release may not read \
-                         it. To go back, restore the pre-upgrade snapshot ({}) with sluice restore --snapshot FILE --data-dir DIR",
-                        last.id,
-                        last.target.version,
-                        if snapshots.is_empty() { "see sluice snapshot list".to_owned() } else { snapshots.join(", ") }
-                    ),
-                ));
+            for attempt in 0.. {
+                match self.rollback_once(&request, &actor).await {
+                    Err(UpgradeFailure::Conflict { code: "rollout_changed", .. }) if attempt < RETRIES => {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                    other => return other,
+                }
             }
-            let to = match request.to {
-                Some(to) => to,
-                None => last.nodes.first().map(|s| s.from_version.clone()).unwrap_or_default(),
-            };
-            let target = self.target(&to)?;
-            self.begin(Kind::Rollback, target, last.gates, &actor).await
+            unreachable!("the loop returns")
         })
     }
 
