@@ -12,6 +12,7 @@
 pub mod enroll;
 pub mod identity;
 pub mod join;
+mod membership;
 pub mod network;
 pub mod node;
 pub mod pki;
