@@ -120,8 +120,10 @@ async fn main() {
         id: Some("bench".into()),
         label: String::new(),
         expires_in_s: None,
+        secret_hash: None,
     })
     .unwrap();
+    let secret = secret.expect("a generated secret");
     store.write("bench", command).await.unwrap().response.unwrap();
     let node = Arc::new(CompilingNode { applied: watch::channel(None).0 });
     let mut views = store.subscribe();

@@ -51,6 +51,9 @@ pub enum AdminRequest {
         label: String,
         #[serde(default)]
         expires_in_s: Option<u64>,
+        /// Register this SHA-256 of a secret the caller holds instead of generating one.
+        #[serde(default)]
+        secret_sha256: Option<String>,
     },
     /// One API request, run as root's admin caller.
     Api {
@@ -66,7 +69,9 @@ pub enum AdminRequest {
 pub struct MintedViaSocket {
     pub id: String,
     pub role: String,
-    pub token: String,
+    /// The generated secret; absent when a `secret_sha256` was registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -193,8 +198,8 @@ async fn handle(line: &str, store: &Store, api: Option<&LocalApi>, uid: u32) -> 
         Err(e) => return refusal("invalid_request", format!("not a request: {e}")),
     };
     match request {
-        AdminRequest::MintToken { role, id, label, expires_in_s } => {
-            mint(store, uid, role, id, label, expires_in_s).await
+        AdminRequest::MintToken { role, id, label, expires_in_s, secret_sha256 } => {
+            mint(store, uid, role, id, label, expires_in_s, secret_sha256).await
         }
         AdminRequest::Api { method, path, body } => {
             let Some(api) = api else {
@@ -223,13 +228,19 @@ async fn mint(
     id: Option<String>,
     label: String,
     expires_in_s: Option<u64>,
+    secret_sha256: Option<String>,
 ) -> Answer {
     let role = match role.as_str() {
         "admin" => Role::Admin,
         "readonly" => Role::Readonly,
         other => return refusal("invalid_field", format!("role: must be admin or readonly, not {other:?}")),
     };
-    let (secret, command) = match mint_command(MintRequest { role, id, label, expires_in_s }) {
+    let secret_hash = match secret_sha256.as_deref().map(crate::secret::parse_secret_sha256) {
+        Some(Ok(hash)) => Some(hash),
+        Some(Err(e)) => return refusal("invalid_field", e),
+        None => None,
+    };
+    let (secret, command) = match mint_command(MintRequest { role, id, label, expires_in_s, secret_hash }) {
         Ok(minted) => minted,
         Err(e) => return refusal("internal", e),
     };

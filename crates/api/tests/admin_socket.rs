@@ -16,7 +16,13 @@ const CLIENT_ENV: &str = "SLUICE_TEST_ADMIN_SOCKET_CLIENT";
 const NOBODY: u32 = 65534;
 
 fn mint_request() -> AdminRequest {
-    AdminRequest::MintToken { role: "admin".into(), id: None, label: "break-glass".into(), expires_in_s: None }
+    AdminRequest::MintToken {
+        role: "admin".into(),
+        id: None,
+        label: "break-glass".into(),
+        expires_in_s: None,
+        secret_sha256: None,
+    }
 }
 
 /// Run by the test below in a child process as user `nobody`; prints what the socket said.
@@ -64,12 +70,45 @@ async fn root_mints_over_the_admin_socket_and_other_users_are_refused() {
 
     let minted = request_over_socket(socket.path(), &mint_request()).await.unwrap();
     assert_eq!(minted.role, "admin");
-    let (status, _) = node.send(Method::POST, "/api/v1/tokens", &minted.token, r#"{"role":"readonly"}"#).await;
+    let secret = minted.token.expect("a generated secret");
+    let (status, _) = node.send(Method::POST, "/api/v1/tokens", &secret, r#"{"role":"readonly"}"#).await;
     assert_eq!(status, StatusCode::CREATED, "the break-glass token is a working admin token");
+
+    // A first-boot seed registers a secret the operator holds, by its hash only.
+    let held = "sluice_operator-held-secret-for-the-seed";
+    let hash = sluice_store::state::hash_token_secret(held).to_hex();
+    let seeded = AdminRequest::MintToken {
+        role: "admin".into(),
+        id: Some("seed-admin".into()),
+        label: "first boot".into(),
+        expires_in_s: None,
+        secret_sha256: Some(hash.clone()),
+    };
+    let registered = request_over_socket(socket.path(), &seeded).await.unwrap();
+    assert_eq!((registered.id.as_str(), registered.token), ("seed-admin", None), "no secret is made or shown");
+    let (status, _) = node.send(Method::GET, "/api/v1/tokens", held, "").await;
+    assert_eq!(status, StatusCode::OK, "the held secret works");
+    let again = request_over_socket(socket.path(), &seeded).await.unwrap_err();
+    assert!(again.contains("exists") || again.contains("taken"), "a second registration is refused: {again}");
+    let bad_hash = AdminRequest::MintToken {
+        role: "admin".into(),
+        id: None,
+        label: String::new(),
+        expires_in_s: None,
+        secret_sha256: Some("abc".into()),
+    };
+    let refused = request_over_socket(socket.path(), &bad_hash).await.unwrap_err();
+    assert!(refused.starts_with("invalid_field") && refused.contains("64 hex digits"), "{refused}");
     let audit: Vec<String> = node.store.read(|s| s.audit_log().map(|a| a.actor.clone()).collect());
     assert!(audit.contains(&"admin-socket:uid=0".to_owned()), "{audit:?}");
 
-    let bad = AdminRequest::MintToken { role: "superuser".into(), id: None, label: String::new(), expires_in_s: None };
+    let bad = AdminRequest::MintToken {
+        role: "superuser".into(),
+        id: None,
+        label: String::new(),
+        expires_in_s: None,
+        secret_sha256: None,
+    };
     let refused = request_over_socket(socket.path(), &bad).await.unwrap_err();
     assert!(refused.starts_with("invalid_field"), "{refused}");
 

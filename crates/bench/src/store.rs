@@ -199,7 +199,8 @@ pub fn parse_wrk(text: &str) -> Result<f64, String> {
 }
 
 async fn mint(store: &Store, role: Role, id: &str) -> Result<String, String> {
-    let request = MintRequest { role, id: Some(id.into()), label: String::new(), expires_in_s: None };
+    let request =
+        MintRequest { role, id: Some(id.into()), label: String::new(), expires_in_s: None, secret_hash: None };
     let (secret, command) = mint_command(request).map_err(|e| format!("mint: {e:?}"))?;
     store
         .write("bench", command)
@@ -207,7 +208,7 @@ async fn mint(store: &Store, role: Role, id: &str) -> Result<String, String> {
         .map_err(|e| format!("mint: {e}"))?
         .response
         .map_err(|e| format!("mint: {e:?}"))?;
-    Ok(secret)
+    secret.ok_or_else(|| "mint: no secret generated".to_owned())
 }
 
 pub fn run(quick: bool) -> Result<Report, String> {

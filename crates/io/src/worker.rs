@@ -71,6 +71,9 @@ pub struct IoStats {
     ports: [[AtomicU64; 9]; 3],
     /// Frames the engine sent to a port the worker does not have (no service lane).
     no_port: AtomicU64,
+    /// Moves every time the worker publishes (at idle and every millisecond while busy):
+    /// the service manager's watchdog is fed only while it moves.
+    heartbeat: AtomicU64,
 }
 
 impl IoStats {
@@ -109,6 +112,17 @@ impl IoStats {
     #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
     pub(crate) fn publish_no_port(&self, frames: u64) {
         self.no_port.store(frames, Ordering::Relaxed);
+        self.beat();
+    }
+
+    /// One sign of life from the (only) writer, the worker.
+    pub(crate) fn beat(&self) {
+        self.heartbeat.store(self.heartbeat.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// How many times the worker has published: if it stops moving, the worker is stuck.
+    pub fn heartbeat(&self) -> u64 {
+        self.heartbeat.load(Ordering::Relaxed)
     }
 
     pub fn no_port(&self) -> u64 {
@@ -410,5 +424,6 @@ impl<'a> Loop<'a> {
             }
         }
         self.stats.no_port.store(self.no_port, Ordering::Relaxed);
+        self.stats.beat();
     }
 }

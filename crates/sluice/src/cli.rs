@@ -260,6 +260,11 @@ pub struct MintArgs {
     /// Seconds until the token expires (default: never). Example: --expires-in-s 86400
     #[arg(long)]
     pub expires_in_s: Option<u64>,
+    /// Register a secret you already hold, by its SHA-256 (64 hex digits), instead of having
+    /// one generated; nothing is printed but the id. How the appliance's first-boot seed
+    /// installs its admin token. Example: --secret-sha256 "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)"
+    #[arg(long, value_name = "HEX")]
+    pub secret_sha256: Option<String>,
     #[command(flatten)]
     pub target: Target,
 }

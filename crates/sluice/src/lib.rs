@@ -49,6 +49,7 @@ pub mod dns_settings;
 pub mod exit;
 pub mod logging;
 pub mod net;
+pub mod notify;
 pub mod policy_cmd;
 pub mod release_cmd;
 pub mod run;

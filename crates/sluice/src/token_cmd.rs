@@ -16,6 +16,7 @@ pub fn mint_over_socket(args: &MintArgs, data_dir: &Path) -> Result<MintedViaSoc
         id: args.id.clone(),
         label: args.label.clone(),
         expires_in_s: args.expires_in_s,
+        secret_sha256: args.secret_sha256.clone(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use crate::auth::{AdminAccess, ReadAccess};
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorBody};
-use crate::secret::{mint_command, MintRequest};
+use crate::secret::{mint_command, parse_secret_sha256, MintRequest};
 use crate::state::{now_ms, AppState};
 
 #[derive(Serialize, ToSchema)]
@@ -62,6 +62,10 @@ pub struct MintTokenRequest {
     pub label: String,
     /// Lifetime in seconds; no expiry when absent.
     pub expires_in_s: Option<u64>,
+    /// Register a secret you already hold, by its SHA-256 (64 hex digits), instead of having
+    /// one generated: the answer then has no `token`. Use a long random secret.
+    #[serde(default)]
+    pub secret_sha256: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -69,8 +73,9 @@ pub struct MintedToken {
     #[serde(flatten)]
     pub info: TokenInfo,
     /// The secret to send as `Authorization: Bearer <token>`. Shown only now: the node keeps
-    /// only its hash.
-    pub token: String,
+    /// only its hash. Absent when the request registered a `secret_sha256`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 pub fn parse_role(role: &str) -> Result<Role, ApiError> {
@@ -93,9 +98,18 @@ pub async fn mint_token(
     JsonBody(request): JsonBody<MintTokenRequest>,
 ) -> Result<(StatusCode, Json<MintedToken>), ApiError> {
     let role = parse_role(&request.role)?;
-    let (secret, command) =
-        mint_command(MintRequest { role, id: request.id, label: request.label, expires_in_s: request.expires_in_s })
-            .map_err(ApiError::internal)?;
+    let secret_hash = match request.secret_sha256.as_deref() {
+        Some(text) => Some(parse_secret_sha256(text).map_err(|e| ApiError::bad_request("invalid_field", e))?),
+        None => None,
+    };
+    let (secret, command) = mint_command(MintRequest {
+        role,
+        id: request.id,
+        label: request.label,
+        expires_in_s: request.expires_in_s,
+        secret_hash,
+    })
+    .map_err(ApiError::internal)?;
     let Command::MintToken { id, .. } = &command else { unreachable!("mint_command builds MintToken") };
     let id = id.clone();
     let applied = state.inner.store.write(&caller.actor(), command).await?;

@@ -196,11 +196,16 @@ pub struct TestNode {
 }
 
 pub async fn mint(store: &Store, role: Role, id: &str, expires_in_s: Option<u64>) -> String {
-    let (secret, command) =
-        mint_command(MintRequest { role, id: Some(id.into()), label: format!("{id} for tests"), expires_in_s })
-            .unwrap();
+    let (secret, command) = mint_command(MintRequest {
+        role,
+        id: Some(id.into()),
+        label: format!("{id} for tests"),
+        expires_in_s,
+        secret_hash: None,
+    })
+    .unwrap();
     store.write("test-setup", command).await.unwrap().response.unwrap();
-    secret
+    secret.expect("a generated secret")
 }
 
 pub fn config(dir: &Path) -> ApiConfig {

@@ -219,17 +219,30 @@ fn mint(args: &MintArgs) -> Output {
         (minted.id, minted.role, minted.token, body)
     } else {
         let endpoint = Endpoint::from_target(&args.target)?;
-        let request =
-            json!({ "role": args.role, "id": args.id, "label": args.label, "expires_in_s": args.expires_in_s });
+        let request = json!({
+            "role": args.role,
+            "id": args.id,
+            "label": args.label,
+            "expires_in_s": args.expires_in_s,
+            "secret_sha256": args.secret_sha256,
+        });
         let body = call(&endpoint, "POST", "/api/v1/tokens", Some(request.to_string()), None)?;
         let field = |name: &str| body[name].as_str().unwrap_or("").to_owned();
-        (field("id"), field("role"), field("token"), body)
+        (field("id"), field("role"), body["token"].as_str().map(str::to_owned), body)
     };
     if args.target.json {
         return Ok(render::pretty(&body));
     }
-    eprintln!("minted token {id} (role {role}); the secret below is shown only now");
-    Ok(secret)
+    match secret {
+        Some(secret) => {
+            eprintln!("minted token {id} (role {role}); the secret below is shown only now");
+            Ok(secret)
+        }
+        None => {
+            eprintln!("registered token {id} (role {role}) for the secret whose SHA-256 was given");
+            Ok(id)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,13 @@ pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// Learned (DNS) allowlist entries per worker, and updates queued per worker.
 pub const ALLOWLIST: AllowlistConfig = AllowlistConfig { capacity: 65_536, channel_capacity: 1024 };
 
+/// How long the watchdog is fed while the node starts (store, join, ports), before the
+/// control loop feeds it only while the dataplane turns. A join waits for its seed within this.
+pub const STARTUP_WATCHDOG_LIMIT: Duration = Duration::from_secs(300);
+/// The worker publishes at idle and every millisecond while busy: a heartbeat this old means
+/// it is stuck (capped by the watchdog period itself).
+const WORKER_STALL_LIMIT: Duration = Duration::from_secs(10);
+
 /// The policy in force when no `--policy` is given: nothing leaves.
 const DENY_ALL: &str = r#"{"default_action":"deny","source_groups":[]}"#;
 
@@ -233,6 +240,8 @@ pub enum Stopped {
 pub fn run(config: &NodeConfig, checked: Checked, probation: Option<crate::boot::Probation>) -> Stopped {
     let exit = |e: Exit| Stopped::Exit(e);
     let Checked { policy, locks } = checked;
+    let notifier = crate::notify::Notifier::from_env();
+    let startup_pinger = crate::notify::StartupPinger::spawn(notifier.as_ref(), STARTUP_WATCHDOG_LIMIT);
     // Before any thread starts, so every thread inherits the mask.
     let signals = match Signals::block() {
         Ok(s) => s,
@@ -281,6 +290,19 @@ pub fn run(config: &NodeConfig, checked: Checked, probation: Option<crate::boot:
         config.internal_port,
         config.external_port
     );
+    drop(startup_pinger);
+    crate::notify::send(
+        notifier.as_ref(),
+        &format!(
+            "READY=1\nSTATUS=forwarding between {} and {}; API on {}",
+            config.internal_port, config.external_port, config.http_bind
+        ),
+    );
+    let mut liveness = notifier.as_ref().and_then(|n| {
+        let interval = n.ping_interval()?;
+        let limit = WORKER_STALL_LIMIT.min(n.watchdog()?);
+        Some(crate::notify::Liveness::new(Instant::now(), node.io.heartbeat(), interval, limit))
+    });
     let mut probation = probation;
     if let Some(p) = &probation {
         info!(release = %p.version, deadline_ms = p.deadline_ms, "this release is on probation: it must be ready before its deadline");
@@ -302,6 +324,18 @@ pub fn run(config: &NodeConfig, checked: Checked, probation: Option<crate::boot:
         }
         if !node.dataplane.is_running() {
             break "the dataplane worker stopped on its own";
+        }
+        if let Some(liveness) = liveness.as_mut() {
+            use crate::notify::Verdict;
+            match liveness.check(now, node.io.heartbeat()) {
+                Verdict::Ping => crate::notify::send(notifier.as_ref(), "WATCHDOG=1"),
+                Verdict::Withhold(stalled) => error!(
+                    stalled_ms = stalled.as_millis() as u64,
+                    "the dataplane worker has not turned for {} s: the service manager's watchdog is no longer fed",
+                    stalled.as_secs()
+                ),
+                Verdict::Wait | Verdict::StillWithheld => {}
+            }
         }
         if let Some(p) = &probation {
             if control.ready() {
@@ -339,6 +373,10 @@ pub fn run(config: &NodeConfig, checked: Checked, probation: Option<crate::boot:
         }
     };
     info!(reason, "stopping: draining the API, closing the store, then the worker, the service lane and the ports");
+    // A restart into another release keeps the PID: to the service manager it is a reload
+    // that the next release ends with its READY=1.
+    let stopping = if restart { "RELOADING=1" } else { "STOPPING=1" };
+    crate::notify::send(notifier.as_ref(), &format!("{stopping}\nSTATUS={reason}"));
     // The dataplane and DNS keep working while the control plane stops.
     control.shutdown();
     let stopped = stop_with_stats(config, node);

@@ -93,11 +93,13 @@ pub struct Launch<'a> {
     /// The binary to start instead of the one this test was built with (a release slot's,
     /// as a service manager starting `releases/current/sluice` would).
     pub binary: Option<&'a Path>,
+    /// Environment variables to set (a service manager's `NOTIFY_SOCKET`, for instance).
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl Default for Launch<'_> {
     fn default() -> Self {
-        Launch { mode: Mode::Software, policy: None, flow_capacity: 4096, run: 1, extra: &[], binary: None }
+        Launch { mode: Mode::Software, policy: None, flow_capacity: 4096, run: 1, extra: &[], binary: None, env: &[] }
     }
 }
 
@@ -134,6 +136,7 @@ impl Sluice {
                 cmd.env_remove(var);
             }
         }
+        cmd.envs(launch.env.iter().copied());
         let child = cmd.spawn().expect("start sluice");
         let mut s = Sluice { child, data_dir: data_dir.to_path_buf(), log };
         // A joining node enrols and catches up before its dataplane starts.
