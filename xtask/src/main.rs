@@ -4,6 +4,8 @@
 
 mod bench;
 mod fuzz;
+mod image;
+mod image_boot;
 mod lab;
 mod pipeline;
 mod prereq;
@@ -27,6 +29,7 @@ Commands:
   install Install what `test` needs (the prerequisites step alone)
   demo    Build Sluice and run the live demo in network namespaces (root)
   lab     Bring the network-namespace lab up or down, or show its status (root)
+  image   Build the appliance disk image (raw, qcow2); --boot-test boots it under QEMU (root)
   release-variant  Build sluice and write a test release (another version, or one that
           never becomes ready or crashes at start)
   help    Print this help, or a command's help: cargo xtask help <COMMAND>
@@ -224,6 +227,13 @@ fn dispatch(args: &[String]) -> Result<u8> {
             let (action, install) = parse_lab(rest)?;
             lab::lab(&action, install)
         }
+        "image" => {
+            if rest.iter().any(|a| is_help(a)) {
+                return print(image::HELP);
+            }
+            image::run(&image::parse(rest)?)?;
+            Ok(0)
+        }
         "release-variant" => {
             if rest.iter().any(|a| is_help(a)) {
                 return print(variant::HELP);
@@ -249,6 +259,7 @@ fn command_help(name: &str) -> Result<String> {
         "demo" => DEMO_HELP.to_string(),
         "lab" => LAB_HELP.to_string(),
         "release-variant" => variant::HELP.to_string(),
+        "image" => image::HELP.to_string(),
         "help" => USAGE.to_string(),
         other => return Err(Error::usage(format!("unknown command `{other}`"))),
     })
@@ -451,7 +462,7 @@ mod tests {
 
     #[test]
     fn every_command_has_help() {
-        for name in ["test", "bench", "fuzz", "install", "demo", "lab", "help"] {
+        for name in ["test", "bench", "fuzz", "install", "demo", "lab", "image", "help"] {
             assert!(command_help(name).unwrap().contains("cargo xtask"), "{name}");
             assert!(USAGE.contains(&format!("  {name} ")), "{name} missing from usage");
         }

@@ -63,7 +63,7 @@ fn apt_install_line(missing: &[&str]) -> String {
     )
 }
 
-fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
+pub fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
     if !run::succeeds(run::program("dpkg-query").arg("--version")) {
         return Err(Error::failed(format!(
             "dpkg-query not found: this is not a Debian system, so the packages cannot be checked.\n\
@@ -104,7 +104,7 @@ fn status_is_installed(status: &str) -> bool {
     status.split_whitespace().last() == Some("installed")
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // Effective uid: second field of the Uid line in /proc/self/status.
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
         if let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) {

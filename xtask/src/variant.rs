@@ -88,12 +88,17 @@ pub fn run(options: &Options) -> Result<()> {
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::failed(format!("{}: {e}", parent.display())))?;
     }
+    stamp(&binary, &out, &options.version, &options.fault)
+}
+
+/// Writes a copy of `binary` at `out` that reports `version` (and injects `fault`).
+pub fn stamp(binary: &std::path::Path, out: &std::path::Path, version: &str, fault: &str) -> Result<()> {
     let mut stamp = run::cargo();
     stamp
         .args(["run", "-q", "-p", "sluice-lifecycle", "--example", "release_variant", "--"])
-        .arg(&binary)
-        .arg(&out)
-        .args([&options.version, &options.fault]);
+        .arg(binary)
+        .arg(out)
+        .args([version, fault]);
     run::run(&mut stamp)
 }
 

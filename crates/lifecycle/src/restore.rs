@@ -119,6 +119,15 @@ pub fn restore(options: &RestoreOptions<'_>, progress: &mut dyn FnMut(&str)) -> 
         }
     };
 
+    // The release slots are the installed software, not state: the restored node runs the
+    // release the old data root had (on an appliance, systemd starts releases/current).
+    if let Err(reason) = carry_release_slots(target, &staging) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(RestoreError::Write { reason, moved_aside: None });
+    }
+    if staging.join(crate::releases::RELEASES_DIR).exists() {
+        progress("release slots carried over from the old data root");
+    }
     let mut moved_aside = None;
     if target.exists() && !is_empty_or_missing(target).map_err(RestoreError::Read)? {
         let aside = parent.join(format!("{name}.before-restore-{}", options.now_ms));
@@ -237,6 +246,41 @@ fn is_empty_or_missing(dir: &Path) -> Result<bool, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(false),
         Err(e) => Err(format!("cannot read {}: {e}", dir.display())),
     }
+}
+
+/// Copies `old/releases` into `new/releases`: every slot (binary and manifest), the
+/// `current` and `previous` pointers and the history; not a pending attempt (`boot.json`),
+/// which belonged to the old node's life. Nothing to do when `old` has no slots.
+fn carry_release_slots(old: &Path, new: &Path) -> Result<(), String> {
+    let from = old.join(crate::releases::RELEASES_DIR);
+    let Ok(entries) = std::fs::read_dir(&from) else { return Ok(()) };
+    let to = new.join(crate::releases::RELEASES_DIR);
+    std::fs::create_dir_all(&to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", from.display()))?;
+        let name = entry.file_name();
+        let (src, dst) = (entry.path(), to.join(&name));
+        let kind = entry.file_type().map_err(|e| format!("{}: {e}", src.display()))?;
+        let copied = if kind.is_symlink() {
+            std::fs::read_link(&src).and_then(|link| std::os::unix::fs::symlink(link, &dst))
+        } else if kind.is_dir() && crate::releases::check_version(&name.to_string_lossy()).is_ok() {
+            std::fs::create_dir_all(&dst).and_then(|()| {
+                for file in std::fs::read_dir(&src)? {
+                    let file = file?;
+                    if file.file_type()?.is_file() {
+                        std::fs::copy(file.path(), dst.join(file.file_name()))?;
+                    }
+                }
+                Ok(())
+            })
+        } else if kind.is_file() && name == "history.jsonl" {
+            std::fs::copy(&src, &dst).map(drop)
+        } else {
+            Ok(())
+        };
+        copied.map_err(|e| format!("cannot carry the release slot {} over: {e}", src.display()))?;
+    }
+    sync_dir(&to)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), String> {

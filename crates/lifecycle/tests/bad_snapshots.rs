@@ -146,6 +146,14 @@ async fn force_moves_a_non_empty_data_root_aside_and_never_deletes_it() {
     let target = work.path().join("data");
     std::fs::create_dir_all(target.join("store")).unwrap();
     std::fs::write(target.join("store/precious"), "old state").unwrap();
+    // The installed release (as on an appliance): slots, pointers, history, an old attempt.
+    let slot = target.join("releases/1.0.0");
+    std::fs::create_dir_all(&slot).unwrap();
+    std::fs::write(slot.join("sluice"), "the binary").unwrap();
+    std::fs::write(slot.join("manifest.json"), "{}").unwrap();
+    std::os::unix::fs::symlink("1.0.0", target.join("releases/current")).unwrap();
+    std::fs::write(target.join("releases/history.jsonl"), "{}\n").unwrap();
+    std::fs::write(target.join("releases/boot.json"), "{}").unwrap();
     let options = RestoreOptions { snapshot: &file, data_dir: &target, passphrase: None, force: false, now_ms: 42 };
     assert!(matches!(restore(&options, &mut |_| {}), Err(RestoreError::NotEmpty(_))));
     assert_eq!(std::fs::read_to_string(target.join("store/precious")).unwrap(), "old state", "untouched");
@@ -157,4 +165,9 @@ async fn force_moves_a_non_empty_data_root_aside_and_never_deletes_it() {
     assert!(target.join("store/store.redb").is_file() && !target.join("store/precious").exists());
     assert_eq!(report.node_id, sluice_lifecycle::restore::FRESH_NODE_ID, "no secrets: a new identity");
     assert!(target.join("bootstrap-token").is_file() && target.join("cluster/ca.pem").is_file());
+    // The release slots came along: the service manager still finds releases/current.
+    assert_eq!(std::fs::read_to_string(target.join("releases/current/sluice")).unwrap(), "the binary");
+    assert!(target.join("releases/1.0.0/manifest.json").is_file() && target.join("releases/history.jsonl").is_file());
+    assert!(!target.join("releases/boot.json").exists(), "an old attempt is not carried over");
+    assert!(aside.join("releases/1.0.0/sluice").is_file(), "the old root keeps its own copy");
 }

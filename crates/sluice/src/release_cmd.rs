@@ -55,6 +55,11 @@ pub enum ReleaseCommand {
         /// Refuse the file unless its SHA-256 is this (hex).
         #[arg(long, value_name = "HEX")]
         sha256: Option<String>,
+        /// Also make it the current release: only for a data root that has none yet (the
+        /// first install, as an appliance image build does); refused otherwise, since moving
+        /// a running node to another release is `sluice upgrade apply`'s.
+        #[arg(long)]
+        make_current: bool,
         #[command(flatten)]
         slots: SlotsArgs,
     },
@@ -232,8 +237,25 @@ pub fn release(command: &ReleaseCommand) -> Output {
             out.push_str("\n(* current, - previous)");
             Ok(out)
         }
-        ReleaseCommand::Stage { file, sha256, slots: args } => {
+        ReleaseCommand::Stage { file, sha256, make_current, slots: args } => {
+            let releases = slots(args);
+            let current = releases.current().map_err(|e| refused(&e))?;
+            if let (true, Some(current)) = (*make_current, &current) {
+                return Err(Failure::new(
+                    Exit::Refused,
+                    format!(
+                        "release refused (has_current): the data root already runs release {current}; \
+                         --make-current is for a first install only, use `sluice upgrade apply` to move a node"
+                    ),
+                ));
+            }
             let manifest = stage(file, sha256.as_deref(), args)?;
+            if *make_current {
+                let version = manifest["version"].as_str().unwrap_or_default();
+                releases
+                    .promote(version, now_ms(), "installed", "the first release of this data root")
+                    .map_err(|e| refused(&e))?;
+            }
             Ok(if args.json {
                 serde_json::to_string_pretty(&manifest).unwrap_or_default()
             } else {
