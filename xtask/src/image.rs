@@ -42,6 +42,9 @@ Options:
                       to the host and two data NICs, and check /health, /ready, the version
                       and an upgrade over HTTPS (see `cargo xtask image --boot-test --help`)
   --boot-only         Boot-test the image already in --out, without building
+  --check-reproducible  Then build the release again from a second checkout of HEAD at
+                      another path (git worktree) and require the same SHA-256 (the tree
+                      must be clean, or the first build is not of HEAD)
   --no-install        Do not install missing Debian packages
   -h, --help          Print this help";
 
@@ -74,6 +77,7 @@ pub struct Options {
     pub mirror: String,
     pub boot_test: bool,
     pub boot_only: bool,
+    pub check_reproducible: bool,
     pub install: bool,
 }
 
@@ -86,6 +90,7 @@ impl Default for Options {
             mirror: "http://deb.debian.org/debian".into(),
             boot_test: false,
             boot_only: false,
+            check_reproducible: false,
             install: true,
         }
     }
@@ -116,6 +121,7 @@ pub fn parse(args: &[String]) -> Result<Options> {
                 o.boot_test = true;
                 o.boot_only = true;
             }
+            "--check-reproducible" => o.check_reproducible = true,
             "--no-install" => o.install = false,
             other => return Err(Error::usage(format!("unexpected argument `{other}` for `cargo xtask image`"))),
         }
@@ -143,10 +149,46 @@ pub fn run(o: &Options) -> Result<()> {
     if o.install {
         prereq::ensure_apt_packages(HOST_PACKAGES)?;
     }
+    if o.check_reproducible && !o.boot_only {
+        let status = run::output(run::program("git").args(["status", "--porcelain", "--untracked-files=no"]));
+        if status.as_deref().is_none_or(|s| !s.trim().is_empty()) {
+            return Err(Error::failed("--check-reproducible needs a clean checkout (commit or stash first)"));
+        }
+    }
     let built = if o.boot_only { read_built(&o.out)? } else { build(o)? };
+    if o.check_reproducible {
+        check_reproducible(&built)?;
+    }
     if o.boot_test {
         crate::image_boot::boot_test(o, &built)?;
     }
+    Ok(())
+}
+
+/// Builds the release again from a worktree of HEAD at another path; the bytes must match.
+fn check_reproducible(built: &Built) -> Result<()> {
+    let start = Instant::now();
+    let other = std::env::temp_dir().join(format!("sluice-reproduce-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&other);
+    let _ = run::run(run::program("git").args(["worktree", "prune"]));
+    run::run(run::program("git").args(["worktree", "add", "--detach"]).arg(&other).arg("HEAD"))?;
+    // Keep the first build's bytes: the second build writes the same output path.
+    let first = built.binary.clone();
+    let result = build_binary(&other).and_then(|binary| sha256(&binary));
+    let _ = run::run(run::program("git").args(["worktree", "remove", "--force"]).arg(&other));
+    let again = result?;
+    if again != built.binary_sha256 || sha256(&first)? != built.binary_sha256 {
+        return Err(Error::failed(format!(
+            "not reproducible: the release built at {} has sha256 {again}, the image's has {}",
+            other.display(),
+            built.binary_sha256
+        )));
+    }
+    println!(
+        "reproducible: the release built again at {} has the same sha256 {again} ({})",
+        other.display(),
+        run::duration(start.elapsed())
+    );
     Ok(())
 }
 
@@ -160,16 +202,22 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::failed(format!("cannot write {}: {e}", path.display())))
 }
 
-/// Builds the release binary; its bytes depend only on the sources and the toolchain: the
-/// checkout's and cargo's paths are remapped, and the `appliance` profile has no debug info.
-pub fn build_binary() -> Result<PathBuf> {
-    let root = run::root();
-    let target = root.join("target/image");
+/// Where the appliance release is built, whichever checkout it is built from: a fixed path,
+/// so the compiler flags (which name it) are the same for every checkout and the
+/// registry's crates are built once.
+pub const TARGET_DIR: &str = "/var/tmp/sluice-appliance-target";
+
+/// Builds the release binary from the checkout at `root`. Its bytes depend only on the
+/// sources and the toolchain: cargo gives rustc the workspace's files by relative path, the
+/// registry's and the build scripts' absolute paths are remapped to fixed names, and the
+/// `appliance` profile has no debug info and no symbols.
+pub fn build_binary(root: &Path) -> Result<PathBuf> {
+    let target = PathBuf::from(TARGET_DIR);
     let cargo_home = std::env::var("CARGO_HOME")
         .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_else(|_| "/root".into())));
-    let rustflags = format!("--remap-path-prefix={}=/sluice --remap-path-prefix={cargo_home}=/cargo", root.display());
+    let rustflags = format!("--remap-path-prefix={cargo_home}=/cargo --remap-path-prefix={TARGET_DIR}=/target");
     let start = Instant::now();
-    run::run(run::cargo().env("CARGO_TARGET_DIR", &target).env("RUSTFLAGS", rustflags).args([
+    run::run(run::cargo().current_dir(root).env("CARGO_TARGET_DIR", &target).env("RUSTFLAGS", rustflags).args([
         "build",
         "--profile",
         "appliance",
@@ -200,7 +248,7 @@ fn parse_packages(text: &str) -> Vec<String> {
 
 fn build(o: &Options) -> Result<Built> {
     let started = Instant::now();
-    let binary = build_binary()?;
+    let binary = build_binary(&run::root())?;
     let version_json = run::output(Command::new(&binary).args(["version", "--json"]))
         .ok_or_else(|| Error::failed(format!("{} version --json failed", binary.display())))?;
     let version = json_string(&version_json, "version")
@@ -464,6 +512,7 @@ mod tests {
             (Path::new("/tmp/img"), 2048, 64, true, false)
         );
         assert!(parse(&args("--boot-only")).unwrap().boot_only);
+        assert!(parse(&args("--check-reproducible")).unwrap().check_reproducible);
         assert_eq!(parse(&args("--size 100")).unwrap_err().code, 2);
         assert_eq!(parse(&args("--size")).unwrap_err().code, 2);
         assert_eq!(parse(&args("--fast")).unwrap_err().code, 2);
