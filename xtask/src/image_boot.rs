@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::image::{json_string, Built, Options};
 use crate::run::{self, Error, Result};
 
-/// The checks `/ready` lists for a single node, in its order.
+/// The checks `/ready` lists for a single node (its body names them in key order).
 pub const EXPECTED_CHECKS: &[&str] = &["dataplane", "dns", "policy", "store", "draining"];
 const MGMT_MAC: &str = "52:54:00:5e:10:01";
 const INTERNAL_MAC: &str = "52:54:00:5e:10:02";
@@ -110,7 +110,7 @@ pub fn seed_toml() -> String {
 dataplane = \"dpdk\"
 internal_port = \"net_af_packet0,iface=int0\"
 external_port = \"net_af_packet1,iface=ext0\"
-dpdk_eal_args = \"-l 0-1 --in-memory -m 256 --no-telemetry\"
+dpdk_eal_args = \"-l 0-1 --in-memory -m 256 --no-pci --no-telemetry\"
 internal_address = \"10.10.0.1/24\"
 external_address = \"203.0.113.2/24\"
 gateway = \"203.0.113.1\"
@@ -327,8 +327,11 @@ pub fn boot_test(o: &Options, built: &Built) -> Result<()> {
     let ready = wait_for(&vm, "GET /ready is 200 with every check passing", Duration::from_secs(120), || {
         https(port, &ca, None, "GET", "/ready", None).filter(|(code, _)| *code == 200).map(|(_, body)| body)
     })?;
-    let names = check_names(&ready);
-    if names != EXPECTED_CHECKS {
+    let mut names = check_names(&ready);
+    names.sort();
+    let mut expected = EXPECTED_CHECKS.to_vec();
+    expected.sort_unstable();
+    if names != expected {
         return Err(vm.fail(format!("/ready lists the checks {names:?}, expected {EXPECTED_CHECKS:?}: {ready}")));
     }
     println!("  /ready: {ready}");
@@ -340,6 +343,10 @@ pub fn boot_test(o: &Options, built: &Built) -> Result<()> {
         }
         json_string(&body, "release").ok_or_else(|| vm.fail(format!("no release in /api/v1/stats: {body}")))
     };
+    // The unit registers the seed's admin token right after READY=1 (ExecStartPost).
+    wait_for(&vm, "the seed's admin token is accepted", Duration::from_secs(120), || {
+        https(port, &ca, Some(&token), "GET", "/api/v1/stats", None).filter(|(code, _)| *code == 200)
+    })?;
     let running = release(&vm)?;
     if running != built.version {
         return Err(vm.fail(format!("the node reports release {running}, the image holds {}", built.version)));

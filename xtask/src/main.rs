@@ -51,13 +51,17 @@ Steps:
   doctest        cargo test --workspace --doc
   fuzz           cargo xtask fuzz --seconds 20 (every target)
   bench          cargo xtask bench engine --quick
+  image          cargo xtask image --boot-test --check-reproducible (the appliance: build it,
+                 build its release again from a second checkout and compare, boot it under
+                 QEMU and check it serves; the reproducibility check needs a clean tree)
 
 Options:
   --no-install   Skip the prerequisites step (nothing is installed)
   --skip-fuzz    Skip the fuzz smoke run
   --skip-bench   Skip the bench smoke run
   --skip-demo    Skip the live demo check
-  --fast         Same as --skip-fuzz --skip-bench
+  --skip-image   Skip the appliance image build and boot test
+  --fast         Same as --skip-fuzz --skip-bench --skip-image
   -h, --help     Print this help";
 
 const FUZZ_HELP: &str = "\
@@ -300,9 +304,11 @@ fn parse_test(args: &[String]) -> Result<pipeline::Options> {
             "--skip-fuzz" => opts.skip_fuzz = true,
             "--skip-bench" => opts.skip_bench = true,
             "--skip-demo" => opts.skip_demo = true,
+            "--skip-image" => opts.skip_image = true,
             "--fast" => {
                 opts.skip_fuzz = true;
                 opts.skip_bench = true;
+                opts.skip_image = true;
             }
             other => return Err(Error::usage(format!("unknown option `{other}` for `cargo xtask test`"))),
         }
@@ -410,7 +416,7 @@ mod tests {
     fn test_flags() {
         assert_eq!(parse_test(&[]).unwrap(), pipeline::Options::default());
         let opts = parse_test(&args("--fast --no-install")).unwrap();
-        assert!(opts.skip_fuzz && opts.skip_bench && opts.no_install);
+        assert!(opts.skip_fuzz && opts.skip_bench && opts.skip_image && opts.no_install);
         assert_eq!(parse_test(&args("--quick")).unwrap_err().code, 2);
     }
 

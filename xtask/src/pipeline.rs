@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::run::{self, Error, Result};
-use crate::{bench, fuzz, lab, prereq};
+use crate::{bench, fuzz, image, lab, prereq};
 
 /// Seconds each fuzz target runs for in the smoke run.
 pub const FUZZ_SMOKE_SECONDS: u64 = 20;
@@ -16,6 +16,7 @@ pub struct Options {
     pub skip_fuzz: bool,
     pub skip_bench: bool,
     pub skip_demo: bool,
+    pub skip_image: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,10 +29,11 @@ pub enum Step {
     Doctest,
     Fuzz,
     Bench,
+    Image,
 }
 
 impl Step {
-    pub const ALL: [Step; 8] = [
+    pub const ALL: [Step; 9] = [
         Step::Prerequisites,
         Step::Fmt,
         Step::Clippy,
@@ -40,6 +42,7 @@ impl Step {
         Step::Doctest,
         Step::Fuzz,
         Step::Bench,
+        Step::Image,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +55,7 @@ impl Step {
             Step::Doctest => "doctest",
             Step::Fuzz => "fuzz",
             Step::Bench => "bench",
+            Step::Image => "image",
         }
     }
 
@@ -61,6 +65,7 @@ impl Step {
             Step::Fuzz => !opts.skip_fuzz,
             Step::Bench => !opts.skip_bench,
             Step::Demo => !opts.skip_demo,
+            Step::Image => !opts.skip_image,
             _ => true,
         }
     }
@@ -201,6 +206,23 @@ fn run_step(step: Step, opts: &Options, tally: &mut Tally) -> Result<()> {
             ..fuzz::Options::default()
         }),
         Step::Bench => bench::run(BENCH_SMOKE_SUITE, true, &[]),
+        // The appliance: build it, prove the release inside is reproducible, boot it.
+        Step::Image => {
+            let clean = run::output(run::program("git").args(["status", "--porcelain", "--untracked-files=no"]))
+                .is_some_and(|s| s.trim().is_empty());
+            if !clean {
+                println!(
+                    "NOTE: uncommitted changes: the reproducibility check (a second build from HEAD) is left \
+                     out of this run; CI's clean checkout runs it"
+                );
+            }
+            image::run(&image::Options {
+                boot_test: true,
+                check_reproducible: clean,
+                install: !opts.no_install,
+                ..image::Options::default()
+            })
+        }
     }
 }
 
@@ -260,8 +282,10 @@ mod tests {
     #[test]
     fn plans_follow_the_flags() {
         assert_eq!(plan(&Options::default()), Step::ALL.to_vec());
-        let fast = Options { no_install: true, skip_fuzz: true, skip_bench: true, skip_demo: false };
+        let fast = Options { no_install: true, skip_fuzz: true, skip_bench: true, skip_demo: false, skip_image: true };
         assert_eq!(plan(&fast), [Step::Fmt, Step::Clippy, Step::Nextest, Step::Demo, Step::Doctest]);
+        let with_image = Options { skip_image: false, ..fast };
+        assert_eq!(plan(&with_image).last(), Some(&Step::Image));
         let no_demo = Options { skip_demo: true, ..fast };
         assert_eq!(plan(&no_demo), [Step::Fmt, Step::Clippy, Step::Nextest, Step::Doctest]);
     }
