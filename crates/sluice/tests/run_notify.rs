@@ -45,8 +45,9 @@ fn tells_the_service_manager(mode: Mode) {
     let socket_path = dir.path().join("notify.sock");
     let rx = listen(UnixDatagram::bind(&socket_path).unwrap());
     let socket = socket_path.to_str().unwrap().to_owned();
-    // A 900 ms watchdog: the node must ping about every 300 ms.
-    let env = [("NOTIFY_SOCKET", socket.as_str()), ("WATCHDOG_USEC", "900000")];
+    // A 1.5 s watchdog: the node pings about every 500 ms, and never lets a period pass.
+    let period = Duration::from_millis(1500);
+    let env = [("NOTIFY_SOCKET", socket.as_str()), ("WATCHDOG_USEC", "1500000")];
     let mut node = Sluice::start(&lab, dir.path(), &Launch { mode, env: &env, ..Launch::default() });
 
     let (ready_at, ready) = next_matching(&rx, "READY=1", Duration::from_secs(10));
@@ -54,9 +55,9 @@ fn tells_the_service_manager(mode: Mode) {
     assert!(node.log_text().contains("node running"), "READY=1 comes once the node runs");
     // Fed steadily from the control loop: no gap near the period.
     let mut last = ready_at;
-    for _ in 0..8 {
-        let (at, _) = next_matching(&rx, "WATCHDOG=1", Duration::from_secs(2));
-        assert!(at.duration_since(last) < Duration::from_millis(700), "a gap of {:?} between pings", at - last);
+    for _ in 0..6 {
+        let (at, _) = next_matching(&rx, "WATCHDOG=1", 2 * period);
+        assert!(at.duration_since(last) < period, "a gap of {:?} between pings", at - last);
         last = at;
     }
 
