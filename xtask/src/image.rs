@@ -40,7 +40,7 @@ Options:
   --boot-test         Then boot the qcow2 under qemu-system-x86_64 (KVM when /dev/kvm opens,
                       else software emulation) with a seed disk, a management NIC forwarded
                       to the host and two data NICs, and check /health, /ready, the version
-                      and an upgrade over HTTPS (see `cargo xtask image --boot-test --help`)
+                      and an upgrade over HTTPS (docs/image.md)
   --boot-only         Boot-test the image already in --out, without building
   --check-reproducible  Then build the release again from a second checkout of HEAD at
                       another path (git worktree) and require the same SHA-256 (the tree
