@@ -191,6 +191,16 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(200));
         task.abort();
+        // Aborting does not stop a take-and-prune already on the blocking pool: let the one
+        // in flight (taken, not yet pruned) finish before counting.
+        let settle = Instant::now() + Duration::from_secs(10);
+        while scheduled() != 2 || {
+            std::thread::sleep(Duration::from_millis(150));
+            scheduled() != 2
+        } {
+            assert!(Instant::now() < settle, "scheduled snapshots never settled at 2: {}", scheduled());
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let listed = snapshots.list().unwrap();
         let kinds: Vec<&str> = listed.iter().map(|s| s.kind.as_str()).collect();
         assert_eq!(kinds.iter().filter(|k| **k == "scheduled").count(), 2, "{kinds:?}");
