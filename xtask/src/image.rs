@@ -198,7 +198,7 @@ fn sha256(path: &Path) -> Result<String> {
     Ok(out.split_whitespace().next().unwrap_or_default().to_owned())
 }
 
-fn write(path: &Path, text: &str) -> Result<()> {
+pub fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::failed(format!("cannot write {}: {e}", path.display())))
 }
 
@@ -446,10 +446,8 @@ fn assemble(o: &Options, work: &Path, rootfs: &Path, cmdline: &str, root_uuid: &
     let cfg = std::fs::read_to_string(&template).map_err(|e| Error::failed(format!("{}: {e}", template.display())))?;
     let cfg_path = work.join("syslinux.cfg");
     write(&cfg_path, &cfg.replace("@CMDLINE@", cmdline))?;
-    let kernel = std::fs::canonicalize(rootfs.join("vmlinuz")).map_err(|e| Error::failed(e.to_string()))?;
-    let initrd = std::fs::canonicalize(rootfs.join("initrd.img")).map_err(|e| Error::failed(e.to_string()))?;
-    let kernel = resolve_in(rootfs, &kernel);
-    let initrd = resolve_in(rootfs, &initrd);
+    let kernel = inside(rootfs, "vmlinuz")?;
+    let initrd = inside(rootfs, "initrd.img")?;
     for (from, to) in [(&kernel, "::/vmlinuz"), (&initrd, "::/initrd.img"), (&cfg_path, "::/syslinux.cfg")] {
         run::run(run::program("mcopy").arg("-i").arg(&boot_img).arg(from).arg(to))?;
     }
@@ -491,12 +489,11 @@ fn assemble(o: &Options, work: &Path, rootfs: &Path, cmdline: &str, root_uuid: &
     Ok(disk)
 }
 
-/// `canonicalize` followed the rootfs's absolute symlink on the host: map it back inside.
-fn resolve_in(rootfs: &Path, resolved: &Path) -> PathBuf {
-    if resolved.starts_with(rootfs) {
-        return resolved.to_path_buf();
-    }
-    rootfs.join(resolved.strip_prefix("/").unwrap_or(resolved))
+/// The file the root filesystem's `/<link>` symlink names (Debian's kernel links), inside
+/// `rootfs`: an absolute target is read as the image's path, not the host's.
+fn inside(rootfs: &Path, link: &str) -> Result<PathBuf> {
+    let target = std::fs::read_link(rootfs.join(link)).map_err(|e| Error::failed(format!("/{link}: {e}")))?;
+    Ok(rootfs.join(target.strip_prefix("/").unwrap_or(&target)))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::image::{json_string, Built, Options};
+use crate::image::{json_string, write, Built, Options};
 use crate::run::{self, Error, Result};
 
 /// The checks `/ready` lists for a single node (its body names them in key order).
@@ -85,10 +85,6 @@ fn kvm_usable() -> bool {
 fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::failed(e.to_string()))?;
     Ok(listener.local_addr().map_err(|e| Error::failed(e.to_string()))?.port())
-}
-
-fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|e| Error::failed(format!("cannot write {}: {e}", path.display())))
 }
 
 fn random_hex(bytes: usize) -> Result<String> {

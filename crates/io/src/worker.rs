@@ -109,14 +109,14 @@ impl IoStats {
         }
     }
 
-    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    /// The last of a worker's publications: also its heartbeat.
     pub(crate) fn publish_no_port(&self, frames: u64) {
         self.no_port.store(frames, Ordering::Relaxed);
         self.beat();
     }
 
     /// One sign of life from the (only) writer, the worker.
-    pub(crate) fn beat(&self) {
+    fn beat(&self) {
         self.heartbeat.store(self.heartbeat.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
@@ -423,7 +423,6 @@ impl<'a> Loop<'a> {
                 self.stats.publish(id, &s);
             }
         }
-        self.stats.no_port.store(self.no_port, Ordering::Relaxed);
-        self.stats.beat();
+        self.stats.publish_no_port(self.no_port);
     }
 }

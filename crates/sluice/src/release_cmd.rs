@@ -239,8 +239,8 @@ pub fn release(command: &ReleaseCommand) -> Output {
         }
         ReleaseCommand::Stage { file, sha256, make_current, slots: args } => {
             let releases = slots(args);
-            let current = releases.current().map_err(|e| refused(&e))?;
-            if let (true, Some(current)) = (*make_current, &current) {
+            let current = if *make_current { releases.current().map_err(|e| refused(&e))? } else { None };
+            if let Some(current) = current {
                 return Err(Failure::new(
                     Exit::Refused,
                     format!(
