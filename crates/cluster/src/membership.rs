@@ -11,6 +11,13 @@ use crate::network::member_address;
 use crate::node::{Shared, TRANSFER_TIMEOUT};
 use crate::proto;
 
+/// Whether the leader's replication to `target` has reached the leader's last log entry.
+fn target_caught_up(raft: &sluice_store::raft::Raft, target: NodeId) -> bool {
+    let metrics = raft.metrics().borrow().clone();
+    let matched = metrics.replication.as_ref().and_then(|r| r.get(&target).copied().flatten());
+    matched.map(|log_id| log_id.index) >= metrics.last_log_index
+}
+
 impl Shared {
     /// On the leader: pauses heartbeats (a follower refuses to vote while it has heard from a
     /// leader within its lease, the election timeout's upper bound), asks the target to stand
@@ -44,6 +51,13 @@ impl Shared {
             while Instant::now() < deadline {
                 if self.store.status().leader == Some(target) {
                     return Ok(target);
+                }
+                // A candidate whose log is behind the leader's is refused every vote, so asking it
+                // to stand before it has caught up (a node just restarted, say) only burns terms.
+                if !target_caught_up(raft, target) {
+                    last_error = "its log did not catch up with the leader's".into();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
                 }
                 if let Err(status) = agent.elect_now(proto::ElectRequest {}).await {
                     last_error = status.message().to_owned();

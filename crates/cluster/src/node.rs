@@ -25,8 +25,9 @@ use crate::service::{AgentService, JoinService, RaftService};
 pub const CONTACT_BOUND: Duration = Duration::from_secs(3);
 /// How often every peer's status is asked for.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// How long a leadership transfer may take.
-pub(crate) const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a leadership transfer may take: the target's catch-up, the followers' leases
+/// running out and its election, on a loaded machine.
+pub(crate) const TRANSFER_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a seed waits to lead its own group, and a joiner to be made a voter.
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 
