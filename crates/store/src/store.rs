@@ -162,8 +162,9 @@ pub struct Store {
 
 /// How long a write in a cluster waits for a leader to be elected before it is refused.
 const LEADER_WAIT: Duration = Duration::from_secs(3);
-/// How long a proposal waits while writes are held for a leadership transfer.
-const HOLD_LIMIT: Duration = Duration::from_secs(12);
+/// How long a proposal waits while writes are held for a leadership transfer: a little past
+/// the transfer's own 20 s deadline, and well inside the API's 30 s request timeout.
+const HOLD_LIMIT: Duration = Duration::from_secs(22);
 /// How long a forwarded write may take to show up in this node's applied state.
 const FORWARDED_APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -298,7 +299,7 @@ impl Store {
         }
     }
 
-    /// Holds new proposals on this node (they wait, at most 12 s, then go on): a leader
+    /// Holds new proposals on this node (they wait, at most [`HOLD_LIMIT`], then go on): a leader
     /// handing over leadership stops growing its log so the target can catch up and win the
     /// election (a candidate whose log is behind the leader's is refused the vote). A held
     /// write that finds another leader afterwards is forwarded or refused as usual.
