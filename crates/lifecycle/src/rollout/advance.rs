@@ -137,6 +137,16 @@ fn rolling(plan: &mut Plan, leader: u64, seen: &BTreeMap<u64, Observation>, now_
                     ),
                 };
             }
+            if plan.nodes.len() > 1 && plan.nodes.last().map(|s| s.node_id) == Some(id) {
+                // The leader when the plan was made, no longer leading: an election moved the
+                // leadership on its own (a restarted follower standing before it heard from
+                // the leader, say). Say so, since no transfer will appear in the log.
+                plan.event(
+                    now_ms,
+                    Some(id),
+                    format!("the leadership moved to node {leader} on its own; this node restarts as a follower"),
+                );
+            }
             if figures.release == target {
                 // Already there (e.g. restarted by an earlier leader that lost the plan write).
                 let s = plan.step_mut(id);

@@ -169,6 +169,27 @@ fn a_full_upgrade_moves_leadership_before_the_leaders_turn() {
 }
 
 #[test]
+fn a_leader_that_lost_the_leadership_on_its_own_restarts_without_a_transfer_and_the_log_says_why() {
+    let mut plan = plan();
+    past_preflight(&mut plan);
+    let mut releases: BTreeMap<u64, String> = (1..=3).map(|n| (n, "1.0.0".to_owned())).collect();
+    upgrade_step(&mut plan, 2, &mut releases, 0);
+    let view = |r: &BTreeMap<u64, String>| r.iter().map(|(n, r)| (*n, healthy(r, 100))).collect::<BTreeMap<_, _>>();
+    advance(&mut plan, LEADER, &view(&releases), 1_100);
+    releases.insert(3, "2.0.0".into());
+    assert!(advance(&mut plan, LEADER, &view(&releases), 1_200).is_empty());
+    // An election made node 2 the leader before the planned leader's turn.
+    let effects = advance(&mut plan, 2, &view(&releases), 2_300);
+    assert_eq!(effects, vec![Effect::Restart { node_id: LEADER, version: "2.0.0".into() }]);
+    let said: Vec<&str> =
+        plan.events.iter().filter(|e| e.node_id == Some(LEADER)).map(|e| e.message.as_str()).collect();
+    assert!(!said.iter().any(|m| m.contains("moving leadership")), "{said:?}");
+    let moved = said.iter().position(|m| m.contains("moved to node 2 on its own")).expect("the move is logged");
+    let restart = said.iter().position(|m| m.contains("restarting into")).unwrap();
+    assert!(moved < restart, "{said:?}");
+}
+
+#[test]
 fn a_node_that_returns_on_its_own_stops_the_rollout_and_nothing_else_moves() {
     let mut plan = plan();
     past_preflight(&mut plan);
