@@ -237,7 +237,20 @@ impl TestNode {
 
     pub async fn stop(mut self) {
         self.server.take().unwrap().shutdown(Duration::from_secs(1)).await;
-        let store = Arc::try_unwrap(self.store).ok().expect("nothing else holds the store");
+        // An aborted task (an admin socket's accept loop, say) drops its store handle when the
+        // runtime next reaches it, not at `abort()`: wait for that, bounded, as `sluice run` does.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut store = self.store;
+        let store = loop {
+            match Arc::try_unwrap(store) {
+                Ok(owned) => break owned,
+                Err(shared) if std::time::Instant::now() < deadline => {
+                    store = shared;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(_) => panic!("something still holds the store 5 s after the server stopped"),
+            }
+        };
         store.shutdown().await.unwrap();
     }
 
