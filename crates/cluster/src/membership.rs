@@ -13,7 +13,8 @@ use crate::proto;
 
 /// Whether the leader's replication to `target` has reached the leader's last log entry.
 fn target_caught_up(raft: &sluice_store::raft::Raft, target: NodeId) -> bool {
-    let metrics = raft.metrics().borrow().clone();
+    let receiver = raft.metrics();
+    let metrics = receiver.borrow();
     let matched = metrics.replication.as_ref().and_then(|r| r.get(&target).copied().flatten());
     matched.map(|log_id| log_id.index) >= metrics.last_log_index
 }

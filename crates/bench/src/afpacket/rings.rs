@@ -183,40 +183,74 @@ impl Drop for RxRing {
     }
 }
 
-/// A TPACKET_V2 receive ring: one slot per frame, each handed over by its own status word,
-/// so a frame is visible as soon as the kernel has written it (no block timeout).
-pub(super) struct RxRingV2 {
-    pub(super) fd: i32,
+/// A mapped TPACKET_V2 ring of 2 KiB frame slots (receive or transmit), walked in order.
+struct V2Slots {
+    fd: i32,
     map: *mut u8,
     frame_size: usize,
     frames: usize,
     next: usize,
 }
 
-impl RxRingV2 {
-    pub(super) fn open(ifname: &str) -> RxRingV2 {
-        let (block_size, blocks, frame_size) = (1usize << 16, 256usize, 2048usize);
+impl V2Slots {
+    /// `ring` is `PACKET_RX_RING` or `PACKET_TX_RING`; `blocks` of 64 KiB each.
+    fn open(ifname: &str, ring: libc::c_int, blocks: usize) -> V2Slots {
+        let (block_size, frame_size) = (1usize << 16, 2048usize);
+        let frames = block_size * blocks / frame_size;
         let req = libc::tpacket_req {
             tp_block_size: block_size as u32,
             tp_block_nr: blocks as u32,
             tp_frame_size: frame_size as u32,
-            tp_frame_nr: (block_size * blocks / frame_size) as u32,
+            tp_frame_nr: frames as u32,
         };
         let version = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
-        let (fd, map) = ring_socket(ifname, version, libc::PACKET_RX_RING, &req, block_size * blocks);
-        RxRingV2 { fd, map, frame_size, frames: block_size * blocks / frame_size, next: 0 }
+        let (fd, map) = ring_socket(ifname, version, ring, &req, block_size * blocks);
+        V2Slots { fd, map, frame_size, frames, next: 0 }
+    }
+
+    /// The slot under the cursor and its header.
+    fn current(&self) -> (*mut u8, *mut libc::tpacket2_hdr) {
+        // SAFETY: `next < frames`, so the slot lies inside the mapping.
+        let slot = unsafe { self.map.add(self.next * self.frame_size) };
+        (slot, slot.cast())
+    }
+
+    fn advance(&mut self) {
+        self.next = (self.next + 1) % self.frames;
+    }
+}
+
+impl Drop for V2Slots {
+    fn drop(&mut self) {
+        // SAFETY: our mapping and descriptor.
+        unsafe {
+            libc::munmap(self.map.cast(), self.frame_size * self.frames);
+            libc::close(self.fd);
+        }
+    }
+}
+
+/// A TPACKET_V2 receive ring: one slot per frame, each handed over by its own status word,
+/// so a frame is visible as soon as the kernel has written it (no block timeout).
+pub(super) struct RxRingV2 {
+    pub(super) fd: i32,
+    slots: V2Slots,
+}
+
+impl RxRingV2 {
+    pub(super) fn open(ifname: &str) -> RxRingV2 {
+        let slots = V2Slots::open(ifname, libc::PACKET_RX_RING, 256);
+        RxRingV2 { fd: slots.fd, slots }
     }
 
     /// Hands up to `max` ready frames to `f`; returns how many.
     pub(super) fn read_burst(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> usize {
         let mut n = 0;
         while n < max {
-            // SAFETY: the slot lies inside the mapping; it is ours from the moment its status
-            // has TP_STATUS_USER (acquire) until we write TP_STATUS_KERNEL (after a release
-            // fence).
+            let (slot, h) = self.slots.current();
+            // SAFETY: the slot is ours from the moment its status has TP_STATUS_USER
+            // (acquire) until we write TP_STATUS_KERNEL (after a release fence).
             unsafe {
-                let slot = self.map.add(self.next * self.frame_size);
-                let h = slot.cast::<libc::tpacket2_hdr>();
                 let status = std::ptr::addr_of_mut!((*h).tp_status);
                 if std::ptr::read_volatile(status) & libc::TP_STATUS_USER == 0 {
                     break;
@@ -226,44 +260,23 @@ impl RxRingV2 {
                 std::sync::atomic::fence(Ordering::Release);
                 std::ptr::write_volatile(status, libc::TP_STATUS_KERNEL);
             }
-            self.next = (self.next + 1) % self.frames;
+            self.slots.advance();
             n += 1;
         }
         n
     }
 }
 
-impl Drop for RxRingV2 {
-    fn drop(&mut self) {
-        // SAFETY: our mapping and descriptor.
-        unsafe {
-            libc::munmap(self.map.cast(), self.frame_size * self.frames);
-            libc::close(self.fd);
-        }
-    }
-}
-
 /// A TPACKET_V2 transmit ring.
 pub(super) struct TxRing {
     pub(super) fd: i32,
-    map: *mut u8,
-    frame_size: usize,
-    frames: usize,
-    next: usize,
+    slots: V2Slots,
 }
 
 impl TxRing {
     pub(super) fn open(ifname: &str) -> TxRing {
-        let (block_size, blocks, frame_size) = (1usize << 16, 64usize, 2048usize);
-        let req = libc::tpacket_req {
-            tp_block_size: block_size as u32,
-            tp_block_nr: blocks as u32,
-            tp_frame_size: frame_size as u32,
-            tp_frame_nr: (block_size * blocks / frame_size) as u32,
-        };
-        let version = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
-        let (fd, map) = ring_socket(ifname, version, libc::PACKET_TX_RING, &req, block_size * blocks);
-        TxRing { fd, map, frame_size, frames: block_size * blocks / frame_size, next: 0 }
+        let slots = V2Slots::open(ifname, libc::PACKET_TX_RING, 64);
+        TxRing { fd: slots.fd, slots }
     }
 
     /// Copies the frames into free slots (waiting for the kernel to free one if needed) and
@@ -271,12 +284,10 @@ impl TxRing {
     pub(super) fn send_burst(&mut self, burst: &[[u8; FRAME_LEN]]) {
         let data_offset = libc::TPACKET2_HDRLEN - std::mem::size_of::<libc::sockaddr_ll>();
         for frame in burst {
-            // SAFETY: the slot lies inside the mapping; a slot whose status is
-            // TP_STATUS_AVAILABLE is ours until we set TP_STATUS_SEND_REQUEST (after a
-            // release fence).
+            let (slot, h) = self.slots.current();
+            // SAFETY: a slot whose status is TP_STATUS_AVAILABLE is ours until we set
+            // TP_STATUS_SEND_REQUEST (after a release fence).
             unsafe {
-                let slot = self.map.add(self.next * self.frame_size);
-                let h = slot.cast::<libc::tpacket2_hdr>();
                 let status = std::ptr::addr_of_mut!((*h).tp_status);
                 while std::ptr::read_volatile(status) != libc::TP_STATUS_AVAILABLE {
                     libc::send(self.fd, std::ptr::null(), 0, libc::MSG_DONTWAIT);
@@ -286,19 +297,9 @@ impl TxRing {
                 std::sync::atomic::fence(Ordering::Release);
                 std::ptr::write_volatile(status, libc::TP_STATUS_SEND_REQUEST);
             }
-            self.next = (self.next + 1) % self.frames;
+            self.slots.advance();
         }
         // SAFETY: a null buffer with length 0 asks the kernel to send the ring's requests.
         unsafe { libc::send(self.fd, std::ptr::null(), 0, libc::MSG_DONTWAIT) };
-    }
-}
-
-impl Drop for TxRing {
-    fn drop(&mut self) {
-        // SAFETY: our mapping and descriptor.
-        unsafe {
-            libc::munmap(self.map.cast(), self.frame_size * self.frames);
-            libc::close(self.fd);
-        }
     }
 }

@@ -61,12 +61,19 @@ fn past_preflight(plan: &mut Plan) {
     }
 }
 
+/// Every node healthy at index 100 on the release `releases` gives it.
+fn view(releases: &BTreeMap<u64, String>) -> BTreeMap<u64, Observation> {
+    releases.iter().map(|(n, r)| (*n, healthy(r, 100))).collect()
+}
+
+/// Nodes 1 to 3, all on `release`.
+fn all_on(release: &str) -> BTreeMap<u64, String> {
+    (1..=3).map(|n| (n, release.to_owned())).collect()
+}
+
 /// Brings the node `node` through restart and observation; `at` is the clock when it
 /// reports the target.
 fn upgrade_step(plan: &mut Plan, node: u64, releases: &mut BTreeMap<u64, String>, at: u64) {
-    let view = |releases: &BTreeMap<u64, String>| -> BTreeMap<u64, Observation> {
-        releases.iter().map(|(n, r)| (*n, healthy(r, 100))).collect()
-    };
     assert_eq!(
         advance(plan, LEADER, &view(releases), at),
         vec![Effect::Restart { node_id: node, version: "2.0.0".into() }]
@@ -140,10 +147,9 @@ fn preflight_waits_for_a_passing_problem_and_refuses_a_lasting_or_fatal_one() {
 fn a_full_upgrade_moves_leadership_before_the_leaders_turn() {
     let mut plan = plan();
     past_preflight(&mut plan);
-    let mut releases: BTreeMap<u64, String> = (1..=3).map(|n| (n, "1.0.0".to_owned())).collect();
+    let mut releases = all_on("1.0.0");
     upgrade_step(&mut plan, 2, &mut releases, 0);
     // Window over: node 2 done and node 3's restart asked in the same turn.
-    let view = |r: &BTreeMap<u64, String>| r.iter().map(|(n, r)| (*n, healthy(r, 100))).collect::<BTreeMap<_, _>>();
     assert_eq!(
         advance(&mut plan, LEADER, &view(&releases), 1_100),
         vec![Effect::Restart { node_id: 3, version: "2.0.0".into() }]
@@ -172,9 +178,8 @@ fn a_full_upgrade_moves_leadership_before_the_leaders_turn() {
 fn a_leader_that_lost_the_leadership_on_its_own_restarts_without_a_transfer_and_the_log_says_why() {
     let mut plan = plan();
     past_preflight(&mut plan);
-    let mut releases: BTreeMap<u64, String> = (1..=3).map(|n| (n, "1.0.0".to_owned())).collect();
+    let mut releases = all_on("1.0.0");
     upgrade_step(&mut plan, 2, &mut releases, 0);
-    let view = |r: &BTreeMap<u64, String>| r.iter().map(|(n, r)| (*n, healthy(r, 100))).collect::<BTreeMap<_, _>>();
     advance(&mut plan, LEADER, &view(&releases), 1_100);
     releases.insert(3, "2.0.0".into());
     assert!(advance(&mut plan, LEADER, &view(&releases), 1_200).is_empty());
@@ -241,7 +246,7 @@ fn each_trigger_of_the_window_stops_the_rollout_with_its_measurements() {
     for (observation, trigger) in cases {
         let mut plan = plan();
         past_preflight(&mut plan);
-        let mut releases: BTreeMap<u64, String> = (1..=3).map(|n| (n, "1.0.0".to_owned())).collect();
+        let mut releases = all_on("1.0.0");
         upgrade_step(&mut plan, 2, &mut releases, 0);
         let effects = advance(&mut plan, LEADER, &seen("1.0.0", &[(2, observation)]), 600);
         assert_eq!(effects, vec![Effect::Diagnostics { node_id: 2 }], "{trigger}");
@@ -260,7 +265,7 @@ fn each_trigger_of_the_window_stops_the_rollout_with_its_measurements() {
 fn a_not_ready_blip_in_the_window_passes_and_a_lasting_one_fails() {
     let mut plan = plan();
     past_preflight(&mut plan);
-    let mut releases: BTreeMap<u64, String> = (1..=3).map(|n| (n, "1.0.0".to_owned())).collect();
+    let mut releases = all_on("1.0.0");
     upgrade_step(&mut plan, 2, &mut releases, 0);
     let unready = Observation { figures: Figures { ready: false, ..figures("2.0.0", 100) }, ..healthy("2.0.0", 100) };
     assert!(advance(&mut plan, LEADER, &seen("1.0.0", &[(2, unready.clone())]), 600).is_empty());
@@ -277,7 +282,7 @@ fn a_not_ready_blip_in_the_window_passes_and_a_lasting_one_fails() {
     // A blip that passes: the window ends and the next node goes.
     let mut plan = self::plan();
     past_preflight(&mut plan);
-    let mut releases: BTreeMap<u64, String> = (1..=3).map(|n| (n, "1.0.0".to_owned())).collect();
+    let mut releases = all_on("1.0.0");
     upgrade_step(&mut plan, 2, &mut releases, 0);
     let unready = Observation { figures: Figures { ready: false, ..figures("2.0.0", 100) }, ..healthy("2.0.0", 100) };
     advance(&mut plan, LEADER, &seen("1.0.0", &[(2, unready)]), 600);
@@ -289,7 +294,7 @@ fn a_not_ready_blip_in_the_window_passes_and_a_lasting_one_fails() {
 fn a_drop_rate_within_twice_the_baseline_and_few_api_errors_pass() {
     let mut plan = plan();
     past_preflight(&mut plan);
-    let mut releases: BTreeMap<u64, String> = (1..=3).map(|n| (n, "1.0.0".to_owned())).collect();
+    let mut releases = all_on("1.0.0");
     upgrade_step(&mut plan, 2, &mut releases, 0);
     // 15 drops in 10 000 packets (1500 ppm, under 2 x 1000), 5 % API errors.
     let fine = Figures { packets: 20_000, drops: 25, api_requests: 100, api_errors: 5, ..figures("2.0.0", 100) };
@@ -303,7 +308,7 @@ fn a_drop_rate_within_twice_the_baseline_and_few_api_errors_pass() {
 fn an_applied_index_that_stops_while_the_leader_moves_on_is_not_progressing() {
     let mut plan = plan();
     past_preflight(&mut plan);
-    let mut releases: BTreeMap<u64, String> = (1..=3).map(|n| (n, "1.0.0".to_owned())).collect();
+    let mut releases = all_on("1.0.0");
     upgrade_step(&mut plan, 2, &mut releases, 0);
     let leader = healthy("1.0.0", 100 + MAX_LAG + 10);
     advance(&mut plan, LEADER, &seen("1.0.0", &[(1, leader), (2, healthy("2.0.0", 100))]), 700);
@@ -316,9 +321,8 @@ fn an_applied_index_that_stops_while_the_leader_moves_on_is_not_progressing() {
 fn a_failure_on_the_second_node_returns_the_nodes_in_reverse_order() {
     let mut plan = plan();
     past_preflight(&mut plan);
-    let mut releases: BTreeMap<u64, String> = (1..=3).map(|n| (n, "1.0.0".to_owned())).collect();
+    let mut releases = all_on("1.0.0");
     upgrade_step(&mut plan, 2, &mut releases, 0);
-    let view = |r: &BTreeMap<u64, String>| r.iter().map(|(n, r)| (*n, healthy(r, 100))).collect::<BTreeMap<_, _>>();
     advance(&mut plan, LEADER, &view(&releases), 1_100);
     releases.insert(3, "2.0.0".into());
     advance(&mut plan, LEADER, &view(&releases), 1_200);
