@@ -19,7 +19,10 @@ use crate::huge::HugeArray;
 
 /// A 5-tuple as seen on the wire in one direction. Ports are ICMP echo ids for echo flows
 /// (see [`crate::parse::L4::IcmpEcho`]).
+///
+/// `repr(C)` so [`FlowKey::words`] reads each word of a stored key in one load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
 pub struct FlowKey {
     pub src: u32,
     pub dst: u32,
@@ -35,13 +38,15 @@ impl FlowKey {
         FlowKey { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, proto: self.proto }
     }
 
-    /// The key as two words: addresses, then ports and protocol. Hashing mixes them, and
-    /// comparing them is cheaper than comparing five fields one by one.
+    /// The key as two words: the addresses (`dst << 32 | src`), then ports and protocol
+    /// (`proto << 32 | dport << 16 | sport`). Hashing mixes them, and comparing them is
+    /// cheaper than comparing five fields one by one. Each word packs fields in the order
+    /// they are laid out, so on a little-endian machine a stored key's word is one load.
     #[inline(always)]
-    fn words(&self) -> (u64, u64) {
+    pub fn words(&self) -> (u64, u64) {
         (
-            (u64::from(self.src) << 32) | u64::from(self.dst),
-            (u64::from(self.sport) << 24) | (u64::from(self.dport) << 8) | u64::from(self.proto),
+            (u64::from(self.dst) << 32) | u64::from(self.src),
+            (u64::from(self.proto) << 32) | (u64::from(self.dport) << 16) | u64::from(self.sport),
         )
     }
 
@@ -265,6 +270,12 @@ impl FlowTable {
     #[inline(always)]
     pub fn hash(&self, k: &FlowKey) -> u32 {
         let (a, b) = k.words();
+        self.hash_words(a, b)
+    }
+
+    /// [`hash`](Self::hash) of a key given as its [`FlowKey::words`].
+    #[inline(always)]
+    pub fn hash_words(&self, a: u64, b: u64) -> u32 {
         let (a, b) = (a ^ self.seed, b ^ self.seed.rotate_left(29));
         let mut x = a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F).rotate_left(31);
         x ^= x >> 32;
@@ -314,10 +325,12 @@ impl FlowTable {
         }
     }
 
-    /// [`lookup`](Self::lookup) for a key expected in one direction: the index of the flow
-    /// whose `dir` key it is, or `None` (also when it is some flow's key the other way).
+    /// [`lookup`](Self::lookup) for a key expected in one direction, given as its
+    /// [`FlowKey::words`] (the fast path reads them from the frame in two loads): the index
+    /// of the flow whose `dir` key it is, or `None` (also when it is some flow's key the
+    /// other way).
     #[inline(always)]
-    pub fn lookup_dir(&self, key: &FlowKey, hash: u32, dir: Dir) -> Option<u32> {
+    pub fn lookup_dir(&self, addrs: u64, ports: u64, hash: u32, dir: Dir) -> Option<u32> {
         let want = u32::from(dir == Dir::Reply);
         let mut i = hash as usize & self.mask;
         loop {
@@ -328,12 +341,8 @@ impl FlowTable {
             // Hash and direction in one comparison: the low bit of `ref - 1` is the direction.
             if slot_hash(s) == hash && ((s as u32).wrapping_sub(1) & 1) == want {
                 let idx = ((s as u32) - 1) / 2;
-                let f = &self.flows[idx as usize];
-                let found = match dir {
-                    Dir::Orig => f.orig.same(key),
-                    Dir::Reply => self.reply_key(f).same(key),
-                };
-                if found {
+                let (a, b) = self.key(&self.flows[idx as usize], dir).words();
+                if (a ^ addrs) | (b ^ ports) == 0 {
                     return Some(idx);
                 }
             }

@@ -68,6 +68,66 @@ pub const MAX_BURST: usize = 64;
 /// read to find it has usually arrived.
 const PREFETCH_AHEAD: usize = 8;
 
+/// What stage 1 of a burst learned about one packet: its flow key (as the two words of
+/// [`crate::flow::FlowKey::words`]) and the key's hash, and whether the fast path's probe
+/// took it (then the packet was not parsed in full) or the parser did.
+#[derive(Debug, Clone, Copy, Default)]
+struct Lead {
+    addrs: u64,
+    ports: u64,
+    hash: u32,
+    /// The TTL, for a probed packet.
+    ttl: u8,
+    kind: LeadKind,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum LeadKind {
+    /// No flow key (not IPv4 with ports, or not parsed): the parse result says what it is.
+    #[default]
+    Unkeyed,
+    /// Parsed in full, with a flow key.
+    Parsed,
+    /// Probed: a TCP segment without SYN, FIN or RST.
+    ProbedTcp,
+    /// Probed: a UDP datagram.
+    ProbedUdp,
+}
+
+fn probe_kind(p: &parse::Probe) -> LeadKind {
+    if p.tcp {
+        LeadKind::ProbedTcp
+    } else {
+        LeadKind::ProbedUdp
+    }
+}
+
+impl Lead {
+    /// The probe this lead carries, for a probed packet.
+    #[inline(always)]
+    fn probe(&self) -> Option<parse::Probe> {
+        let tcp = match self.kind {
+            LeadKind::ProbedTcp => true,
+            LeadKind::ProbedUdp => false,
+            _ => return None,
+        };
+        Some(parse::Probe { addrs: self.addrs, ports: self.ports, ttl: self.ttl, tcp })
+    }
+
+    /// The flow key, for a keyed packet.
+    #[inline]
+    fn key(&self) -> crate::flow::FlowKey {
+        debug_assert!(self.kind != LeadKind::Unkeyed);
+        crate::flow::FlowKey {
+            src: self.addrs as u32,
+            dst: (self.addrs >> 32) as u32,
+            sport: self.ports as u16,
+            dport: (self.ports >> 16) as u16,
+            proto: (self.ports >> 32) as u8,
+        }
+    }
+}
+
 /// ICMP error rate limiter: a token bucket refilled from `now`.
 struct TokenBucket {
     tokens: u64,
@@ -118,6 +178,8 @@ pub struct Engine {
     last_publish: u64,
     /// Whether established flows take the fast path (`fast`); off only to compare the two.
     fast_path: bool,
+    /// The configuration as the fast path compares against it.
+    fast: fast::FastConstants,
     /// Packets the fast path forwarded (for tests: proof that it runs).
     fast_path_packets: u64,
     /// The control plane's read path into the tables (see [`crate::view`]).
@@ -194,6 +256,7 @@ impl Engine {
             hop_cache: [HopCache::default(); 2],
             last_publish: 0,
             fast_path: true,
+            fast: fast::FastConstants::new(&cfg),
             fast_path_packets: 0,
             views: None,
             current,
@@ -291,8 +354,9 @@ impl Engine {
         // One reference per burst, not per packet: the count lives on a line shared by all
         // workers.
         let current = Arc::clone(&self.current);
+        let fast = self.fast_path_usable(from);
         let mut parsed = [Err(ParseError::EthernetTruncated); MAX_BURST];
-        let mut hashes = [0u32; MAX_BURST];
+        let mut leads = [Lead::default(); MAX_BURST];
         let (rx_packets, rx_bytes) = match from {
             PortId::Internal => (Counter::InternalRxPackets, Counter::InternalRxBytes),
             PortId::External => (Counter::ExternalRxPackets, Counter::ExternalRxBytes),
@@ -301,46 +365,68 @@ impl Engine {
         for (chunk, acts) in frames.chunks_mut(MAX_BURST).zip(actions.chunks_mut(MAX_BURST)) {
             let n = chunk.len();
             let mut bytes = 0;
-            // Stage 1: parse everything and prefetch each packet's index slot, and, a few
-            // packets behind (so that slot has had time to arrive), the flow record that slot
-            // points at; stage 2 does the last few records. By the time stage 3 looks a flow
-            // up, its two cache misses have overlapped with the rest of the burst's.
+            // Stage 1: probe (or else parse) everything and prefetch each packet's index
+            // slot, and, a few packets behind (so that slot has had time to arrive), the flow
+            // record that slot points at; stage 2 does the last few records. By the time
+            // stage 3 looks a flow up, its two cache misses have overlapped with the rest of
+            // the burst's.
             for i in 0..n {
                 let frame = chunk[i].data();
                 bytes += frame.len();
-                // Hash from the fresh result, before it is stored: reading it back from the
-                // array right away stalls on store forwarding.
-                let r = parse_frame(frame);
-                if let Ok(ParsedFrame { l3: L3::Ipv4(ip), .. }) = &r {
-                    if let Some(k) = forward::key_of(ip) {
-                        let h = self.flows.hash(&k);
-                        self.flows.prefetch(h);
-                        hashes[i] = h;
+                // The lead is built and hashed in registers before it is stored: reading it
+                // back from the array right away stalls on store forwarding.
+                let probed = if fast { parse::probe(frame) } else { None };
+                let mut lead = match probed {
+                    Some(probe) => Lead {
+                        addrs: probe.addrs,
+                        ports: probe.ports,
+                        ttl: probe.ttl,
+                        kind: probe_kind(&probe),
+                        hash: 0,
+                    },
+                    _ => {
+                        let r = parse_frame(frame);
+                        let lead = match &r {
+                            Ok(ParsedFrame { l3: L3::Ipv4(ip), .. }) => match forward::key_of(ip) {
+                                Some(k) => {
+                                    let (addrs, ports) = k.words();
+                                    Lead { addrs, ports, ttl: 0, kind: LeadKind::Parsed, hash: 0 }
+                                }
+                                None => Lead::default(),
+                            },
+                            _ => Lead::default(),
+                        };
+                        parsed[i] = r;
+                        lead
                     }
+                };
+                if lead.kind != LeadKind::Unkeyed {
+                    lead.hash = self.flows.hash_words(lead.addrs, lead.ports);
+                    self.flows.prefetch(lead.hash);
                 }
-                parsed[i] = r;
+                leads[i] = lead;
                 if i >= PREFETCH_AHEAD {
-                    self.prefetch_record(from, &parsed[i - PREFETCH_AHEAD], hashes[i - PREFETCH_AHEAD]);
+                    self.prefetch_record(from, &leads[i - PREFETCH_AHEAD]);
                 }
             }
             // Received traffic is counted per chunk, not per packet.
             self.counters.add(rx_packets, n as u64);
             self.counters.add(rx_bytes, bytes as u64);
-            for i in n.saturating_sub(PREFETCH_AHEAD)..n {
-                self.prefetch_record(from, &parsed[i], hashes[i]);
+            for lead in &leads[n.saturating_sub(PREFETCH_AHEAD)..n] {
+                self.prefetch_record(from, lead);
             }
             // Stage 3, with the port a constant in each copy of the loop: every decision on
             // it is made once per burst, not per packet.
-            let parsed = &parsed[..n];
-            let hashes = &hashes[..n];
+            let parsed = &mut parsed[..n];
+            let leads = &leads[..n];
             match from {
                 PortId::Internal => {
-                    self.process_chunk(PortId::Internal, chunk, parsed, hashes, &mut acts[..n], now, &current)
+                    self.process_chunk(PortId::Internal, chunk, parsed, leads, &mut acts[..n], now, &current)
                 }
                 PortId::External => {
-                    self.process_chunk(PortId::External, chunk, parsed, hashes, &mut acts[..n], now, &current)
+                    self.process_chunk(PortId::External, chunk, parsed, leads, &mut acts[..n], now, &current)
                 }
-                PortId::Host => self.process_chunk(PortId::Host, chunk, parsed, hashes, &mut acts[..n], now, &current),
+                PortId::Host => self.process_chunk(PortId::Host, chunk, parsed, leads, &mut acts[..n], now, &current),
             }
         }
         self.finish_burst(now);
@@ -352,24 +438,26 @@ impl Engine {
         &mut self,
         from: PortId,
         chunk: &mut [P],
-        parsed: &[Result<ParsedFrame, ParseError>],
-        hashes: &[u32],
+        parsed: &mut [Result<ParsedFrame, ParseError>],
+        leads: &[Lead],
         acts: &mut [Action],
         now: u64,
         current: &PublishedPolicy,
     ) {
-        debug_assert!(parsed.len() == chunk.len() && hashes.len() == chunk.len() && acts.len() == chunk.len());
-        let fast = self.fast_path_usable(from);
+        debug_assert!(parsed.len() == chunk.len() && leads.len() == chunk.len() && acts.len() == chunk.len());
         let mut fast_packets = 0;
-        for (((p, r), &h), act) in chunk.iter_mut().zip(parsed).zip(hashes).zip(acts.iter_mut()) {
-            if fast {
-                if let Some(a) = self.fast_path(from, p, r, h, now, current) {
+        for (((p, r), lead), act) in chunk.iter_mut().zip(parsed.iter_mut()).zip(leads).zip(acts.iter_mut()) {
+            if let Some(probe) = lead.probe() {
+                debug_assert!(self.fast_path_usable(from));
+                if let Some(a) = self.fast_path(from, p, &probe, lead.hash, now, current) {
                     *act = a;
                     fast_packets += 1;
                     continue;
                 }
+                // Declined: the general path needs the whole parse, which the probe skipped.
+                *r = parse_frame(p.data());
             }
-            let a = self.process_one(from, p, r, h, now, current);
+            let a = self.process_one(from, p, r, lead.hash, now, current);
             if let Action::Drop(r) = a {
                 self.counters.drop(r);
             }
@@ -378,32 +466,28 @@ impl Engine {
         self.fast_path_packets += fast_packets;
     }
 
-    /// Prefetch the flow record the home index slot of a parsed packet points at, or, when
+    /// Prefetch the flow record the home index slot of a keyed packet points at, or, when
     /// that slot is empty (certainly a new flow), the slot of its first NAT candidate.
     #[inline(always)]
-    fn prefetch_record(&self, from: PortId, parsed: &Result<ParsedFrame, ParseError>, hash: u32) {
-        if let Ok(ParsedFrame { l3: L3::Ipv4(ip), .. }) = parsed {
-            if self.flows.prefetch_flow(hash) && from != PortId::External {
-                self.prefetch_nat_candidate(ip);
-            }
+    fn prefetch_record(&self, from: PortId, lead: &Lead) {
+        if lead.kind != LeadKind::Unkeyed && self.flows.prefetch_flow(lead.hash) && from != PortId::External {
+            self.prefetch_nat_candidate(&lead.key());
         }
     }
 
     /// Prefetch the index slot of the reply key a new flow gets when its source port can be
     /// kept (the first candidate `nat::allocate_port` tries).
     #[inline]
-    fn prefetch_nat_candidate(&self, ip: &crate::parse::Ipv4) {
-        if let (true, Some(k)) = (self.cfg.snat, forward::key_of(ip)) {
-            if (self.cfg.nat_port_min..=self.cfg.nat_port_max).contains(&k.sport) {
-                let reply = crate::flow::FlowKey {
-                    src: k.dst,
-                    dst: self.cfg.external.ip,
-                    sport: k.dport,
-                    dport: k.sport,
-                    proto: k.proto,
-                };
-                self.flows.prefetch(self.flows.hash(&reply));
-            }
+    fn prefetch_nat_candidate(&self, k: &crate::flow::FlowKey) {
+        if self.cfg.snat && (self.cfg.nat_port_min..=self.cfg.nat_port_max).contains(&k.sport) {
+            let reply = crate::flow::FlowKey {
+                src: k.dst,
+                dst: self.cfg.external.ip,
+                sport: k.dport,
+                dport: k.sport,
+                proto: k.proto,
+            };
+            self.flows.prefetch(self.flows.hash(&reply));
         }
     }
 

@@ -3,13 +3,97 @@
 //! check each and returns `None` for anything else, which the full parser then handles (and
 //! reports if malformed). Wherever it returns a result, that result is exactly the full
 //! parser's (property-tested below), so it changes speed, never verdicts.
+//!
+//! [`probe`] is narrower still: the frames the engine's fast path can forward (a TCP segment
+//! without SYN, FIN or RST, or a UDP datagram, in such a frame). It goes from raw bytes
+//! straight to the flow key's two words and the TTL, without building a [`ParsedFrame`],
+//! and accepts a subset of what `parse_common` accepts, with the same values (tested below).
 
-use super::{be16, be32, ipv4_header_checksum_ok, Ipv4, ParsedFrame, ETH_HEADER_LEN, L3, L4, PROTO_TCP, PROTO_UDP};
+use super::{
+    be16, be32, ipv4_header_checksum_ok, Ipv4, ParsedFrame, ETH_HEADER_LEN, L3, L4, PROTO_TCP, PROTO_UDP, TCP_FIN,
+    TCP_RST, TCP_SYN,
+};
 
 /// Start of the IPv4 header.
 const IP: usize = ETH_HEADER_LEN;
 /// Start of the transport header (IPv4 header without options).
 const L4_AT: usize = IP + 20;
+
+/// What [`probe`] read from a frame the fast path may forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Probe {
+    /// Source and destination address as the flow key's first word: `dst << 32 | src`
+    /// (see `FlowKey::words`).
+    pub addrs: u64,
+    /// Ports and protocol as the flow key's second word: `proto << 32 | dport << 16 | sport`.
+    pub ports: u64,
+    pub ttl: u8,
+    /// TCP (a segment without SYN, FIN or RST); otherwise UDP.
+    pub tcp: bool,
+}
+
+impl Probe {
+    #[inline(always)]
+    pub fn src(&self) -> u32 {
+        self.addrs as u32
+    }
+
+    #[inline(always)]
+    pub fn dst(&self) -> u32 {
+        (self.addrs >> 32) as u32
+    }
+}
+
+/// The fast path's parser: `Some` only for an untagged IPv4 frame without options, not a
+/// fragment, with a valid header checksum, carrying a TCP segment without SYN, FIN or RST
+/// or a UDP datagram, with lengths `parse_common` accepts. Fixed offsets, one pass.
+#[inline(always)]
+pub fn probe(frame: &[u8]) -> Option<Probe> {
+    // Ethernet and IPv4 headers and both ports.
+    let h: &[u8; L4_AT + 4] = frame.first_chunk()?;
+    let len = frame.len();
+    // Ethertype 0x0800 and version 4 with a 20-byte header, in one comparison.
+    if u32::from_be_bytes([h[12], h[13], h[IP], 0]) != 0x0800_4500 || len > usize::from(u16::MAX) {
+        return None;
+    }
+    let total_len = usize::from(be16(h, IP + 2));
+    // More-fragments flag and fragment offset (DF and the reserved bit do not matter).
+    if be16(h, IP + 6) & 0x3FFF != 0 || IP + total_len > len || !ipv4_header_checksum_ok(&h[IP..L4_AT]) {
+        return None;
+    }
+    let proto = h[IP + 9];
+    let tcp = match proto {
+        PROTO_TCP => {
+            // A whole TCP header inside the IP packet; `IP + total_len <= len` makes the
+            // chunk below exist.
+            if total_len < 40 {
+                return None;
+            }
+            let t: &[u8; L4_AT + 20] = frame.first_chunk()?;
+            let data_offset = usize::from(t[L4_AT + 12] >> 4) * 4;
+            if data_offset < 20 || data_offset > total_len - 20 || t[L4_AT + 13] & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
+                return None;
+            }
+            true
+        }
+        PROTO_UDP => {
+            if total_len < 28 {
+                return None;
+            }
+            let u: &[u8; L4_AT + 8] = frame.first_chunk()?;
+            let udp_len = usize::from(be16(u, L4_AT + 4));
+            if udp_len < 8 || udp_len > total_len - 20 {
+                return None;
+            }
+            false
+        }
+        _ => return None,
+    };
+    // Both addresses, and both ports, in one load each, turned into the key's word order.
+    let addrs = u64::from_be_bytes(*h[IP + 12..].first_chunk::<8>()?).rotate_left(32);
+    let ports = (u64::from(proto) << 32) | u64::from(be32(h, L4_AT).rotate_left(16));
+    Some(Probe { addrs, ports, ttl: h[IP + 8], tcp })
+}
 
 #[inline(always)]
 pub(super) fn parse_common(frame: &[u8]) -> Option<ParsedFrame> {
@@ -105,6 +189,51 @@ mod tests {
         b.build()
     }
 
+    /// What `probe` must answer for a frame, derived from the full parser's result: the
+    /// reference the probe is tested against.
+    fn probe_from_parsed(full: &Result<ParsedFrame, crate::parse::ParseError>) -> Option<Probe> {
+        let Ok(ParsedFrame { vlan: None, l3: L3::Ipv4(ip), .. }) = full else {
+            return None;
+        };
+        if ip.header_len != 20 {
+            return None;
+        }
+        let (sport, dport, tcp) = match ip.l4 {
+            L4::Tcp { sport, dport, flags } if flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0 => (sport, dport, true),
+            L4::Udp { sport, dport } => (sport, dport, false),
+            _ => return None,
+        };
+        let key = crate::flow::FlowKey { src: ip.src, dst: ip.dst, sport, dport, proto: ip.proto };
+        let (addrs, ports) = key.words();
+        Some(Probe { addrs, ports, ttl: ip.ttl, tcp })
+    }
+
+    #[test]
+    fn plain_segments_and_datagrams_are_probed_like_the_full_parser_reads_them() {
+        for kind in [0, 1] {
+            for payload in [0, 1, 100, 1400] {
+                for frag in [0, 3] {
+                    let f = frame(kind, false, false, frag, payload, true);
+                    let p = probe(&f).expect("a plain segment or datagram is probed");
+                    assert_eq!(Some(p), probe_from_parsed(&parse_any(&f)));
+                    assert_eq!((p.src(), p.dst()), (0x0A00_0002, 0xC612_0001));
+                    assert_eq!(p.tcp, kind == 0);
+                }
+            }
+        }
+        for flags in [0x02, 0x12, 0x01, 0x11, 0x04, 0x14] {
+            let f = FrameBuilder::tcp(A, B, 1, 2, 3, 4).flags(flags).build();
+            assert_eq!(probe(&f), None, "TCP flags {flags:#x} change a flow's state");
+            assert!(parse_common(&f).is_some());
+        }
+        assert_eq!(probe(&frame(0, true, false, 0, 0, false)), None, "tagged");
+        assert_eq!(probe(&frame(0, false, true, 0, 0, false)), None, "IP options");
+        assert_eq!(probe(&frame(1, false, false, 1, 0, false)), None, "fragment");
+        assert_eq!(probe(&frame(2, false, false, 0, 0, false)), None, "ICMP");
+        let bad = FrameBuilder::udp(A, B, 1, 2, 3, 4).corrupt_ip_checksum().build();
+        assert_eq!(probe(&bad), None, "bad IP checksum");
+    }
+
     #[test]
     fn common_frames_take_the_short_path() {
         for kind in [0, 1] {
@@ -182,6 +311,9 @@ mod tests {
                 prop_assert_eq!(Ok(short), full);
             }
             prop_assert_eq!(parse_frame(&f), full);
+            if let Some(p) = probe(&f) {
+                prop_assert_eq!(Some(p), probe_from_parsed(&full));
+            }
         }
     }
 }

@@ -22,6 +22,8 @@
 
 mod fast;
 
+pub use fast::{probe, Probe};
+
 use core::fmt;
 
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
