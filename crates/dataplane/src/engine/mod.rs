@@ -21,6 +21,7 @@ mod fast;
 mod forward;
 mod icmp;
 mod l2;
+mod lead;
 mod rewrite;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use crate::parse::{self, parse_frame, ParseError, ParsedFrame, L3};
 use crate::policy_handle::{PolicyReader, PublishedPolicy};
 use crate::view::ViewServer;
 
+use lead::{probe_kind, Lead, LeadKind};
 pub use rewrite::Endpoint;
 
 /// Where a frame comes from or goes to.
@@ -67,66 +69,6 @@ pub const MAX_BURST: usize = 64;
 /// How many packets behind parsing the flow record is prefetched: by then the index slot
 /// read to find it has usually arrived.
 const PREFETCH_AHEAD: usize = 8;
-
-/// What stage 1 of a burst learned about one packet: its flow key (as the two words of
-/// [`crate::flow::FlowKey::words`]) and the key's hash, and whether the fast path's probe
-/// took it (then the packet was not parsed in full) or the parser did.
-#[derive(Debug, Clone, Copy, Default)]
-struct Lead {
-    addrs: u64,
-    ports: u64,
-    hash: u32,
-    /// The TTL, for a probed packet.
-    ttl: u8,
-    kind: LeadKind,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-enum LeadKind {
-    /// No flow key (not IPv4 with ports, or not parsed): the parse result says what it is.
-    #[default]
-    Unkeyed,
-    /// Parsed in full, with a flow key.
-    Parsed,
-    /// Probed: a TCP segment without SYN, FIN or RST.
-    ProbedTcp,
-    /// Probed: a UDP datagram.
-    ProbedUdp,
-}
-
-fn probe_kind(p: &parse::Probe) -> LeadKind {
-    if p.tcp {
-        LeadKind::ProbedTcp
-    } else {
-        LeadKind::ProbedUdp
-    }
-}
-
-impl Lead {
-    /// The probe this lead carries, for a probed packet.
-    #[inline(always)]
-    fn probe(&self) -> Option<parse::Probe> {
-        let tcp = match self.kind {
-            LeadKind::ProbedTcp => true,
-            LeadKind::ProbedUdp => false,
-            _ => return None,
-        };
-        Some(parse::Probe { addrs: self.addrs, ports: self.ports, ttl: self.ttl, tcp })
-    }
-
-    /// The flow key, for a keyed packet.
-    #[inline]
-    fn key(&self) -> crate::flow::FlowKey {
-        debug_assert!(self.kind != LeadKind::Unkeyed);
-        crate::flow::FlowKey {
-            src: self.addrs as u32,
-            dst: (self.addrs >> 32) as u32,
-            sport: self.ports as u16,
-            dport: (self.ports >> 16) as u16,
-            proto: (self.ports >> 32) as u8,
-        }
-    }
-}
 
 /// ICMP error rate limiter: a token bucket refilled from `now`.
 struct TokenBucket {
