@@ -8,7 +8,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -98,11 +100,17 @@ impl PeerClient {
         &mut self,
         rpc: Rpc,
         request: &Req,
-        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>> {
+        self.call_encoded(rpc, encode(request).map_err(RPCError::Network)?).await
+    }
+
+    /// `call` with the request already encoded.
+    async fn call_encoded<Resp: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+        &mut self,
+        rpc: Rpc,
+        payload: Vec<u8>,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, E>> {
         let channel = self.peers.channel(&self.addr).map_err(unreachable)?;
-        let payload = serde_json::to_vec(request)
-            .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e.to_string()))))?;
         let mut client =
             RaftClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
         let message = RaftPayload { payload };
@@ -113,19 +121,16 @@ impl PeerClient {
                 Rpc::Snapshot => client.install_snapshot(message).await,
             }
         };
-        let answer = match tokio::time::timeout(option.hard_ttl(), call).await {
-            Err(_) => {
-                return Err(unreachable(format!(
-                    "node {} at {}: no answer within {:?}",
-                    self.target,
-                    self.addr,
-                    option.hard_ttl()
-                )))
-            }
-            Ok(Err(status)) => {
+        // No deadline of our own: openraft puts its own on every call (the heartbeat interval
+        // for appends, the election timeout for votes, the snapshot timeout) and reports a
+        // late answer as a timeout, which it retries at once. Failing it here as
+        // "unreachable" would put the peer into a 500 ms backoff, and a follower whose
+        // appends are slow would never catch up.
+        let answer = match call.await {
+            Err(status) => {
                 return Err(unreachable(format!("node {} at {}: {}", self.target, self.addr, status.message())))
             }
-            Ok(Ok(answer)) => answer.into_inner(),
+            Ok(answer) => answer.into_inner(),
         };
         let result: Result<Resp, E> = serde_json::from_slice(&answer.payload).map_err(|e| {
             RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
@@ -141,27 +146,55 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Rpc::Append, &rpc, &option).await
+        let payload = encode(&rpc).map_err(RPCError::Network)?;
+        if let Some(fewer) = entries_within_budget(rpc.entries.len(), payload.len()) {
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fewer)));
+        }
+        self.call_encoded(Rpc::Append, payload).await
     }
 
     async fn install_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
     {
-        self.call(Rpc::Snapshot, &rpc, &option).await
+        self.call(Rpc::Snapshot, &rpc).await
     }
 
     async fn vote(
         &mut self,
         rpc: VoteRequest<NodeId>,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(Rpc::Vote, &rpc, &option).await
+        self.call(Rpc::Vote, &rpc).await
     }
+}
+
+/// The most an append should carry, in encoded bytes. openraft gives an append one
+/// heartbeat interval (50 ms) to be answered, and the follower fsyncs before it answers: a
+/// catch-up batch of hundreds of policy versions would miss that deadline on every try, and
+/// the follower would never catch up. A larger batch is refused before it is sent with a
+/// hint of how many entries fit, which openraft uses for its next few appends.
+pub const APPEND_BUDGET_BYTES: usize = 64 * 1024;
+
+/// `Some(n)`: an append of `entries` entries encoded in `bytes` is over
+/// [`APPEND_BUDGET_BYTES`]; send the first `n` (at least one) instead. `None`: it fits, or
+/// it is a single entry, which goes as it is.
+fn entries_within_budget(entries: usize, bytes: usize) -> Option<u64> {
+    if entries <= 1 || bytes <= APPEND_BUDGET_BYTES {
+        return None;
+    }
+    // Entries of one log are of similar size (policy documents); the hint lasts for a few
+    // appends, after which openraft tries the full batch again.
+    let fit = (entries as u128 * APPEND_BUDGET_BYTES as u128 / bytes as u128) as u64;
+    Some(fit.clamp(1, entries as u64 - 1))
+}
+
+fn encode<T: Serialize>(request: &T) -> Result<Vec<u8>, NetworkError> {
+    serde_json::to_vec(request).map_err(|e| NetworkError::new(&std::io::Error::other(e.to_string())))
 }
 
 /// The address of `node` in the store's current membership.
@@ -223,5 +256,19 @@ impl Forwarder for LeaderForwarder {
             serde_json::from_slice(&answer.into_inner().result)
                 .map_err(|e| StoreError::Raft(format!("node {leader} answered a forwarded write malformed: {e}")))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{entries_within_budget, APPEND_BUDGET_BYTES};
+
+    #[test]
+    fn an_append_over_the_budget_is_cut_to_what_fits_and_never_to_nothing() {
+        assert_eq!(entries_within_budget(300, APPEND_BUDGET_BYTES), None, "at the budget it goes");
+        assert_eq!(entries_within_budget(1, 100 * APPEND_BUDGET_BYTES), None, "one entry goes however large");
+        assert_eq!(entries_within_budget(200, 50 * APPEND_BUDGET_BYTES), Some(4));
+        assert_eq!(entries_within_budget(2, 100 * APPEND_BUDGET_BYTES), Some(1));
+        assert_eq!(entries_within_budget(10, APPEND_BUDGET_BYTES + 1), Some(9), "always fewer than asked");
     }
 }

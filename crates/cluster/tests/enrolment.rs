@@ -2,59 +2,15 @@
 //! plane): seed and two joins over the real join listener and mutual TLS, writes through a
 //! follower, equal state hashes, and the refusals of design §10 for joins and RPCs.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+mod common;
+
+use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sluice_cluster::identity::ClusterPaths;
-use sluice_cluster::{Cluster, ClusterConfig, Role};
-use sluice_store::state::Command;
+use common::{config, put, start, wait_for};
+use sluice_cluster::Role;
 use sluice_store::Store;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn config(dir: &Path, join: Option<String>) -> ClusterConfig {
-    let port = free_port();
-    let join_port = free_port();
-    ClusterConfig {
-        store_dir: dir.join("store"),
-        paths: ClusterPaths::under(dir),
-        bind: SocketAddr::from(([127, 0, 0, 1], port)),
-        join_bind: SocketAddr::from(([127, 0, 0, 1], join_port)),
-        advertise: format!("127.0.0.1:{port}"),
-        join,
-        expected_cluster_id: None,
-    }
-}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn put(version: u32) -> Command {
-    let document = format!(
-        r#"{{"default_action":"deny","source_groups":[{{"id":"g{version}","priority":1,"sources":{{"cidrs":["10.0.0.0/8"]}},"rules":[]}}]}}"#
-    );
-    Command::PutPolicy { document, comment: format!("v{version}") }
-}
-
-struct Member {
-    cluster: Cluster,
-    store: Arc<Store>,
-    config: ClusterConfig,
-}
-
-async fn start(config: ClusterConfig) -> Member {
-    let (cluster, store) = Cluster::start(&config).await.unwrap_or_else(|e| panic!("start: {e}"));
-    Member { cluster, store, config }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_seed_and_two_joins_form_a_cluster_that_replicates_writes_made_anywhere() {

@@ -17,13 +17,14 @@ mod node_harness;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use node_harness::cli::sluice_in;
-use node_harness::cluster_nodes::{hashes_agree, three_labs, wait_until, Node};
+use node_harness::cluster_nodes::{members_agree, three_labs, wait_seeing, wait_until, Node};
 use node_harness::{require_root, udp_ask, POLICY};
 use serde_json::Value;
 use sluice_lifecycle::stamp::{write_variant, Fault};
@@ -54,6 +55,40 @@ impl Drop for KillAll {
                 }
             }
         }
+        if std::thread::panicking() {
+            keep_evidence(&self.0);
+        }
+    }
+}
+
+/// After a failure: each node's warnings and errors on stderr, and its whole data directory
+/// (logs and store) copied where it outlives the test's temporary directories.
+fn keep_evidence(dirs: &[PathBuf]) {
+    let kept = std::env::temp_dir().join(format!("sluice-upgrade-evidence-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&kept);
+    for (i, dir) in dirs.iter().enumerate() {
+        let to = kept.join(format!("node{i}"));
+        let copied = Command::new("cp").arg("-a").arg(dir).arg(&to).status().is_ok_and(|s| s.success());
+        eprintln!("node {i}: data directory {} copied to {} ({copied})", dir.display(), to.display());
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("sluice-") && n.ends_with(".log"))
+            })
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let notable: Vec<&str> =
+                text.lines().filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\"")).collect();
+            eprintln!("node {i} {}: {} warnings/errors, the last 20:", log.display(), notable.len());
+            for line in &notable[notable.len().saturating_sub(20)..] {
+                eprintln!("  {line}");
+            }
+        }
     }
 }
 
@@ -62,7 +97,16 @@ impl Drop for KillAll {
 struct Writer {
     stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
-    handle: JoinHandle<(Vec<u64>, usize)>,
+    handle: JoinHandle<Written>,
+}
+
+/// What the writer did: the versions acknowledged, how many writes failed, and every write
+/// as (version acknowledged, node index, ms since the writer started, the CLI's stderr if it
+/// failed), for a failure report.
+struct Written {
+    acked: Vec<u64>,
+    failed: usize,
+    log: Vec<(Option<u64>, usize, u128, String)>,
 }
 
 impl Writer {
@@ -74,14 +118,16 @@ impl Writer {
         let paused = Arc::new(AtomicBool::new(false));
         let (s, p) = (stop.clone(), paused.clone());
         let handle = std::thread::spawn(move || {
-            let (mut acked, mut failed) = (Vec::new(), 0);
+            let started = Instant::now();
+            let mut written = Written { acked: Vec::new(), failed: 0, log: Vec::new() };
             let mut i = 0usize;
             while !s.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(200));
                 if p.load(Ordering::SeqCst) {
                     continue;
                 }
-                let (ns, dir) = &targets[i % targets.len()];
+                let at = i % targets.len();
+                let (ns, dir) = &targets[at];
                 i += 1;
                 let comment = format!("writer {i}");
                 let args = ["policy", "put", policy.to_str().unwrap(), "--comment", &comment, "--timeout", "10s"];
@@ -93,12 +139,19 @@ impl Writer {
                     .strip_prefix("stored as version ")
                     .and_then(|rest| rest.split(';').next())
                     .and_then(|v| v.trim().parse::<u64>().ok());
+                let ms = started.elapsed().as_millis();
                 match (ran.code, version) {
-                    (0, Some(v)) => acked.push(v),
-                    _ => failed += 1,
+                    (0, Some(v)) => {
+                        written.acked.push(v);
+                        written.log.push((Some(v), at, ms, String::new()));
+                    }
+                    _ => {
+                        written.failed += 1;
+                        written.log.push((None, at, ms, ran.stderr.trim().to_owned()));
+                    }
                 }
             }
-            (acked, failed)
+            written
         });
         Writer { stop, paused, handle }
     }
@@ -111,7 +164,7 @@ impl Writer {
         }
     }
 
-    fn finish(self) -> (Vec<u64>, usize) {
+    fn finish(self) -> Written {
         self.stop.store(true, Ordering::SeqCst);
         self.handle.join().unwrap()
     }
@@ -225,9 +278,38 @@ fn releases_of(nodes: &[Node]) -> Vec<String> {
 }
 
 fn all_on(nodes: &[Node], release: &str, within: Duration) {
-    wait_until(&format!("every node ready on {release}"), within, || {
-        releases_of(nodes).iter().all(|r| r == release) && nodes.iter().all(|n| n.ready()["ready"]["ready"] == true)
+    wait_seeing(&format!("every node ready on {release}"), within, || {
+        let releases = releases_of(nodes);
+        let mut off = Vec::new();
+        for (n, on) in nodes.iter().zip(&releases) {
+            let ready = n.ready();
+            if on != release || ready["ready"]["ready"] != true {
+                off.push(format!("node {} runs {on:?}, readiness {}", n.index, failing_checks(&ready)));
+            }
+        }
+        if off.is_empty() {
+            Ok(())
+        } else {
+            Err(off.join("; "))
+        }
     });
+}
+
+/// The checks of a `status --json` answer that fail, with their messages.
+fn failing_checks(status: &Value) -> String {
+    let Some(checks) = status["ready"]["checks"].as_object() else {
+        return format!("unreadable: {status}");
+    };
+    let failing: Vec<String> = checks
+        .iter()
+        .filter(|(_, c)| c["ok"] != true)
+        .map(|(name, c)| format!("{name}: {}", c["detail"].as_str().unwrap_or_default()))
+        .collect();
+    if failing.is_empty() {
+        "every check passes".into()
+    } else {
+        failing.join(", ")
+    }
 }
 
 fn event_index(plan: &Value, node: Option<u64>, prefix: &str) -> Option<usize> {
@@ -253,7 +335,7 @@ fn leader(nodes: &[Node]) -> u64 {
 
 fn healthy_and_equal(nodes: &[Node], writer: &Writer) {
     writer.pause(true);
-    wait_until("equal state hashes on every member", Duration::from_secs(30), || hashes_agree(&nodes[0]));
+    wait_seeing("equal state hashes on every member", Duration::from_secs(30), || members_agree(&nodes[0]));
     writer.pause(false);
 }
 
@@ -387,15 +469,40 @@ fn a_three_node_cluster_upgrades_returns_rolls_back_and_survives_a_leader_kill()
     assert!(refused.stderr.contains("restore the pre-upgrade snapshot"), "{}", refused.stderr);
 
     // No acknowledged write was lost.
-    let (acked, failed) = writer.finish();
+    let Written { acked, failed, log: writer_log } = writer.finish();
     eprintln!("writer: {} writes acknowledged, {failed} failed (retried)", acked.len());
     assert!(acked.len() > 50, "the writer kept writing: {} acknowledged", acked.len());
-    wait_until("equal state hashes on every member", Duration::from_secs(30), || hashes_agree(&nodes[0]));
+    wait_seeing("equal state hashes on every member", Duration::from_secs(30), || members_agree(&nodes[0]));
+    // Each node's answer is its own applied state, and the agreement above compares probes up
+    // to a second old: the writer's last versions may still be arriving, so each node gets a
+    // moment. A version missing after that was lost.
     for n in &nodes {
-        let versions = n.cli(&["policy", "versions", "--json"]).ok().json();
-        let kept: BTreeSet<u64> =
-            versions["versions"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect();
-        let lost: Vec<&u64> = acked.iter().filter(|v| !kept.contains(v)).collect();
-        assert!(lost.is_empty(), "node {}: acknowledged versions missing: {lost:?}", n.index);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let versions = n.cli(&["policy", "versions", "--json"]).ok().json();
+            let kept: BTreeSet<u64> =
+                versions["versions"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect();
+            let lost: Vec<&u64> = acked.iter().filter(|v| !kept.contains(v)).collect();
+            if lost.is_empty() {
+                break;
+            }
+            if Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            let around: Vec<&u64> = kept.iter().filter(|k| lost.iter().any(|l| k.abs_diff(**l) <= 3)).collect();
+            let audit = n.cli(&["audit", "--limit", "60"]).stdout;
+            panic!(
+                "node {}: acknowledged versions missing after 15 s: {lost:?}; it keeps {} versions, {:?}..={:?}, \
+                 active {}, these near the missing ones: {around:?}; the last writes (version, node, ms into the \
+                 test, error): {:?}; its audit log, newest first:\n{audit}",
+                n.index,
+                kept.len(),
+                kept.first(),
+                kept.last(),
+                versions["active"],
+                writer_log.iter().rev().take(30).collect::<Vec<_>>(),
+            );
+        }
     }
 }

@@ -307,6 +307,14 @@ impl Store {
         self.writes_held.store(held, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// This node no longer starts elections (for the rest of its run): what a stopping node
+    /// does first. Once its listeners close it hears no leader, and an election it started
+    /// then would store a higher term; restarted with that term, it would refuse the
+    /// leader's appends and force a new election (openraft has no pre-vote).
+    pub fn stop_standing_for_election(&self) {
+        self.raft.runtime_config().elect(false);
+    }
+
     /// Waits until this node has applied `index`.
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), StoreError> {
         let mut view = self.subscribe();

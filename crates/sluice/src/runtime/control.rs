@@ -376,6 +376,7 @@ impl ControlPlane {
     /// proxy are untouched (the caller stops them afterwards).
     pub(super) fn shutdown(self) {
         let ControlPlane { runtime, store, cluster, api, admin, follower, snapshots, upgrades, .. } = self;
+        store.stop_standing_for_election();
         if let Some(snapshots) = snapshots {
             snapshots.abort();
         }

@@ -80,9 +80,19 @@ impl Node {
 }
 
 pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    wait_seeing(what, within, || if done() { Ok(()) } else { Err(String::new()) });
+}
+
+/// Like `wait_until`, for a condition that says what it saw when it does not hold yet: a
+/// timeout names the last sighting, so a failed run shows which node was not there and why.
+pub fn wait_seeing(what: &str, within: Duration, mut look: impl FnMut() -> Result<(), String>) {
     let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+    loop {
+        let seen = match look() {
+            Ok(()) => return,
+            Err(seen) => seen,
+        };
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}; last seen: {seen}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -93,11 +103,29 @@ pub fn check_ok(ready: &Value, check: &str) -> bool {
 
 /// Every member at the same applied index with the same state hash, as the asked node sees.
 pub fn hashes_agree(node: &Node) -> bool {
+    members_agree(node).is_ok()
+}
+
+/// `hashes_agree`, saying what each member reported when they do not agree.
+pub fn members_agree(node: &Node) -> Result<(), String> {
     let cluster = node.cluster();
     let members = cluster["members"].as_array().cloned().unwrap_or_default();
-    members.len() == 3
+    let agree = members.len() == 3
         && members.iter().all(|m| m["state_hash"].is_string() && m["lag"] == 0)
-        && members.windows(2).all(|w| w[0]["state_hash"] == w[1]["state_hash"])
+        && members.windows(2).all(|w| w[0]["state_hash"] == w[1]["state_hash"]);
+    if agree {
+        return Ok(());
+    }
+    let seen: Vec<String> = members
+        .iter()
+        .map(|m| {
+            format!(
+                "node {} applied {} lag {} hash {} release {} ready {} error {}",
+                m["id"], m["applied_index"], m["lag"], m["state_hash"], m["release"], m["ready"], m["error"]
+            )
+        })
+        .collect();
+    Err(format!("leader {}, {} member(s): {}", cluster["leader"], members.len(), seen.join("; ")))
 }
 
 /// Three labs, their management network, and a node per lab (not started).
