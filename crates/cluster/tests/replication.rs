@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{start, stop, three, wait_for};
+use common::{start, stop, take_follower, three, wait_for};
 use sluice_cluster::Role;
 use sluice_store::state::Command;
 
@@ -30,9 +30,8 @@ fn large_policy(version: u32, groups: u32) -> Command {
 async fn a_member_back_from_a_stop_catches_up_on_many_large_entries() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut members = three(&dirs).await;
-    let leader = members[0].store.status().leader.unwrap();
-    let index = members.iter().position(|m| m.store.status().node_id != leader).unwrap();
-    let away = stop(members.remove(index)).await;
+    let (leader, follower) = take_follower(&mut members);
+    let away = stop(follower).await;
 
     // About 3 MB of entries it has not seen: more than one append may carry in the time
     // openraft gives it (one heartbeat interval).
@@ -66,9 +65,7 @@ fn config_again(config: sluice_cluster::ClusterConfig) -> sluice_cluster::Cluste
 async fn a_member_that_stops_standing_starts_no_election_once_it_hears_no_leader() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut members = three(&dirs).await;
-    let leader = members[0].store.status().leader.unwrap();
-    let index = members.iter().position(|m| m.store.status().node_id != leader).unwrap();
-    let stopping = members.remove(index);
+    let (leader, stopping) = take_follower(&mut members);
     let term = stopping.store.status().term;
 
     // What a stopping node does: no more elections, then its listeners close, so it hears

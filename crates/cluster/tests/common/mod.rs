@@ -71,6 +71,13 @@ pub async fn three(dirs: &[tempfile::TempDir]) -> Vec<Member> {
     members
 }
 
+/// Takes a follower out of `members`; returns the leader's id with it.
+pub fn take_follower(members: &mut Vec<Member>) -> (u64, Member) {
+    let leader = members[0].store.status().leader.unwrap();
+    let index = members.iter().position(|m| m.store.status().node_id != leader).unwrap();
+    (leader, members.remove(index))
+}
+
 /// Stops a member's listeners and Raft and closes its store, as a stopping node does.
 pub async fn stop(member: Member) -> ClusterConfig {
     member.cluster.shutdown().await;
