@@ -81,16 +81,28 @@ pub fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
         return Err(Error::failed(format!(
             "missing Debian packages: {}. Install them as root with:\n    {}\nor rerun with --no-install.",
             missing.join(" "),
-            apt_install_line(&missing)
+            apt_install_line(packages)
         )));
     }
     run::run(run::program("apt-get").arg("update"))?;
+    // Every package of the list, not only the missing ones: apt then keeps (and, if need be,
+    // upgrades) those already present. Given only the missing ones it may remove a present
+    // one to satisfy them: installing qemu-system-x86 removed an older qemu-utils, and the
+    // image build later found no `qemu-img`.
     run::run(
         run::program("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing),
-    )
+            .args(packages),
+    )?;
+    let still: Vec<&str> = packages.iter().copied().filter(|p| !apt_installed(p)).collect();
+    if !still.is_empty() {
+        return Err(Error::failed(format!(
+            "apt-get install finished but these packages are not installed: {}. See apt's output above.",
+            still.join(" ")
+        )));
+    }
+    Ok(())
 }
 
 fn apt_installed(package: &str) -> bool {

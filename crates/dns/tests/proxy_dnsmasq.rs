@@ -144,7 +144,9 @@ impl Setup {
         });
         let ups = upstreams.iter().map(|&p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
         let mut config = DnsConfig::new(vec!["127.0.0.1:0".parse().unwrap()], ups);
-        config.upstream_timeout = Duration::from_millis(400);
+        // Long enough that a descheduled dnsmasq on a loaded machine is not taken for a dead
+        // one; a dead upstream here refuses at once (connected UDP), so nothing waits this long.
+        config.upstream_timeout = Duration::from_secs(2);
         tune(&mut config);
         let proxy = DnsProxy::start(config, PolicyHandle::new(policy), writer).unwrap();
         Setup { proxy, allowlist, rule, stop, worker: Some(worker) }

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use netns_harness::{exec, have_ping, icmp_echo, in_netns, require_root, run, spawn_in_netns, Lab, Node};
+use netns_harness::{eventually, exec, have_ping, icmp_echo, in_netns, require_root, run, spawn_in_netns, Lab, Node};
 use sluice_dataplane::counters::{Counter, DropReason};
 use sluice_dataplane::engine::PortId;
 use sluice_dataplane::packet::Packet;
@@ -100,10 +100,10 @@ fn ping_is_forwarded() {
     }
     // The same exchange from a raw socket, checked byte for byte.
     assert!(in_netns(&lab.client, || icmp_echo([198, 51, 100, 10], Duration::from_secs(2))), "no echo reply");
-    std::thread::sleep(Duration::from_millis(5));
     let io = node.io();
-    assert!(io.port(PortId::External).tx_packets >= 1);
-    assert!(io.port(PortId::Internal).tx_packets >= 1);
+    eventually("both ports count a transmission", || {
+        io.port(PortId::External).tx_packets >= 1 && io.port(PortId::Internal).tx_packets >= 1
+    });
 }
 
 /// Connections the policy denies fail fast and are counted; stopping the worker is clean
@@ -132,13 +132,13 @@ fn denied_traffic_fails_and_is_counted_and_stop_is_clean() {
         let s = UdpSocket::bind("10.10.0.2:0").unwrap();
         s.send_to(b"x", ("198.51.100.20", 9)).unwrap();
     });
-    std::thread::sleep(Duration::from_millis(50));
+    eventually("policy_denied rose by 2", || node.dropped(DropReason::PolicyDenied) >= before + 2);
     let after = node.dropped(DropReason::PolicyDenied);
-    assert!(after >= before + 2, "policy_denied rose: {before} -> {after}");
 
     let t = Instant::now();
     let engine = node.stop();
-    assert!(t.elapsed() < Duration::from_millis(500), "stop took {:?}", t.elapsed());
+    // Bounded, not instant: generous for a loaded machine.
+    assert!(t.elapsed() < Duration::from_secs(5), "stop took {:?}", t.elapsed());
     assert_eq!(engine.counters().dropped(DropReason::PolicyDenied), after);
     // The ports are closed: the interfaces are still there and free to open again.
     let nin = lab.node_in.clone();
@@ -214,7 +214,8 @@ fn worker_survives_a_vanished_interface() {
     eprintln!("external port after its interface vanished: {ext:?}");
     let t = Instant::now();
     let _engine = node.stop();
-    assert!(t.elapsed() < Duration::from_millis(500), "stop took {:?}", t.elapsed());
+    // Bounded, not instant: generous for a loaded machine.
+    assert!(t.elapsed() < Duration::from_secs(5), "stop took {:?}", t.elapsed());
 }
 
 /// A client on VLAN 100: the kernel hands the packet socket untagged frames with the tag
@@ -322,10 +323,10 @@ fn checksums_left_to_offload_are_completed() {
         got == data
     });
     assert!(back, "data came back intact");
-    std::thread::sleep(Duration::from_millis(5));
     let io = node.io();
-    let (i, e) = (io.port(PortId::Internal), io.port(PortId::External));
-    assert!(i.rx_checksum_partial > 0 && e.rx_checksum_partial > 0, "offload was really on: {i:?} {e:?}");
+    eventually("both ports saw partial checksums (offload really on)", || {
+        io.port(PortId::Internal).rx_checksum_partial > 0 && io.port(PortId::External).rx_checksum_partial > 0
+    });
 }
 
 /// A client that leaves segmentation to its veth (TSO/GSO on) hands the node TCP

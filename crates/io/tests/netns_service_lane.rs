@@ -7,7 +7,7 @@ mod netns_harness;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use netns_harness::{in_netns, require_root, run, Lab, Node};
+use netns_harness::{eventually, in_netns, require_root, run, Lab, Node};
 use sluice_dataplane::counters::Counter;
 use sluice_dataplane::engine::PortId;
 
@@ -49,9 +49,9 @@ fn client_reaches_a_host_service_through_the_tap() {
     let from = server.join().unwrap();
     assert_eq!(from.ip().to_string(), "10.10.0.2", "the service sees the client's own address");
     let io = node.io();
-    std::thread::sleep(Duration::from_millis(5));
-    assert!(io.port(PortId::Host).tx_packets >= 1, "frames written to the TAP");
-    assert!(io.port(PortId::Host).rx_packets >= 1, "frames read from the TAP");
+    eventually("frames written to and read from the TAP", || {
+        io.port(PortId::Host).tx_packets >= 1 && io.port(PortId::Host).rx_packets >= 1
+    });
 }
 
 #[test]

@@ -197,7 +197,7 @@ fn the_cli_drives_a_node_over_the_admin_socket_and_over_https() {
     assert_eq!(unreachable.code, 4, "{}", unreachable.stderr);
     assert!(unreachable.stderr.contains("127.0.0.1:1"), "{}", unreachable.stderr);
 
-    let (status, _) = node.stop(libc::SIGTERM, Duration::from_secs(3));
+    let (status, _) = node.stop(libc::SIGTERM, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", node.log_text());
     let log = node.log_text();
     assert!(!log.contains(&admin) && !log.contains(&readonly), "a token secret in the log");

@@ -96,9 +96,10 @@ fn forwards_what_the_policy_allows_and_stops_cleanly(mode: Mode) {
         assert!(stats.get("dpdk").is_none(), "no driver section in software mode");
     }
 
-    let (status, took) = node.stop(libc::SIGTERM, Duration::from_secs(1));
+    let (status, took) = node.stop(libc::SIGTERM, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", node.log_text());
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // Drain (200 ms) and the bounded shutdown steps; generous, for a loaded machine.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
     let log = node.log_text();
     assert!(log.contains("final counters") && log.contains("service lane removed"), "{log}");
     assert!(!links(&lab).contains("sl-lane"), "the TAP is gone:\n{}", links(&lab));
@@ -108,7 +109,7 @@ fn forwards_what_the_policy_allows_and_stops_cleanly(mode: Mode) {
     let mut again =
         Sluice::start(&lab, dir.path(), &Launch { mode, policy: Some(&policy), run: 2, ..Launch::default() });
     assert!(ping(&lab, [198, 51, 100, 10]), "the second node forwards");
-    let (status, _) = again.stop(libc::SIGINT, Duration::from_secs(1));
+    let (status, _) = again.stop(libc::SIGINT, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", again.log_text());
 }
 
@@ -161,12 +162,11 @@ fn sighup_applies_a_new_policy(mode: Mode) {
     node.signal(libc::SIGHUP);
     let log = node.wait_log("policy reload refused");
     assert!(log.contains("source_groups[0].rules[0].match.dst_ports[0]"), "{log}");
-    std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(node.stats()["policy_generation"], 2, "the broken file was not published");
+    assert_eq!(node.fresh_stats()["policy_generation"], 2, "the broken file was not published");
     assert_eq!(udp_ask(&lab, 7, b"kept", 10).as_deref(), Some(&b"kept"[..]));
     assert!(http_get(&lab, 80).is_err(), "the web rule is still gone");
 
-    let (status, _) = node.stop(libc::SIGTERM, Duration::from_secs(1));
+    let (status, _) = node.stop(libc::SIGTERM, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", node.log_text());
 }
 
@@ -194,6 +194,6 @@ fn without_a_policy(mode: Mode) {
     node.signal(libc::SIGHUP);
     node.wait_log("nothing to reload");
     assert!(node.counter("policy_denied") >= 2, "{:#}", node.stats()["counters"]);
-    let (status, _) = node.stop(libc::SIGTERM, Duration::from_secs(1));
+    let (status, _) = node.stop(libc::SIGTERM, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", node.log_text());
 }

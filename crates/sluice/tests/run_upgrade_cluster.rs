@@ -204,7 +204,9 @@ fn follow(
     loop {
         for (n, &nid) in nodes.iter().zip(&node_ids) {
             let at = now_ms();
-            if !skip.contains(&nid) && udp_ask(&n.lab, 7, b"during the rollout", 3).is_none() {
+            // Five tries (2 s): a node that forwards answers well within that even on a loaded
+            // machine running three nodes; a real outage lasts longer.
+            if !skip.contains(&nid) && udp_ask(&n.lab, 7, b"during the rollout", 5).is_none() {
                 dropped.push((nid, at));
             }
         }
@@ -389,7 +391,8 @@ fn a_three_node_cluster_upgrades_returns_rolls_back_and_survives_a_leader_kill()
     }
     only_restarting_nodes_dropped(&up);
     all_on(&nodes, V2, Duration::from_secs(30));
-    assert_ne!(leader(&nodes), first_leader, "the old leader came back as a follower");
+    // Who leads now is not checked: the transfer before the old leader's restart is (above),
+    // and a later election on a loaded machine may pick any member.
     healthy_and_equal(&nodes, &writer);
 
     // v2 -> a release that never becomes ready: its first node returns on its own.

@@ -255,6 +255,16 @@ impl Node {
     }
 }
 
+/// Waits up to 5 s for `done`: counters and stats are published by the worker thread, which
+/// a loaded machine may schedule late.
+pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "not within 5 s: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Whether `ping` is installed (the lab image has it; a bare build machine may not).
 pub fn have_ping() -> bool {
     Command::new("ping").arg("-V").output().is_ok_and(|o| o.status.success())

@@ -228,16 +228,19 @@ mod tests {
         let started = Instant::now();
         let err = listings.flows(&FlowFilter::default(), 10).unwrap_err();
         assert!(matches!(err, ListingError::Timeout(_)), "{err:?}");
-        assert!(started.elapsed() < Duration::from_secs(1), "bounded by the timeout");
+        assert!(started.elapsed() < Duration::from_secs(3), "bounded by the timeout");
         // While one caller waits, another is refused once its own timeout passes.
         let waiting = {
             let listings = listings.clone();
             thread::spawn(move || listings.flows(&FlowFilter::default(), 10))
         };
         thread::sleep(Duration::from_millis(10));
+        // Which of the two asks first is up to the scheduler: the first times out, the
+        // second is refused or times out too; neither gets an answer.
         let err = listings.allowlist(&AllowlistFilter::default(), 10).unwrap_err();
-        assert!(matches!(err, ListingError::Busy(_)) || matches!(err, ListingError::Timeout(_)), "{err:?}");
-        assert!(matches!(waiting.join().unwrap(), Err(ListingError::Timeout(_))));
+        assert!(matches!(err, ListingError::Busy(_) | ListingError::Timeout(_)), "{err:?}");
+        let other = waiting.join().unwrap();
+        assert!(matches!(other, Err(ListingError::Busy(_) | ListingError::Timeout(_))), "{other:?}");
         drop(server);
         assert!(matches!(listings.flows(&FlowFilter::default(), 10), Err(ListingError::Unavailable(_))));
     }

@@ -81,9 +81,10 @@ pub fn status(dig_output: &str) -> &str {
 }
 
 /// A TCP connection from the client; the error kind tells a drop (timeout) from a refusal.
+/// 2.5 s leaves room for the one SYN retransmission (after 1 s) a busy machine may need.
 pub fn connect(lab: &Lab, to: &str, port: u16) -> std::io::Result<TcpStream> {
     let to: SocketAddr = format!("{to}:{port}").parse().unwrap();
-    in_netns(&lab.client, move || TcpStream::connect_timeout(&to, Duration::from_millis(1500)))
+    in_netns(&lab.client, move || TcpStream::connect_timeout(&to, Duration::from_millis(2500)))
 }
 
 /// Accepts connections on `addr:80` in the upstream namespace and closes them at once.

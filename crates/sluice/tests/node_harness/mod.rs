@@ -171,15 +171,34 @@ impl Sluice {
         self.stats()["counters"][name].as_u64().unwrap_or_else(|| panic!("no counter {name}"))
     }
 
-    /// A counter from stats.json, after the file has been rewritten at least once more.
+    /// A stats file whose values were read after this call: its timestamp (taken just after
+    /// the values) is comfortably later than the call. Polled, so a control loop slowed by a
+    /// loaded machine delays the answer instead of giving an old file.
+    pub fn fresh_stats(&self) -> Value {
+        let unix_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let after = unix_ms() + 250;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // A missing or half-written file is retried like an old one.
+            let doc = std::fs::read_to_string(self.data_dir.join("stats.json"))
+                .ok()
+                .and_then(|text| serde_json::from_str::<Value>(&text).ok());
+            if let Some(doc) = doc.filter(|d| d["time_unix_ms"].as_u64().is_some_and(|t| t >= after)) {
+                return doc;
+            }
+            assert!(Instant::now() < deadline, "stats.json was not rewritten within 20 s:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A counter from a stats file written after this call (see [`Sluice::fresh_stats`]).
     pub fn counter(&self, name: &str) -> u64 {
-        std::thread::sleep(Duration::from_millis(1200));
-        self.counter_now(name)
+        self.fresh_stats()["counters"][name].as_u64().unwrap_or_else(|| panic!("no counter {name}"))
     }
 
     /// Waits until the stats file shows policy generation `generation`.
     pub fn wait_generation(&self, generation: u64) {
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + Duration::from_secs(15);
         while self.stats()["policy_generation"].as_u64() != Some(generation) {
             assert!(Instant::now() < deadline, "stats.json never showed generation {generation}: {:#}", self.stats());
             std::thread::sleep(Duration::from_millis(20));
@@ -188,7 +207,7 @@ impl Sluice {
 
     /// Waits until the log contains `text`.
     pub fn wait_log(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let log = self.log_text();
             if log.contains(text) {
