@@ -3,7 +3,7 @@
 //! (`process_one`) makes dozens of decisions whose outcome is known; this path checks, in one
 //! place and without changing anything, that the packet is such a one, and only then does
 //! the little work left: touch the flow, translate, decrement the TTL, write the MACs of the
-//! cached next hop, count the transmission.
+//! cached next hop (the transmissions are counted once per chunk, by the burst loop).
 //!
 //! It starts from [`crate::parse::probe`], which reads the flow key's two words and the TTL
 //! straight from fixed offsets of the frame, so a packet it forwards is never turned into a
@@ -21,7 +21,7 @@
 
 use super::forward::is_martian;
 use super::rewrite::{translate_plain, Endpoint};
-use super::{Action, Engine, PortId};
+use super::{Engine, PortId};
 use crate::flow::{ticks, Dir, FlowState, Origin};
 use crate::packet::Packet;
 use crate::parse::{self, Probe};
@@ -71,9 +71,10 @@ impl Engine {
             }
     }
 
-    /// Forward a probed packet of an established flow arriving on `from` (a data port), or
-    /// return `None` having changed nothing. `hash` is the flow table's hash of the probed
-    /// key. The caller has checked [`Engine::fast_path_usable`].
+    /// Forward a probed packet of an established flow arriving on `from` (a data port) out
+    /// of the other data port and return its length, or return `None` having changed
+    /// nothing. `hash` is the flow table's hash of the probed key. The caller has checked
+    /// [`Engine::fast_path_usable`], and counts the packet as sent when this returns `Some`.
     #[inline(always)]
     pub(super) fn fast_path<P: Packet>(
         &mut self,
@@ -83,7 +84,7 @@ impl Engine {
         hash: u32,
         now: u64,
         pol: &PublishedPolicy,
-    ) -> Option<Action> {
+    ) -> Option<usize> {
         debug_assert!(self.fast_path_usable(from));
         debug_assert_eq!(hash, self.flows.hash_words(probe.addrs, probe.ports));
         if probe.ttl <= 1 {
@@ -143,7 +144,7 @@ impl Engine {
         let macs: &mut [u8; 12] = frame.first_chunk_mut().expect("a probed frame has an Ethernet header");
         macs[0..6].copy_from_slice(&dst_mac);
         macs[6..12].copy_from_slice(&self.port(egress).mac);
-        self.count_tx(egress, len);
-        Some(Action::Forward(egress))
+        // The caller counts the transmission, once per chunk.
+        Some(len)
     }
 }

@@ -17,6 +17,7 @@
 //!   routed, to the outside it is tracked and translated like a client flow, without policy
 //!   (the node trusts its own stack: this is how the DNS proxy reaches its upstreams).
 
+mod burst;
 mod fast;
 mod forward;
 mod icmp;
@@ -34,11 +35,10 @@ use crate::counters::{Counter, CounterBlock, Counters, DropReason};
 use crate::flow::{ticks, timeout_ticks, Flow, FlowState, FlowTable, NO_PIN};
 use crate::neighbor::NeighborCache;
 use crate::packet::Packet;
-use crate::parse::{self, parse_frame, ParseError, ParsedFrame, L3};
+use crate::parse::{self, ParseError, ParsedFrame, L3};
 use crate::policy_handle::{PolicyReader, PublishedPolicy};
 use crate::view::ViewServer;
 
-use lead::{probe_kind, Lead, LeadKind};
 pub use rewrite::Endpoint;
 
 /// Where a frame comes from or goes to.
@@ -126,6 +126,8 @@ pub struct Engine {
     fast_path_packets: u64,
     /// The control plane's read path into the tables (see [`crate::view`]).
     views: Option<ViewServer>,
+    /// Stage 1's results for stage 3 of a burst; `None` only while a burst runs.
+    scratch: Option<Box<burst::BurstScratch>>,
 }
 
 /// Counters are published at most this often (engine time).
@@ -201,6 +203,7 @@ impl Engine {
             fast: fast::FastConstants::new(&cfg),
             fast_path_packets: 0,
             views: None,
+            scratch: Some(burst::BurstScratch::new()),
             current,
             policy,
             allowlist,
@@ -285,152 +288,6 @@ impl Engine {
         };
         self.counters.inc(p);
         self.counters.add(b, bytes as u64);
-    }
-
-    /// Process a burst of frames received on `from`. `actions[i]` receives the verdict for
-    /// `frames[i]`. Frames the engine originates meanwhile (ARP, ICMP errors, frames
-    /// released after ARP resolution) are collected for [`Engine::drain_generated`].
-    pub fn process_burst<P: Packet>(&mut self, from: PortId, frames: &mut [P], actions: &mut [Action], now: u64) {
-        assert!(actions.len() >= frames.len(), "one action slot per frame");
-        self.housekeeping(now);
-        // One reference per burst, not per packet: the count lives on a line shared by all
-        // workers.
-        let current = Arc::clone(&self.current);
-        let fast = self.fast_path_usable(from);
-        let mut parsed = [Err(ParseError::EthernetTruncated); MAX_BURST];
-        let mut leads = [Lead::default(); MAX_BURST];
-        let (rx_packets, rx_bytes) = match from {
-            PortId::Internal => (Counter::InternalRxPackets, Counter::InternalRxBytes),
-            PortId::External => (Counter::ExternalRxPackets, Counter::ExternalRxBytes),
-            PortId::Host => (Counter::HostRxPackets, Counter::HostRxBytes),
-        };
-        for (chunk, acts) in frames.chunks_mut(MAX_BURST).zip(actions.chunks_mut(MAX_BURST)) {
-            let n = chunk.len();
-            let mut bytes = 0;
-            // Stage 1: probe (or else parse) everything and prefetch each packet's index
-            // slot, and, a few packets behind (so that slot has had time to arrive), the flow
-            // record that slot points at; stage 2 does the last few records. By the time
-            // stage 3 looks a flow up, its two cache misses have overlapped with the rest of
-            // the burst's.
-            for i in 0..n {
-                let frame = chunk[i].data();
-                bytes += frame.len();
-                // The lead is built and hashed in registers before it is stored: reading it
-                // back from the array right away stalls on store forwarding.
-                let probed = if fast { parse::probe(frame) } else { None };
-                let mut lead = match probed {
-                    Some(probe) => Lead {
-                        addrs: probe.addrs,
-                        ports: probe.ports,
-                        ttl: probe.ttl,
-                        kind: probe_kind(&probe),
-                        hash: 0,
-                    },
-                    _ => {
-                        let r = parse_frame(frame);
-                        let lead = match &r {
-                            Ok(ParsedFrame { l3: L3::Ipv4(ip), .. }) => match forward::key_of(ip) {
-                                Some(k) => {
-                                    let (addrs, ports) = k.words();
-                                    Lead { addrs, ports, ttl: 0, kind: LeadKind::Parsed, hash: 0 }
-                                }
-                                None => Lead::default(),
-                            },
-                            _ => Lead::default(),
-                        };
-                        parsed[i] = r;
-                        lead
-                    }
-                };
-                if lead.kind != LeadKind::Unkeyed {
-                    lead.hash = self.flows.hash_words(lead.addrs, lead.ports);
-                    self.flows.prefetch(lead.hash);
-                }
-                leads[i] = lead;
-                if i >= PREFETCH_AHEAD {
-                    self.prefetch_record(from, &leads[i - PREFETCH_AHEAD]);
-                }
-            }
-            // Received traffic is counted per chunk, not per packet.
-            self.counters.add(rx_packets, n as u64);
-            self.counters.add(rx_bytes, bytes as u64);
-            for lead in &leads[n.saturating_sub(PREFETCH_AHEAD)..n] {
-                self.prefetch_record(from, lead);
-            }
-            // Stage 3, with the port a constant in each copy of the loop: every decision on
-            // it is made once per burst, not per packet.
-            let parsed = &mut parsed[..n];
-            let leads = &leads[..n];
-            match from {
-                PortId::Internal => {
-                    self.process_chunk(PortId::Internal, chunk, parsed, leads, &mut acts[..n], now, &current)
-                }
-                PortId::External => {
-                    self.process_chunk(PortId::External, chunk, parsed, leads, &mut acts[..n], now, &current)
-                }
-                PortId::Host => self.process_chunk(PortId::Host, chunk, parsed, leads, &mut acts[..n], now, &current),
-            }
-        }
-        self.finish_burst(now);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn process_chunk<P: Packet>(
-        &mut self,
-        from: PortId,
-        chunk: &mut [P],
-        parsed: &mut [Result<ParsedFrame, ParseError>],
-        leads: &[Lead],
-        acts: &mut [Action],
-        now: u64,
-        current: &PublishedPolicy,
-    ) {
-        debug_assert!(parsed.len() == chunk.len() && leads.len() == chunk.len() && acts.len() == chunk.len());
-        let mut fast_packets = 0;
-        for (((p, r), lead), act) in chunk.iter_mut().zip(parsed.iter_mut()).zip(leads).zip(acts.iter_mut()) {
-            if let Some(probe) = lead.probe() {
-                debug_assert!(self.fast_path_usable(from));
-                if let Some(a) = self.fast_path(from, p, &probe, lead.hash, now, current) {
-                    *act = a;
-                    fast_packets += 1;
-                    continue;
-                }
-                // Declined: the general path needs the whole parse, which the probe skipped.
-                *r = parse_frame(p.data());
-            }
-            let a = self.process_one(from, p, r, lead.hash, now, current);
-            if let Action::Drop(r) = a {
-                self.counters.drop(r);
-            }
-            *act = a;
-        }
-        self.fast_path_packets += fast_packets;
-    }
-
-    /// Prefetch the flow record the home index slot of a keyed packet points at, or, when
-    /// that slot is empty (certainly a new flow), the slot of its first NAT candidate.
-    #[inline(always)]
-    fn prefetch_record(&self, from: PortId, lead: &Lead) {
-        if lead.kind != LeadKind::Unkeyed && self.flows.prefetch_flow(lead.hash) && from != PortId::External {
-            self.prefetch_nat_candidate(&lead.key());
-        }
-    }
-
-    /// Prefetch the index slot of the reply key a new flow gets when its source port can be
-    /// kept (the first candidate `nat::allocate_port` tries).
-    #[inline]
-    fn prefetch_nat_candidate(&self, k: &crate::flow::FlowKey) {
-        if self.cfg.snat && (self.cfg.nat_port_min..=self.cfg.nat_port_max).contains(&k.sport) {
-            let reply = crate::flow::FlowKey {
-                src: k.dst,
-                dst: self.cfg.external.ip,
-                sport: k.dport,
-                dport: k.sport,
-                proto: k.proto,
-            };
-            self.flows.prefetch(self.flows.hash(&reply));
-        }
     }
 
     /// Bounded periodic work; the I/O layer also calls this when idle so that timers run
