@@ -71,7 +71,7 @@ pub fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
             packages.join(" ")
         )));
     }
-    let missing: Vec<&str> = packages.iter().copied().filter(|p| !apt_installed(p)).collect();
+    let missing = not_installed(packages);
     if missing.is_empty() {
         println!("Debian packages present: {}", packages.join(" "));
         return Ok(());
@@ -95,7 +95,7 @@ pub fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
             .args(["install", "-y", "--no-install-recommends"])
             .args(packages),
     )?;
-    let still: Vec<&str> = packages.iter().copied().filter(|p| !apt_installed(p)).collect();
+    let still = not_installed(packages);
     if !still.is_empty() {
         return Err(Error::failed(format!(
             "apt-get install finished but these packages are not installed: {}. See apt's output above.",
@@ -103,6 +103,10 @@ pub fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn not_installed<'a>(packages: &[&'a str]) -> Vec<&'a str> {
+    packages.iter().copied().filter(|p| !apt_installed(p)).collect()
 }
 
 fn apt_installed(package: &str) -> bool {

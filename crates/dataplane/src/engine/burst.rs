@@ -28,9 +28,10 @@ impl BurstScratch {
     }
 }
 
-/// The counters of packets received on and sent to `port`.
+/// The counters of packets received on and sent to `port`: rx packets, rx bytes, tx
+/// packets, tx bytes.
 #[inline(always)]
-fn port_counters(port: PortId) -> [Counter; 4] {
+pub(super) fn port_counters(port: PortId) -> [Counter; 4] {
     match port {
         PortId::Internal => {
             [Counter::InternalRxPackets, Counter::InternalRxBytes, Counter::InternalTxPackets, Counter::InternalTxBytes]

@@ -281,11 +281,7 @@ impl Engine {
 
     #[inline]
     fn count_tx(&mut self, port: PortId, bytes: usize) {
-        let (p, b) = match port {
-            PortId::Internal => (Counter::InternalTxPackets, Counter::InternalTxBytes),
-            PortId::External => (Counter::ExternalTxPackets, Counter::ExternalTxBytes),
-            PortId::Host => (Counter::HostTxPackets, Counter::HostTxBytes),
-        };
+        let [.., p, b] = burst::port_counters(port);
         self.counters.inc(p);
         self.counters.add(b, bytes as u64);
     }
