@@ -13,6 +13,8 @@ pub enum IoError {
     NotEthernet { name: String, hardware_type: u16 },
     /// The process lacks a capability the operation needs.
     PermissionDenied { what: String, source: io::Error },
+    /// The interface or the kernel cannot host an AF_XDP port, and why.
+    Xdp { name: String, why: String },
     /// Any other failure of a system call.
     Os { op: &'static str, target: String, source: io::Error },
 }
@@ -51,6 +53,7 @@ impl fmt::Display for IoError {
                 "permission denied for {what} ({source}); run Sluice as root or grant it the \
                  CAP_NET_RAW and CAP_NET_ADMIN capabilities"
             ),
+            IoError::Xdp { name, why } => write!(f, "network interface {name:?} cannot be an AF_XDP port: {why}"),
             IoError::Os { op, target, source } => write!(f, "{op} on {target} failed: {source}"),
         }
     }

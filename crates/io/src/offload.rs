@@ -9,6 +9,42 @@
 
 use sluice_dataplane::checksum::{fold, pseudo_header_sum, sum16, udp_nonzero};
 
+/// Complete the TCP or UDP checksum of a frame if its checksum field holds exactly what a
+/// sender's checksum offload leaves there (the folded pseudo-header sum), and say whether it
+/// did. For ports that, unlike a packet socket, are not told which frames those are (AF_XDP).
+///
+/// A frame whose checksum was complete is unchanged by this: if its field happens to equal
+/// the pseudo-header sum, computing the checksum again writes the same value. Only a corrupt
+/// frame whose field happens to match (one in 65 536) is "repaired", which the engine would
+/// otherwise have forwarded with its bad checksum for the receiver to drop anyway.
+/// Costs a few dozen instructions per frame; the full sum only for frames that match.
+pub(crate) fn complete_if_partial(frame: &mut [u8]) -> bool {
+    let l3 = match frame.get(12..14) {
+        Some([0x08, 0x00]) => 14,
+        Some([0x81, 0x00] | [0x88, 0xa8]) if frame.get(16..18) == Some(&[0x08, 0x00]) => 18,
+        _ => return false,
+    };
+    let Some(ip) = frame.get(l3..l3 + 20) else { return false };
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let csum_at = match ip[9] {
+        6 => 16,
+        17 => 6,
+        _ => return false,
+    };
+    if ip[0] >> 4 != 4 || ihl < 20 || total < ihl + csum_at + 2 || l3 + total > frame.len() {
+        return false;
+    }
+    let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let partial = !fold(pseudo_header_sum(src, dst, ip[9], (total - ihl) as u16));
+    let at = l3 + ihl + csum_at;
+    if u16::from_be_bytes([frame[at], frame[at + 1]]) != partial {
+        return false;
+    }
+    complete_l4_checksum(frame)
+}
+
 /// Compute the TCP or UDP checksum of an IPv4 frame (untagged or with one 802.1Q tag) from
 /// scratch. Returns false, leaving the frame alone, for anything else (other protocols,
 /// fragments, malformed headers: the engine judges those).
@@ -86,6 +122,31 @@ mod tests {
             verify_checksums(&f).expect("completed");
             assert_eq!(f, good);
         }
+    }
+
+    #[test]
+    fn completes_only_frames_that_hold_the_pseudo_header_sum() {
+        let (a, b) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let tcp = FrameBuilder::tcp(a, b, 0x0a0a_0002, 0xc633_640a, 40000, 80).flags(0x10).payload(b"data").build();
+        let udp = FrameBuilder::udp(a, b, 0x0a0a_0002, 0xc633_640a, 40000, 53).payload(b"query").build();
+        for (good, csum_at) in [(tcp, 16), (udp, 6)] {
+            let mut f = partial(good.clone(), 14, csum_at);
+            assert!(complete_if_partial(&mut f), "a partial checksum is completed");
+            assert_eq!(f, good);
+            // A complete checksum is left as it is.
+            let mut same = good.clone();
+            assert!(!complete_if_partial(&mut same));
+            assert_eq!(same, good);
+            // A corrupt checksum that is not the pseudo-header sum stays corrupt.
+            let mut bad = good.clone();
+            bad[34 + csum_at] ^= 0x55;
+            assert!(!complete_if_partial(&mut bad));
+            assert!(verify_checksums(&bad).is_err());
+        }
+        let mut arp = FrameBuilder::arp_request(a, 0x0a0a_0002, 0x0a0a_0001).build();
+        assert!(!complete_if_partial(&mut arp));
+        let mut short = vec![0x08u8; 13];
+        assert!(!complete_if_partial(&mut short));
     }
 
     #[test]

@@ -104,6 +104,34 @@ const ETHTOOL_SFLAGS: u32 = 0x26;
 const ETHTOOL_GGRO: u32 = 0x2b;
 const ETHTOOL_SGRO: u32 = 0x2c;
 const ETH_FLAG_LRO: u32 = 1 << 15;
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+/// `struct ethtool_channels`.
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+/// How many receive queues an interface has (dedicated receive queues plus combined ones),
+/// or an error when the driver does not say (then it has one).
+pub(crate) fn receive_queues(fd: RawFd, name: &str) -> io::Result<u32> {
+    let mut ch = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..EthtoolChannels::default() };
+    let mut req = ifreq(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    req.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
+    // SAFETY: SIOCETHTOOL with ETHTOOL_GCHANNELS reads and writes one `ethtool_channels`,
+    // which `ifru_data` points to for the duration of the call.
+    cvt(unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &mut req as *mut libc::ifreq) })?;
+    Ok((ch.rx_count + ch.combined_count).max(1))
+}
 
 /// `struct ethtool_value`.
 #[repr(C)]

@@ -288,6 +288,25 @@ impl Dataplane {
     }
 }
 
+/// Which kernel interface the software dataplane's ports use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SoftwareIo {
+    /// AF_PACKET sockets with a receive ring.
+    AfPacket,
+    /// AF_XDP sockets fed by an XDP redirect program.
+    AfXdp,
+}
+
+impl SoftwareIo {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SoftwareIo::AfPacket => "af-packet",
+            SoftwareIo::AfXdp => "af-xdp",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -326,9 +345,16 @@ pub struct RunArgs {
     #[arg(long, env = "SLUICE_EXTERNAL_PORT", value_name = "PORT")]
     pub external_port: Option<String>,
 
-    /// Packet I/O: `software` (AF_PACKET) or `dpdk`. Default: software.
+    /// Packet I/O: `software` (kernel interfaces, see --software-io) or `dpdk`. Default: software.
     #[arg(long, env = "SLUICE_DATAPLANE", value_name = "KIND")]
     pub dataplane: Option<Dataplane>,
+
+    /// How the software dataplane reaches its interfaces: `af-packet` (packet sockets; works
+    /// everywhere) or `af-xdp` (an XDP program hands frames to AF_XDP sockets before the
+    /// kernel's stack sees them: faster, needs CAP_BPF and one receive queue per interface).
+    /// Ignored in DPDK mode. Default: af-packet. Example: --software-io af-xdp
+    #[arg(long, env = "SLUICE_SOFTWARE_IO", value_name = "KIND")]
+    pub software_io: Option<SoftwareIo>,
 
     /// DPDK EAL arguments, one string split on whitespace; used in DPDK mode only (ignored
     /// with a warning in software mode). The first lcore runs the control plane, the next one

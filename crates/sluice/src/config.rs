@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sluice_dataplane::config::{EngineConfig, PortConfig};
 use sluice_dataplane::flow::MAX_FLOW_CAPACITY;
 
-use crate::cli::{Dataplane, LogFormat, RunArgs};
+use crate::cli::{Dataplane, LogFormat, RunArgs, SoftwareIo};
 use crate::cluster_settings::{ClusterFile, ClusterSettings};
 use crate::dns_settings::{
     DnsSettings, DnsUpstream, WrittenDuration, DEFAULT_DNS_TIMEOUT, DEFAULT_MAX_IPS_PER_NAME, DEFAULT_TTL_CEILING,
@@ -38,6 +38,7 @@ pub struct FileConfig {
     pub internal_port: Option<String>,
     pub external_port: Option<String>,
     pub dataplane: Option<Dataplane>,
+    pub software_io: Option<SoftwareIo>,
     pub dpdk_eal_args: Option<String>,
     pub internal_address: Option<IfaceAddr>,
     pub external_address: Option<IfaceAddr>,
@@ -139,6 +140,8 @@ pub struct NodeConfig {
     pub internal_port: String,
     pub external_port: String,
     pub dataplane: Dataplane,
+    /// The software dataplane's port kind (unused in DPDK mode).
+    pub software_io: SoftwareIo,
     /// EAL arguments split on whitespace; empty in software mode.
     pub dpdk_eal_args: Vec<String>,
     pub internal_address: IfaceAddr,
@@ -218,6 +221,7 @@ pub fn resolve(args: RunArgs, file: FileConfig) -> Result<NodeConfig, Failure> {
             .or(file.external_port)
             .ok_or_else(|| missing("external port", "external-port"))?,
         dataplane: args.dataplane.or(file.dataplane).unwrap_or(Dataplane::Software),
+        software_io: args.software_io.or(file.software_io).unwrap_or(SoftwareIo::AfPacket),
         dpdk_eal_args: args
             .dpdk_eal_args
             .or(file.dpdk_eal_args)

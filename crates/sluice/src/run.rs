@@ -70,6 +70,7 @@ fn run_node(args: RunArgs) -> Result<Ended, Exit> {
         workers = config.workers,
         data_dir = %config.data_dir.display(),
         policy = config.policy.as_ref().map(|p| p.display().to_string()),
+        software_io = config.software_io.as_str(),
         dpdk_eal_args = %config.dpdk_eal_args.join(" "),
         log_format = config.log_format.as_str(),
         log_level = %config.log_level,

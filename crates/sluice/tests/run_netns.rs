@@ -44,6 +44,18 @@ fn dpdk_node_forwards_what_the_policy_allows_and_stops_cleanly() {
     forwards_what_the_policy_allows_and_stops_cleanly(Mode::Dpdk);
 }
 
+#[test]
+fn xdp_node_forwards_what_the_policy_allows_and_stops_cleanly() {
+    forwards_what_the_policy_allows_and_stops_cleanly(Mode::Xdp);
+}
+
+/// `ip -d link show` of a node port: names the XDP program attached to it, if any.
+fn port_link(lab: &Lab, dev: &str) -> String {
+    let out =
+        std::process::Command::new("ip").args(["-n", &lab.node, "-d", "link", "show", "dev", dev]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn forwards_what_the_policy_allows_and_stops_cleanly(mode: Mode) {
     require_root();
     let lab = Lab::new();
@@ -95,6 +107,12 @@ fn forwards_what_the_policy_allows_and_stops_cleanly(mode: Mode) {
     } else {
         assert!(stats.get("dpdk").is_none(), "no driver section in software mode");
     }
+    for dev in [&lab.node_in, &lab.node_out] {
+        assert_eq!(port_link(&lab, dev).contains("xdp"), mode == Mode::Xdp, "{}", port_link(&lab, dev));
+    }
+    if mode == Mode::Xdp {
+        assert!(node.log_text().contains("AF_XDP port open"), "{}", node.log_text());
+    }
 
     let (status, took) = node.stop(libc::SIGTERM, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", node.log_text());
@@ -104,6 +122,9 @@ fn forwards_what_the_policy_allows_and_stops_cleanly(mode: Mode) {
     assert!(log.contains("final counters") && log.contains("service lane removed"), "{log}");
     assert!(!links(&lab).contains("sl-lane"), "the TAP is gone:\n{}", links(&lab));
     assert_eq!(node.stats()["running"], false, "the last stats file says it stopped");
+    for dev in [&lab.node_in, &lab.node_out] {
+        assert!(!port_link(&lab, dev).contains("xdp"), "nothing left attached: {}", port_link(&lab, dev));
+    }
 
     // The port locks are released: another node starts on the same ports and stops on SIGINT.
     let mut again =
@@ -122,6 +143,11 @@ fn sighup_applies_a_new_policy_to_existing_flows_and_refuses_a_broken_one() {
 #[test]
 fn dpdk_sighup_applies_a_new_policy_to_existing_flows_and_refuses_a_broken_one() {
     sighup_applies_a_new_policy(Mode::Dpdk);
+}
+
+#[test]
+fn xdp_sighup_applies_a_new_policy_to_existing_flows_and_refuses_a_broken_one() {
+    sighup_applies_a_new_policy(Mode::Xdp);
 }
 
 fn sighup_applies_a_new_policy(mode: Mode) {

@@ -163,7 +163,7 @@ use sluice_dataplane::config::{EngineConfig, HostLaneConfig, PortConfig};
 use sluice_dataplane::counters::{Counters, DropReason};
 use sluice_dataplane::engine::Engine;
 use sluice_dataplane::policy_handle::PolicyHandle;
-use sluice_io::{AfPacketPort, IoStats, Tap, Worker, WorkerConfig};
+use sluice_io::{AfPacketPort, IoStats, Port, Tap, Worker, WorkerConfig, XdpPort};
 
 pub const POLICY: &str = r#"{
   "default_action": "deny",
@@ -182,6 +182,31 @@ pub const fn ip(a: u8, b: u8, c: u8, d: u8) -> u32 {
     u32::from_be_bytes([a, b, c, d])
 }
 
+/// Which software port a test node opens on its veths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    Packet,
+    Xdp,
+}
+
+impl PortKind {
+    /// Opens `name` (in the calling thread's namespace); the port and its MAC.
+    pub fn open(self, name: &str) -> (Box<dyn Port>, [u8; 6]) {
+        match self {
+            PortKind::Packet => {
+                let p = AfPacketPort::open(name, 32).expect("open AF_PACKET port");
+                let mac = p.mac();
+                (Box::new(p), mac)
+            }
+            PortKind::Xdp => {
+                let p = XdpPort::open(name).unwrap_or_else(|e| panic!("open AF_XDP port: {e}"));
+                let mac = p.mac();
+                (Box::new(p), mac)
+            }
+        }
+    }
+}
+
 /// A running node: the engine on a worker thread, owning both veth ends in the node
 /// namespace, optionally with a service lane TAP named after the lab.
 pub struct Node {
@@ -198,16 +223,21 @@ impl Node {
 
     /// As [`Node::start`], with the internal port on 802.1Q VLAN `internal_vlan`.
     pub fn start_with(lab: &Lab, with_tap: bool, internal_vlan: Option<u16>) -> Node {
+        Node::start_on(lab, with_tap, internal_vlan, PortKind::Packet)
+    }
+
+    /// As [`Node::start_with`], on ports of the given kind.
+    pub fn start_on(lab: &Lab, with_tap: bool, internal_vlan: Option<u16>, kind: PortKind) -> Node {
         let (nin, nout, tap_prefix) = (lab.node_in.clone(), lab.node_out.clone(), format!("{}t", lab.prefix));
-        let (internal, external, tap) = in_netns(&lab.node, move || {
-            let i = AfPacketPort::open(&nin, 32).expect("open internal port");
-            let e = AfPacketPort::open(&nout, 32).expect("open external port");
+        let ((internal, internal_mac), (external, external_mac), tap) = in_netns(&lab.node, move || {
+            let i = kind.open(&nin);
+            let e = kind.open(&nout);
             let t = with_tap.then(|| Tap::create(&tap_prefix).expect("create TAP"));
             (i, e, t)
         });
         let mut cfg = EngineConfig::new(
-            PortConfig { mac: internal.mac(), ip: ip(10, 10, 0, 1), prefix_len: 24, vlan: internal_vlan },
-            PortConfig { mac: external.mac(), ip: ip(203, 0, 113, 2), prefix_len: 24, vlan: None },
+            PortConfig { mac: internal_mac, ip: ip(10, 10, 0, 1), prefix_len: 24, vlan: internal_vlan },
+            PortConfig { mac: external_mac, ip: ip(203, 0, 113, 2), prefix_len: 24, vlan: None },
             ip(203, 0, 113, 1),
         );
         cfg.snat = true;
@@ -225,8 +255,8 @@ impl Node {
         let engine = Engine::new(cfg, policy.reader(), readers.pop()).expect("engine");
         let worker = Worker::spawn(WorkerConfig {
             engine,
-            internal: Box::new(internal),
-            external: Box::new(external),
+            internal,
+            external,
             host: tap,
             burst: 32,
             idle_timeout: Duration::from_millis(1),

@@ -1,15 +1,16 @@
-//! The software dataplane: both data ports on AF_PACKET sockets and one worker thread that
-//! sleeps in `ppoll` when idle.
+//! The software dataplane: both data ports on AF_PACKET or AF_XDP sockets (`--software-io`)
+//! and one worker thread that sleeps in `ppoll` when idle.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_dataplane::counters::{CounterBlock, Counters};
-use sluice_io::{AfPacketPort, IoError, IoStats, Port, Worker, WorkerConfig};
+use sluice_io::{AfPacketPort, IoError, IoStats, Port, Worker, WorkerConfig, XdpPort};
 use tracing::info;
 
 use super::port_guard::PortGuard;
 use super::{Dataplane, Parts, BURST};
+use crate::cli::SoftwareIo;
 use crate::config::NodeConfig;
 use crate::exit::{Exit, Failure};
 
@@ -51,6 +52,51 @@ impl Dataplane for Software {
     }
 }
 
+/// A data port ready for the worker, and its MAC.
+type Opened = (Box<dyn Port>, [u8; 6]);
+
+fn log_offloads(role: &str, name: &str, offloads: &[&str]) {
+    if !offloads.is_empty() {
+        info!(
+            port = role,
+            interface = %name,
+            offloads = %offloads.join(","),
+            "turned off receive offloads that merge frames (the port cannot take merged superframes)"
+        );
+    }
+}
+
+fn open_packet_ports(config: &NodeConfig) -> Result<(Opened, Opened), Failure> {
+    let mut opened = Vec::with_capacity(2);
+    for (role, name) in [("internal", &config.internal_port), ("external", &config.external_port)] {
+        let port = AfPacketPort::open(name, BURST).map_err(|e| port_failure(role, name, e))?;
+        log_offloads(role, name, port.offloads_disabled());
+        let mac = port.mac();
+        opened.push((Box::new(port) as Box<dyn Port>, mac));
+    }
+    let external = opened.pop().expect("two ports");
+    Ok((opened.pop().expect("two ports"), external))
+}
+
+fn open_xdp_ports(config: &NodeConfig) -> Result<(Opened, Opened), Failure> {
+    let mut opened = Vec::with_capacity(2);
+    for (role, name) in [("internal", &config.internal_port), ("external", &config.external_port)] {
+        let port = XdpPort::open(name).map_err(|e| port_failure(role, name, e))?;
+        log_offloads(role, name, port.offloads_disabled());
+        info!(
+            port = role,
+            interface = %name,
+            xdp = port.attach_mode().as_str(),
+            zero_copy = port.zero_copy(),
+            "AF_XDP port open: frames are redirected to the dataplane before the kernel's stack"
+        );
+        let mac = port.mac();
+        opened.push((Box::new(port) as Box<dyn Port>, mac));
+    }
+    let external = opened.pop().expect("two ports");
+    Ok((opened.pop().expect("two ports"), external))
+}
+
 /// Opens both ports and the service lane and starts the worker.
 pub(super) fn start(config: &NodeConfig, parts: Parts) -> Result<(Box<dyn Dataplane>, String), Failure> {
     if config.workers > 1 {
@@ -63,27 +109,17 @@ pub(super) fn start(config: &NodeConfig, parts: Parts) -> Result<(Box<dyn Datapl
             ),
         ));
     }
-    let internal = AfPacketPort::open(&config.internal_port, BURST)
-        .map_err(|e| port_failure("internal", &config.internal_port, e))?;
-    let external = AfPacketPort::open(&config.external_port, BURST)
-        .map_err(|e| port_failure("external", &config.external_port, e))?;
-    for (role, port) in [("internal", &internal), ("external", &external)] {
-        if !port.offloads_disabled().is_empty() {
-            info!(
-                port = role,
-                interface = %port.name(),
-                offloads = %port.offloads_disabled().join(","),
-                "turned off receive offloads that merge frames (a packet socket cannot take merged superframes)"
-            );
-        }
-    }
+    let (internal, external) = match config.software_io {
+        SoftwareIo::AfPacket => open_packet_ports(config)?,
+        SoftwareIo::AfXdp => open_xdp_ports(config)?,
+    };
     let guard = PortGuard::install(&[&config.internal_port, &config.external_port]);
-    let (engine, tap) = parts.engine(config, internal.mac(), external.mac())?;
+    let (engine, tap) = parts.engine(config, internal.1, external.1)?;
     let lane = tap.name().to_string();
     let worker = Worker::spawn(WorkerConfig {
         engine,
-        internal: Box::new(internal),
-        external: Box::new(external),
+        internal: internal.0,
+        external: external.0,
         host: Some(tap),
         burst: BURST,
         idle_timeout: Duration::from_millis(1),

@@ -55,6 +55,8 @@ pub enum Mode {
     Software,
     /// DPDK's `net_af_packet` poll-mode driver on the same veths, without hugepages.
     Dpdk,
+    /// Software mode on AF_XDP sockets (`--software-io af-xdp`) on the same veths.
+    Xdp,
 }
 
 impl Mode {
@@ -63,6 +65,11 @@ impl Mode {
         match self {
             Mode::Software => {
                 vec!["--internal-port".into(), lab.node_in.clone(), "--external-port".into(), lab.node_out.clone()]
+            }
+            Mode::Xdp => {
+                let mut flags = Mode::Software.flags(lab);
+                flags.extend(["--software-io".into(), "af-xdp".into()]);
+                flags
             }
             Mode::Dpdk => vec![
                 "--dataplane".into(),

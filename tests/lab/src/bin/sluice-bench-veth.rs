@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use sluice_lab::veth::{self, report, Mode, Options};
 
 const USAGE: &str = "\
-usage: sluice-bench-veth veth --sluice <BIN> [--quick] [--json PATH] [--modes software,dpdk,kernel] [--flows N]
+usage: sluice-bench-veth veth --sluice <BIN> [--quick] [--json PATH] [--modes software,software_xdp,dpdk,kernel] [--flows N]
        (as root; builds namespaces sv-client, sv-node, sv-upstream)";
 
 fn main() -> ExitCode {
@@ -40,7 +40,9 @@ fn parse(args: &[String]) -> Result<(Options, bool, Option<PathBuf>), String> {
             "--modes" => {
                 let list = value()?;
                 let parsed: Option<Vec<Mode>> = list.split(',').map(Mode::parse).collect();
-                modes = Some(parsed.ok_or(format!("--modes: pick from software, dpdk, kernel (got `{list}`)"))?);
+                modes = Some(
+                    parsed.ok_or(format!("--modes: pick from software, software_xdp, dpdk, kernel (got `{list}`)"))?,
+                );
             }
             "--flows" => {
                 let n = value()?;
@@ -72,7 +74,8 @@ fn run(opts: &Options, quick: bool, json: Option<PathBuf>) -> Result<(), String>
         println!("{}", f.line());
     }
     println!(
-        "# software_vs_kernel_ratio is delivered pps of Sluice software mode over the kernel's (target >= 1.0); \
+        "# software_vs_kernel_ratio is delivered pps of Sluice software mode (AF_PACKET ports; software_xdp: AF_XDP \
+         ports) over the kernel's (target >= 1.0); \
          *_per_cpu_ratio divides each by the CPU-seconds its forwarder used"
     );
     if let Some(path) = json {

@@ -41,17 +41,21 @@ const MGMT_OCTET: u8 = 78;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Sluice in software mode on AF_PACKET ports.
     Software,
+    /// Sluice in software mode on AF_XDP ports (`--software-io af-xdp`).
+    SoftwareXdp,
     Dpdk,
     Kernel,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 3] = [Mode::Software, Mode::Dpdk, Mode::Kernel];
+    pub const ALL: [Mode; 4] = [Mode::Software, Mode::SoftwareXdp, Mode::Dpdk, Mode::Kernel];
 
     pub fn name(self) -> &'static str {
         match self {
             Mode::Software => "software",
+            Mode::SoftwareXdp => "software_xdp",
             Mode::Dpdk => "dpdk",
             Mode::Kernel => "kernel",
         }
@@ -196,6 +200,11 @@ impl Forwarder {
             Mode::Kernel => return Ok(Forwarder::Kernel(KernelForwarder::start(lab)?)),
             Mode::Software => Launch {
                 launcher: vec!["taskset".into(), "-c".into(), cpus.forwarder.to_string()],
+                ..Launch::software(lab)
+            },
+            Mode::SoftwareXdp => Launch {
+                launcher: vec!["taskset".into(), "-c".into(), cpus.forwarder.to_string()],
+                extra: vec!["--software-io".into(), "af-xdp".into()],
                 ..Launch::software(lab)
             },
             Mode::Dpdk => Launch::dpdk(lab, &format!("0@({}),1@({})", cpus.load, cpus.forwarder)),
