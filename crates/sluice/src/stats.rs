@@ -6,14 +6,15 @@
 //!
 //! ```json
 //! { "pid": 4242, "time_unix_ms": 1795000000000, "uptime_ms": 12000, "running": true,
-//!   "workers": 1, "policy_generation": 2, "service_lane": "sl-lane0",
+//!   "workers": 1, "policy_generation": 2, "service_lane": "sl-lane0", "port_io": "af-packet",
 //!   "counters": { "internal_rx_packets": 10, "...": 0, "policy_denied": 3 },
 //!   "ports": { "internal": { "rx_packets": 10, "...": 0 }, "external": {}, "host": {} },
 //!   "dns": { "counters": { "answered": 5, "nxdomain_policy": 1, "...": 0 },
 //!            "upstream_latency": { "le_250us": 0, "le_500us": 4, "...": 0 } } }
 //! ```
 //!
-//! `dns` is there when the DNS proxy runs.
+//! `dns` is there when the DNS proxy runs. `port_io` is how the data ports are driven:
+//! `af-packet` or `af-xdp` (software dataplane), `dpdk`.
 //!
 //! `counters` holds every engine counter and drop reason by name, summed over workers
 //! (`policy_generation` inside it is what the workers enforce; the top-level one is the
@@ -35,6 +36,8 @@ pub struct Snapshot<'a> {
     pub workers: usize,
     pub policy_generation: u32,
     pub service_lane: &'a str,
+    /// `af-packet`, `af-xdp` or `dpdk`.
+    pub port_io: &'a str,
     /// Counter names and values, summed over workers.
     pub counters: &'a [(&'static str, u64)],
     pub ports: [(&'static str, PortStats); 3],
@@ -78,6 +81,7 @@ pub fn to_json(s: &Snapshot<'_>) -> Value {
         "workers": s.workers,
         "policy_generation": s.policy_generation,
         "service_lane": s.service_lane,
+        "port_io": s.port_io,
         "counters": counters,
         "ports": ports,
     });
@@ -135,6 +139,7 @@ mod tests {
             workers: 1,
             policy_generation: 2,
             service_lane: "sl-lane0",
+            port_io: "af-xdp",
             counters: &named,
             ports: [("internal", rx), ("external", PortStats::default()), ("host", PortStats::default())],
             driver: None,
@@ -147,6 +152,7 @@ mod tests {
         assert_eq!(back["counters"]["policy_denied"], 1);
         assert_eq!(back["counters"]["dropped_packets"], 1);
         assert_eq!(back["ports"]["internal"]["rx_packets"], 7);
+        assert_eq!(back["port_io"], "af-xdp");
         assert_eq!((back["policy_generation"].as_u64(), back["running"].as_bool()), (Some(2), Some(true)));
         let names = sluice_dataplane::counters::aggregate(&[]);
         assert_eq!(named.len(), names.len());

@@ -40,6 +40,11 @@ fn software_node_admission_holds_under_a_burst_of_new_connections() {
     admission_holds_under_a_burst_of_new_connections(Mode::Software);
 }
 
+#[test]
+fn xdp_node_admission_holds_under_a_burst_of_new_connections() {
+    admission_holds_under_a_burst_of_new_connections(Mode::Xdp);
+}
+
 #[cfg(feature = "dpdk")]
 #[test]
 fn dpdk_node_admission_holds_under_a_burst_of_new_connections() {

@@ -56,6 +56,11 @@ fn dpdk_hostname_policy_end_to_end() {
     hostname_policy_end_to_end(Mode::Dpdk);
 }
 
+#[test]
+fn xdp_hostname_policy_end_to_end() {
+    hostname_policy_end_to_end(Mode::Xdp);
+}
+
 fn hostname_policy_end_to_end(mode: Mode) {
     require_root();
     let lab = Lab::new();

@@ -110,6 +110,12 @@ fn forwards_what_the_policy_allows_and_stops_cleanly(mode: Mode) {
     for dev in [&lab.node_in, &lab.node_out] {
         assert_eq!(port_link(&lab, dev).contains("xdp"), mode == Mode::Xdp, "{}", port_link(&lab, dev));
     }
+    let port_io = match mode {
+        Mode::Software => "af-packet",
+        Mode::Xdp => "af-xdp",
+        Mode::Dpdk => "dpdk",
+    };
+    assert_eq!(stats["port_io"], port_io);
     if mode == Mode::Xdp {
         assert!(node.log_text().contains("AF_XDP port open"), "{}", node.log_text());
     }
@@ -222,4 +228,55 @@ fn without_a_policy(mode: Mode) {
     assert!(node.counter("policy_denied") >= 2, "{:#}", node.stats()["counters"]);
     let (status, _) = node.stop(libc::SIGTERM, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", node.log_text());
+}
+
+/// `--software-io af-xdp` on ports it cannot serve stops at start with the port-open exit
+/// code and says why and what to do: an interface with two receive queues, and an interface
+/// another XDP program already holds.
+#[test]
+fn xdp_ports_it_cannot_serve_stop_the_node_with_a_clear_error() {
+    require_root();
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |internal: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.node, env!("CARGO_BIN_EXE_sluice"), "run", "--software-io", "af-xdp"])
+            .args(["--internal-port", internal, "--external-port", &lab.node_out])
+            .args(["--internal-address", "10.10.0.1/24", "--external-address", "203.0.113.2/24"])
+            .args(["--gateway", "203.0.113.1", "--data-dir"])
+            .arg(dir.path())
+            .env_remove("SLUICE_CONFIG")
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+    };
+    let (mq, peer) = (format!("{}mq", lab.prefix), format!("{}mr", lab.prefix));
+    let made = std::process::Command::new("ip")
+        .args(["-n", &lab.node, "link", "add", &mq, "numrxqueues", "2", "numtxqueues", "2", "type", "veth"])
+        .args(["peer", "name", &peer])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (code, log) = run(&mq);
+    assert_eq!(code, Some(22), "{log}");
+    assert!(log.contains("cannot open the internal port") && log.contains("ethtool -L"), "{log}");
+
+    // A node already on the ports: the second one is refused before it touches them.
+    let mut first = Sluice::start(&lab, dir.path(), &Launch { mode: Mode::Xdp, ..Launch::default() });
+    let other = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.node, env!("CARGO_BIN_EXE_sluice"), "run", "--software-io", "af-xdp"])
+        .args(["--internal-port", &lab.node_in, "--external-port", &lab.node_out])
+        .args(["--internal-address", "10.10.0.1/24", "--external-address", "203.0.113.2/24"])
+        .args(["--gateway", "203.0.113.1", "--data-dir"])
+        .arg(other.path())
+        .env_remove("SLUICE_CONFIG")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(22), "{log}");
+    assert!(log.contains("another XDP program is attached"), "{log}");
+    assert!(ping(&lab, [10, 10, 0, 1]), "the first node still answers through its ports");
+    let (status, _) = first.stop(libc::SIGTERM, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", first.log_text());
 }

@@ -453,6 +453,10 @@ fn write_stats(
         workers: 1,
         policy_generation: node.policy.current().generation,
         service_lane: node.lane,
+        port_io: match config.dataplane {
+            Mode::Software => config.software_io.as_str(),
+            Mode::Dpdk => "dpdk",
+        },
         counters: &named,
         driver,
         dns: node.dns,
