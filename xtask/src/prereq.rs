@@ -89,12 +89,36 @@ pub fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
     // upgrades) those already present. Given only the missing ones it may remove a present
     // one to satisfy them: installing qemu-system-x86 removed an older qemu-utils, and the
     // image build later found no `qemu-img`.
-    run::run(
-        run::program("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(packages),
-    )?;
+    let install = |list: &[String], downgrades: bool| {
+        let mut cmd = run::program("apt-get");
+        cmd.env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "--no-install-recommends"]);
+        if downgrades {
+            cmd.arg("--allow-downgrades");
+        }
+        run::run(cmd.args(list))
+    };
+    let list: Vec<String> = packages.iter().map(|p| p.to_string()).collect();
+    if let Err(first) = install(&list, false) {
+        // A present package at a version no configured repository offers (installed from a
+        // backports source the machine no longer lists, say: qemu-utils 10 beside bookworm's
+        // qemu-system-x86 7.2, which needs its own qemu-utils) leaves apt no solution.
+        // Retry once with such packages pinned to the newest version the repositories have.
+        // Only the missing packages' own family (`qemu-utils` for `qemu-system-x86`): other
+        // present packages at local versions are no part of the conflict and stay as they are.
+        let family = |p: &str| p.split('-').next().unwrap_or(p).to_string();
+        let families: Vec<String> = missing.iter().map(|p| family(p)).collect();
+        let related: Vec<&str> = packages.iter().copied().filter(|p| families.contains(&family(p))).collect();
+        let pins = repository_pins(&related);
+        if pins.is_empty() {
+            return Err(first);
+        }
+        println!("retrying with packages moved to their repository versions: {}", pins.join(" "));
+        let pinned: Vec<String> = list
+            .iter()
+            .map(|p| pins.iter().find(|pin| pin.split('=').next() == Some(p)).cloned().unwrap_or_else(|| p.clone()))
+            .collect();
+        install(&pinned, true)?;
+    }
     let still = not_installed(packages);
     if !still.is_empty() {
         return Err(Error::failed(format!(
@@ -103,6 +127,28 @@ pub fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// `package=version` for every installed package of `packages` whose installed version no
+/// configured repository offers, with the newest version one does.
+fn repository_pins(packages: &[&str]) -> Vec<String> {
+    packages
+        .iter()
+        .filter_map(|p| {
+            let installed = run::output(run::program("dpkg-query").args(["-W", "-f=${Version}", p]))?;
+            let offered = madison_versions(&run::output(run::program("apt-cache").args(["madison", p]))?);
+            let installed = installed.trim();
+            (!installed.is_empty() && !offered.iter().any(|v| v == installed))
+                .then(|| offered.first().map(|v| format!("{p}={v}")))
+                .flatten()
+        })
+        .collect()
+}
+
+/// The versions in `apt-cache madison` output (`pkg | version | source`), newest first as
+/// apt prints them.
+fn madison_versions(text: &str) -> Vec<String> {
+    text.lines().filter_map(|l| l.split('|').nth(1)).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect()
 }
 
 fn not_installed<'a>(packages: &[&'a str]) -> Vec<&'a str> {
@@ -191,6 +237,14 @@ mod tests {
             "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
              --no-install-recommends libclang-dev dnsmasq"
         );
+    }
+
+    #[test]
+    fn reads_repository_versions_from_madison() {
+        let text = " qemu-utils | 1:7.2+dfsg-7+deb12u18+b3 | http://deb.debian.org/debian bookworm/main amd64 Packages\n \
+                    qemu-utils | 1:7.2+dfsg-7+deb12u15 | http://deb.debian.org/debian-security bookworm-security/main amd64 Packages\n";
+        assert_eq!(madison_versions(text), ["1:7.2+dfsg-7+deb12u18+b3", "1:7.2+dfsg-7+deb12u15"]);
+        assert!(madison_versions("").is_empty());
     }
 
     #[test]
