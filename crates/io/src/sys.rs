@@ -104,6 +104,7 @@ const ETHTOOL_SFLAGS: u32 = 0x26;
 const ETHTOOL_GGRO: u32 = 0x2b;
 const ETHTOOL_SGRO: u32 = 0x2c;
 const ETH_FLAG_LRO: u32 = 1 << 15;
+const ETH_FLAG_RXVLAN: u32 = 1 << 8;
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
 
 /// `struct ethtool_channels`.
@@ -175,6 +176,25 @@ pub(crate) fn disable_receive_merging(fd: RawFd, name: &str) -> io::Result<Vec<&
         Err(e) => return Err(e),
     }
     Ok(off)
+}
+
+/// Turns off receive VLAN tag stripping (`rx-vlan-offload`) on an interface, so tags stay in
+/// the frame where an XDP program sees them (a packet socket is told about a stripped tag;
+/// XDP is not). Returns whether it turned it off; a device that cannot change it is left
+/// alone (it then strips nothing, or the caller's documentation covers it).
+pub(crate) fn disable_vlan_stripping(fd: RawFd, name: &str) -> io::Result<bool> {
+    match ethtool(fd, name, ETHTOOL_GFLAGS, 0) {
+        Ok(flags) if flags & ETH_FLAG_RXVLAN != 0 => {
+            match ethtool(fd, name, ETHTOOL_SFLAGS, flags & !ETH_FLAG_RXVLAN) {
+                Ok(_) => Ok(true),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)) => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+        Ok(_) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Set an integer socket option.

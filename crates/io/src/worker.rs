@@ -315,6 +315,11 @@ impl<'a> Loop<'a> {
                 self.publish_stats();
             }
             if total == 0 {
+                // A port may still hold frames its driver could not take at the last flush
+                // (an AF_XDP port's transmit ring): hand them over before sleeping.
+                for p in self.ports.iter_mut().flatten() {
+                    p.flush();
+                }
                 self.publish_stats();
                 // A listing in progress is served a slice per housekeeping turn: an idle
                 // worker keeps turning until it is done rather than sleeping between slices.

@@ -1,6 +1,7 @@
-//! The kernel side of an AF_XDP port: a socket map, a five-instruction XDP program that
-//! hands every frame of the interface's queue to the socket in the map, and a BPF link that
-//! attaches the program to the interface for as long as the link's descriptor is open.
+//! The kernel side of an AF_XDP port: a socket map, an XDP program (five instructions in six
+//! slots) that hands every frame of the interface's queue to the socket in the map, and a BPF
+//! link that attaches the program to the interface for as long as the link's descriptor is
+//! open.
 //!
 //! Written against the `bpf(2)` system call directly: the program is fixed and tiny, so an
 //! ELF loader (libbpf/libxdp) would add a C dependency and a BPF filesystem the appliance
@@ -40,6 +41,10 @@ struct Insn {
     off: i16,
     imm: i32,
 }
+
+// The register nibbles are packed for a little-endian `struct bpf_insn` bitfield.
+#[cfg(target_endian = "big")]
+compile_error!("the XDP program's instruction encoding assumes a little-endian target");
 
 const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
     Insn { code, regs: dst | (src << 4), off, imm }
@@ -153,8 +158,8 @@ impl Redirect {
     pub(crate) fn attach(ifindex: i32) -> Result<Redirect, (&'static str, io::Error)> {
         let mut create =
             MapCreate { map_type: BPF_MAP_TYPE_XSKMAP, key_size: 4, value_size: 4, max_entries: 1, map_flags: 0 };
-        let map =
-            bpf_fd(BPF_MAP_CREATE, &mut create).map_err(|e| ("creating the XDP socket map (needs CAP_BPF)", e))?;
+        let map = bpf_fd(BPF_MAP_CREATE, &mut create)
+            .map_err(|e| ("creating the XDP socket map (needs CAP_BPF and CAP_NET_ADMIN)", e))?;
         let insns = program(map.as_raw_fd());
         let license = c"Apache-2.0";
         let mut name = [0u8; 16];
@@ -173,7 +178,8 @@ impl Redirect {
             prog_ifindex: 0,
             expected_attach_type: BPF_XDP,
         };
-        let prog = bpf_fd(BPF_PROG_LOAD, &mut load).map_err(|e| ("loading the XDP program (needs CAP_BPF)", e))?;
+        let prog = bpf_fd(BPF_PROG_LOAD, &mut load)
+            .map_err(|e| ("loading the XDP program (needs CAP_BPF and CAP_NET_ADMIN)", e))?;
         let mut mode = AttachMode::Native;
         let link = loop {
             let flags = if mode == AttachMode::Native { XDP_FLAGS_DRV_MODE } else { XDP_FLAGS_SKB_MODE };
@@ -185,10 +191,15 @@ impl Redirect {
             };
             match bpf_fd(BPF_LINK_CREATE, &mut link) {
                 Ok(fd) => break fd,
-                // The driver has no XDP of its own: every device has the generic path.
+                // The driver has no XDP of its own (EOPNOTSUPP, EINVAL), or not for this
+                // setup (ERANGE: an MTU too large for it; ENOSPC: a veth whose peer has more
+                // transmit queues than it has receive queues): every device has the generic path.
                 Err(e)
                     if mode == AttachMode::Native
-                        && matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)) =>
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ERANGE) | Some(libc::ENOSPC)
+                        ) =>
                 {
                     mode = AttachMode::Generic;
                 }

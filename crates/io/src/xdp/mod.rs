@@ -11,7 +11,8 @@
 //! into the UMEM with no socket buffer and no IP stack; on NICs whose drivers support it the
 //! kernel binds in zero-copy mode, and the copy goes too.
 //!
-//! The price: loading an XDP program needs `CAP_BPF` and `CAP_NET_ADMIN` (root has both), the
+//! The price: loading an XDP program needs `CAP_BPF` and `CAP_NET_ADMIN`, and the socket
+//! `CAP_NET_RAW` (root has all three), the
 //! interface must have a single receive queue (one socket serves queue 0; the program drops
 //! frames of a queue without a socket, so nothing bypasses the dataplane), and while the port
 //! is open the interface's frames reach nothing else on the node (not `tcpdump` either:
@@ -48,6 +49,8 @@ use ring::{Ring, Umem};
 
 /// `AF_XDP` (linux/socket.h).
 const AF_XDP: libc::c_int = 44;
+/// `XDP_MAX_TX_SKB_BUDGET` (linux/if_xdp.h, 6.17): frames one copy-mode transmit call sends.
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 /// Entries per ring; also the number of chunks for receiving and for transmitting.
 const RING: u32 = 2048;
 /// The headroom the kernel leaves in front of a received frame in copy mode
@@ -78,6 +81,9 @@ pub struct XdpPort {
     stats: PortStats,
     /// Errors from waking the kernel to transmit (counted into `tx_errors`).
     kick_errors: u64,
+    /// The kernel said the interface is gone or down: `recv_burst` reports it, so the
+    /// worker counts it and stops relying on `ppoll` (an AF_XDP socket never signals it).
+    gone: bool,
     /// The kernel's own counts, read by `refresh_stats`.
     kernel: libc::xdp_statistics,
 }
@@ -92,7 +98,13 @@ impl XdpPort {
     pub fn open(name: &str) -> Result<XdpPort, IoError> {
         let ctl = sys::control_socket().map_err(|e| IoError::os("opening a control socket", name, e))?;
         let link = sys::link_info(ctl.as_raw_fd(), name)?;
-        let queues = sys::receive_queues(ctl.as_raw_fd(), name).unwrap_or(1);
+        let queues = match sys::receive_queues(ctl.as_raw_fd(), name) {
+            Ok(q) => q,
+            // The driver does not report channels (tun, macvlan, bonds): sysfs still knows,
+            // when it shows this namespace's interface.
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => sysfs_receive_queues(name, link.index).unwrap_or(1),
+            Err(e) => return Err(IoError::os("reading the interface's receive queues", name, e)),
+        };
         if queues > 1 {
             return Err(IoError::Xdp {
                 name: name.to_string(),
@@ -117,8 +129,15 @@ impl XdpPort {
         }
         sys::set_up(ctl.as_raw_fd(), name)?;
         // LRO merges frames before XDP sees them, and drivers refuse XDP while it is on.
-        let offloads_disabled = sys::disable_receive_merging(ctl.as_raw_fd(), name)
+        let mut offloads_disabled = sys::disable_receive_merging(ctl.as_raw_fd(), name)
             .map_err(|e| IoError::os("turning off receive offloads (GRO/LRO)", name, e))?;
+        // A tag the NIC strips into its descriptor never reaches the program: the engine
+        // would take a frame of another VLAN for an untagged one.
+        if sys::disable_vlan_stripping(ctl.as_raw_fd(), name)
+            .map_err(|e| IoError::os("turning off VLAN tag stripping (rx-vlan-offload)", name, e))?
+        {
+            offloads_disabled.push("rxvlan");
+        }
         let os = |op: &'static str| move |e: io::Error| IoError::os(op, name, e);
         // SAFETY: plain system call without pointers.
         let fd =
@@ -134,6 +153,16 @@ impl XdpPort {
             })?;
         let umem = Umem::new(2 * RING as usize, chunk).map_err(os("allocating the frame memory (UMEM)"))?;
         umem.register(&fd).map_err(os("registering the frame memory (UMEM)"))?;
+        // In copy mode every frame in flight to the driver is a socket buffer charged to the
+        // send buffer; the default (about 200 KiB) would hold back a deep NIC ring. Room for
+        // the whole transmit pool (forced past the system limit with CAP_NET_ADMIN, else
+        // as much as the limit allows), and a per-call budget of the whole ring where the
+        // kernel has the option (6.17 and later; older ones send 32 per call).
+        let sndbuf = (RING as usize * (chunk + 512)) as libc::c_int;
+        if sys::setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, sndbuf).is_err() {
+            let _ = sys::setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, sndbuf);
+        }
+        let _ = sys::setsockopt_int(&fd, libc::SOL_XDP, XDP_MAX_TX_SKB_BUDGET, RING as libc::c_int);
         for opt in [libc::XDP_UMEM_FILL_RING, libc::XDP_UMEM_COMPLETION_RING, libc::XDP_RX_RING, libc::XDP_TX_RING] {
             sys::setsockopt(&fd, libc::SOL_XDP, opt, &RING).map_err(os("sizing the AF_XDP rings"))?;
         }
@@ -157,19 +186,33 @@ impl XdpPort {
             Some(libc::EBUSY) | Some(libc::EEXIST) => IoError::Xdp {
                 name: name.to_string(),
                 why: "another XDP program is attached to it (is another node or tool using it?); \
-                      `ip link set dev IF xdp off` removes a leftover one"
+                      `ip link set dev IF xdp off` removes a leftover one attached without a link, \
+                      `bpftool link detach id N` one held by a link"
                     .replace("IF", name),
             },
             _ => IoError::os(op, name, e),
         })?;
         let addr = libc::sockaddr_xdp {
             sxdp_family: AF_XDP as u16,
-            sxdp_flags: libc::XDP_USE_NEED_WAKEUP,
+            // On the generic path the driver's zero-copy support cannot be used (its wakeups
+            // need its own program), so copy mode is asked for explicitly there.
+            sxdp_flags: libc::XDP_USE_NEED_WAKEUP
+                | if redirect.mode == AttachMode::Generic { libc::XDP_COPY } else { 0 },
             sxdp_ifindex: link.index as u32,
             sxdp_queue_id: 0,
             sxdp_shared_umem_fd: 0,
         };
-        bind_retrying(&fd, &addr).map_err(os("binding the AF_XDP socket to queue 0"))?;
+        bind_retrying(&fd, &addr).map_err(|e| match e.raw_os_error() {
+            Some(libc::EBUSY) => IoError::Xdp {
+                name: name.to_string(),
+                why: format!(
+                    "its queue 0 is still held by another AF_XDP socket {}s after asking (another process, \
+                     or one that closed with frames still in flight)",
+                    BIND_WAIT.as_secs()
+                ),
+            },
+            _ => IoError::os("binding the AF_XDP socket to queue 0", name, e),
+        })?;
         redirect.insert(0, &fd).map_err(os("putting the socket in the XDP map"))?;
         let zero_copy = sys::getsockopt::<libc::xdp_options>(&fd, libc::SOL_XDP, libc::XDP_OPTIONS)
             .is_ok_and(|o| o.flags & libc::XDP_OPTIONS_ZEROCOPY != 0);
@@ -191,6 +234,7 @@ impl XdpPort {
             offloads_disabled,
             stats: PortStats::default(),
             kick_errors: 0,
+            gone: false,
             // SAFETY: plain old data; all-zero is a valid value.
             kernel: unsafe { std::mem::zeroed() },
         })
@@ -223,6 +267,27 @@ impl XdpPort {
         &self.offloads_disabled
     }
 
+    /// Tell the kernel the fill ring has buffers again, when it asked to be told.
+    fn wake_fill(&mut self) {
+        if !self.fill.needs_wakeup() {
+            return;
+        }
+        // SAFETY: no buffer is passed; the call only wakes the receive path.
+        let r = unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 && matches!(io::Error::last_os_error().raw_os_error(), Some(libc::ENXIO) | Some(libc::ENETDOWN)) {
+            self.gone = true;
+        }
+    }
+
     /// Take back the transmit chunks the kernel has sent.
     fn reclaim(&mut self) {
         let n = self.completion.ready(RING);
@@ -234,21 +299,64 @@ impl XdpPort {
     }
 
     /// Ask the kernel to transmit what the ring holds (in copy mode it sends only when
-    /// asked). A busy ring is retried by the next flush.
+    /// asked, and at most a budget of frames per call, 32 unless the kernel lets
+    /// `XDP_MAX_TX_SKB_BUDGET` raise it), repeating while it takes frames and more wait.
+    /// Frames the driver cannot take now stay in the ring for the next flush. Bounded: at
+    /// most one call per 32 frames of the ring, plus one.
     fn kick(&mut self) {
-        if !self.tx.needs_wakeup() {
-            return;
-        }
-        // SAFETY: no buffer is passed; the call only wakes the socket's transmit path.
-        let r =
-            unsafe { libc::sendto(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
-        if r < 0 {
-            match io::Error::last_os_error().raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS) | Some(libc::EINTR) => {}
-                _ => self.kick_errors += 1,
+        for _ in 0..RING / 32 + 1 {
+            if !self.tx.needs_wakeup() {
+                return;
+            }
+            let before = self.tx.outstanding();
+            if before == 0 {
+                return;
+            }
+            // SAFETY: no buffer is passed; the call only wakes the socket's transmit path.
+            let r = unsafe {
+                libc::sendto(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0)
+            };
+            let errno = if r < 0 { io::Error::last_os_error().raw_os_error() } else { None };
+            match errno {
+                // Sent everything it was given (or the rest of its budget: checked below).
+                None => {}
+                // The budget ran out with frames left (EAGAIN), or the driver refused one
+                // (EBUSY: the batch stopped there): go on only if this call made progress.
+                Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::EINTR) => {}
+                // No room for socket buffers now: the next flush retries.
+                Some(libc::ENOBUFS) => return,
+                // The interface went away or down: the worker's error path takes over.
+                Some(libc::ENXIO) | Some(libc::ENETDOWN) | Some(libc::ENODEV) => {
+                    self.gone = true;
+                    self.kick_errors += 1;
+                    return;
+                }
+                Some(_) => {
+                    self.kick_errors += 1;
+                    return;
+                }
+            }
+            if self.tx.outstanding() >= before {
+                return;
             }
         }
     }
+}
+
+/// Receive queues of `name` from `/sys/class/net`, if that shows the interface with this
+/// index (sysfs shows the namespace it was mounted in, which need not be the caller's).
+fn sysfs_receive_queues(name: &str, index: i32) -> Option<u32> {
+    let dir = std::path::Path::new("/sys/class/net").join(name);
+    let shown: i32 = std::fs::read_to_string(dir.join("ifindex")).ok()?.trim().parse().ok()?;
+    if shown != index {
+        return None;
+    }
+    let n = std::fs::read_dir(dir.join("queues"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    u32::try_from(n).ok().filter(|&n| n > 0)
 }
 
 /// How long a bind waits for the queue to be released by a socket closed just before: the
@@ -298,20 +406,11 @@ impl Port for XdpPort {
             // the receive ring: take only what can go back now, the rest on the next call.
             n = n.min(self.fill.free(n));
         }
+        if std::mem::take(&mut self.gone) {
+            return Err(io::Error::from_raw_os_error(libc::ENXIO));
+        }
         if n == 0 {
-            if self.fill.needs_wakeup() {
-                // SAFETY: no buffer is passed; the call only wakes the receive path.
-                unsafe {
-                    libc::recvfrom(
-                        self.fd.as_raw_fd(),
-                        std::ptr::null_mut(),
-                        0,
-                        libc::MSG_DONTWAIT,
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                    )
-                };
-            }
+            self.wake_fill();
             return Ok(0);
         }
         let mut kept = 0;
@@ -335,6 +434,8 @@ impl Port for XdpPort {
         }
         self.rx.release(n);
         self.fill.submit(n);
+        // A zero-copy driver that ran out of receive buffers waits to be told there are more.
+        self.wake_fill();
         self.stats.rx_packets += kept as u64;
         Ok(kept)
     }
@@ -377,8 +478,10 @@ impl Port for XdpPort {
     fn stats(&self) -> PortStats {
         let k = &self.kernel;
         PortStats {
-            rx_dropped: self.stats.rx_dropped + k.rx_dropped + k.rx_ring_full + k.rx_fill_ring_empty_descs,
-            rx_errors: self.stats.rx_errors + k.rx_invalid_descs,
+            // In copy mode a frame dropped for want of a fill buffer is in `rx_dropped` too
+            // (`rx_fill_ring_empty_descs` counts attempts, not frames).
+            rx_dropped: self.stats.rx_dropped + k.rx_dropped + k.rx_ring_full,
+            rx_errors: self.stats.rx_errors,
             tx_errors: self.stats.tx_errors + self.kick_errors + k.tx_invalid_descs,
             ..self.stats
         }

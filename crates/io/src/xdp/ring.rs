@@ -176,7 +176,7 @@ impl<T: Copy> Ring<T> {
 
     /// Writes entry `i` past the published ones (the caller checked [`Ring::free`]).
     pub(crate) fn write(&mut self, i: u32, value: T) {
-        debug_assert!(i < self.size - self.own.wrapping_sub(self.other));
+        assert!(i < self.size - self.own.wrapping_sub(self.other), "a slot this side owns");
         // SAFETY: a slot of the ring the kernel does not read until `submit` publishes it.
         unsafe { self.slot(self.own.wrapping_add(i)).write(value) }
     }
@@ -207,7 +207,7 @@ impl<T: Copy> Ring<T> {
 
     /// Reads ready entry `i` (the caller checked [`Ring::ready`]).
     pub(crate) fn read(&self, i: u32) -> T {
-        debug_assert!(i < self.other.wrapping_sub(self.own));
+        assert!(i < self.other.wrapping_sub(self.own), "a slot the kernel published");
         // SAFETY: a slot the kernel published and does not reuse until `release`.
         unsafe { self.slot(self.own.wrapping_add(i)).read() }
     }
