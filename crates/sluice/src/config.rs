@@ -407,6 +407,22 @@ mod tests {
     }
 
     #[test]
+    fn software_io_comes_from_file_and_flag_and_defaults_to_af_packet() {
+        assert_eq!(resolve(RunArgs::default(), required()).unwrap().software_io, SoftwareIo::AfPacket);
+        let file = FileConfig::parse("software_io = \"af-xdp\"\n", Path::new("n.toml")).unwrap();
+        assert_eq!(file.software_io, Some(SoftwareIo::AfXdp));
+        let mut from_file = required();
+        from_file.software_io = file.software_io;
+        assert_eq!(resolve(RunArgs::default(), from_file).unwrap().software_io, SoftwareIo::AfXdp);
+        let mut file = required();
+        file.software_io = Some(SoftwareIo::AfXdp);
+        let args = RunArgs { software_io: Some(SoftwareIo::AfPacket), ..RunArgs::default() };
+        assert_eq!(resolve(args, file).unwrap().software_io, SoftwareIo::AfPacket, "the flag wins");
+        let err = FileConfig::parse("software_io = \"xdp\"\n", Path::new("n.toml")).unwrap_err();
+        assert!(err.message.contains("unknown variant `xdp`, expected `af-packet` or `af-xdp`"), "{err}");
+    }
+
+    #[test]
     fn file_errors_name_the_file_and_key() {
         let err = FileConfig::parse("gatewya = \"1.2.3.4\"\n", Path::new("/etc/sluice/sluice.toml")).unwrap_err();
         assert_eq!(err.exit, Exit::ConfigFile);
