@@ -51,7 +51,7 @@ impl fmt::Display for IoError {
             IoError::PermissionDenied { what, source } => write!(
                 f,
                 "permission denied for {what} ({source}); run Sluice as root or grant it the \
-                 CAP_NET_RAW and CAP_NET_ADMIN capabilities"
+                 CAP_NET_RAW and CAP_NET_ADMIN capabilities (and CAP_BPF for --software-io af-xdp)"
             ),
             IoError::Xdp { name, why } => write!(f, "network interface {name:?} cannot be an AF_XDP port: {why}"),
             IoError::Os { op, target, source } => write!(f, "{op} on {target} failed: {source}"),
