@@ -56,20 +56,33 @@ fn exec(mut cmd: Command) -> Result<u8> {
     Err(Error::failed(format!("could not start `{}`: {err}", run::show(&cmd))))
 }
 
-/// `cargo xtask demo [--check]`.
-pub fn demo(check: bool, install: bool) -> Result<u8> {
+/// `cargo xtask demo [--check] [--software-io KIND]`.
+pub fn demo(check: bool, install: bool, software_io: Option<&str>) -> Result<u8> {
+    let mut args = vec!["demo"];
     if check {
-        let mut cmd = prepare(&["demo", "--check"], install)?;
+        args.push("--check");
+    }
+    if let Some(kind) = software_io {
+        args.extend(["--software-io", kind]);
+    }
+    let mut cmd = prepare(&args, install)?;
+    if check {
         run::run(&mut cmd)?;
         return Ok(0);
     }
-    exec(prepare(&["demo"], install)?)
+    exec(cmd)
 }
 
 /// `cargo xtask lab up|down|status`.
-pub fn lab(action: &str, install: bool) -> Result<u8> {
+pub fn lab(action: &str, install: bool, software_io: Option<&str>) -> Result<u8> {
     match action {
-        "up" => exec(prepare(&["up"], install)?),
+        "up" => {
+            let mut args = vec!["up"];
+            if let Some(kind) = software_io {
+                args.extend(["--software-io", kind]);
+            }
+            exec(prepare(&args, install)?)
+        }
         "down" | "status" => {
             run::run(run::cargo().args(["build", "-p", "sluice-lab", "--bin", "sluice-lab"]))?;
             let mut cmd = Command::new(target_dir().join("debug/sluice-lab"));

@@ -94,7 +94,7 @@ APT_PACKAGES in xtask/src/prereq.rs.";
 const DEMO_HELP: &str = "\
 cargo xtask demo: build Sluice and run the live demo in network namespaces (as root)
 
-Usage: cargo xtask demo [--check] [--no-install]
+Usage: cargo xtask demo [--check] [--no-install] [--software-io af-packet|af-xdp]
 
 Installs missing prerequisites (as `test` does), builds `sluice` and `sluice-lab`, builds a
 client, a Sluice node and an upstream \"internet\" (web, echo and DNS servers) in namespaces
@@ -105,12 +105,14 @@ exploration until Ctrl-C, and removes everything.
 Options:
   --check        Exit when the probes are done: 0 if every probe saw what the policy says, else 1
   --no-install   Skip the prerequisites step
+  --software-io af-packet|af-xdp
+                 The node's data ports: packet sockets (the default) or AF_XDP sockets
   -h, --help     Print this help";
 
 const LAB_HELP: &str = "\
 cargo xtask lab: the network-namespace lab, left running (as root)
 
-Usage: cargo xtask lab <up|down|status> [--no-install]
+Usage: cargo xtask lab <up|down|status> [--no-install] [--software-io af-packet|af-xdp]
 
   up       build sluice and sluice-lab, create namespaces sl-client (10.10.0.2), sl-node
            (data ports sl-ni/sl-ne, management 192.168.77.2 <-> 192.168.77.1 on sl-mh) and
@@ -121,6 +123,8 @@ Usage: cargo xtask lab <up|down|status> [--no-install]
 
 Options:
   --no-install   Skip the prerequisites step
+  --software-io af-packet|af-xdp
+                 (up) The node's data ports: packet sockets (the default) or AF_XDP sockets
   -h, --help     Print this help";
 
 fn bench_help() -> String {
@@ -221,15 +225,15 @@ fn dispatch(args: &[String]) -> Result<u8> {
             if rest.iter().any(|a| is_help(a)) {
                 return print(DEMO_HELP);
             }
-            let (check, install) = parse_demo(rest)?;
-            lab::demo(check, install)
+            let (check, install, software_io) = parse_demo(rest)?;
+            lab::demo(check, install, software_io.as_deref())
         }
         "lab" => {
             if rest.iter().any(|a| is_help(a)) {
                 return print(LAB_HELP);
             }
-            let (action, install) = parse_lab(rest)?;
-            lab::lab(&action, install)
+            let (action, install, software_io) = parse_lab(rest)?;
+            lab::lab(&action, install, software_io.as_deref())
         }
         "image" => {
             if rest.iter().any(|a| is_help(a)) {
@@ -269,31 +273,44 @@ fn command_help(name: &str) -> Result<String> {
     })
 }
 
-/// `(check, install)`.
-fn parse_demo(args: &[String]) -> Result<(bool, bool)> {
-    let (mut check, mut install) = (false, true);
-    for arg in args {
+/// `(check, install, software_io)`.
+fn parse_demo(args: &[String]) -> Result<(bool, bool, Option<String>)> {
+    let (mut check, mut install, mut software_io) = (false, true, None);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
         match arg.as_str() {
             "--check" => check = true,
             "--no-install" => install = false,
+            "--software-io" => match it.next().map(String::as_str) {
+                Some(kind @ ("af-packet" | "af-xdp")) => software_io = Some(kind.to_string()),
+                _ => return Err(Error::usage("--software-io takes af-packet or af-xdp")),
+            },
             other => return Err(Error::usage(format!("unknown option `{other}` for `cargo xtask demo`"))),
         }
     }
-    Ok((check, install))
+    Ok((check, install, software_io))
 }
 
 /// `(action, install)`.
-fn parse_lab(args: &[String]) -> Result<(String, bool)> {
-    let (mut action, mut install) = (None, true);
-    for arg in args {
+fn parse_lab(args: &[String]) -> Result<(String, bool, Option<String>)> {
+    let (mut action, mut install, mut software_io) = (None, true, None);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
         match arg.as_str() {
             "--no-install" => install = false,
+            "--software-io" => match it.next().map(String::as_str) {
+                Some(kind @ ("af-packet" | "af-xdp")) => software_io = Some(kind.to_string()),
+                _ => return Err(Error::usage("--software-io takes af-packet or af-xdp")),
+            },
             a @ ("up" | "down" | "status") if action.is_none() => action = Some(a.to_string()),
             other => return Err(Error::usage(format!("unexpected argument `{other}` for `cargo xtask lab`"))),
         }
     }
     let action = action.ok_or_else(|| Error::usage("name an action: cargo xtask lab <up|down|status>"))?;
-    Ok((action, install))
+    if software_io.is_some() && action != "up" {
+        return Err(Error::usage("--software-io goes with `cargo xtask lab up`"));
+    }
+    Ok((action, install, software_io))
 }
 
 fn parse_test(args: &[String]) -> Result<pipeline::Options> {
@@ -457,11 +474,18 @@ mod tests {
 
     #[test]
     fn demo_and_lab_arguments() {
-        assert_eq!(parse_demo(&[]).unwrap(), (false, true));
-        assert_eq!(parse_demo(&args("--check --no-install")).unwrap(), (true, false));
+        assert_eq!(parse_demo(&[]).unwrap(), (false, true, None));
+        assert_eq!(parse_demo(&args("--check --no-install")).unwrap(), (true, false, None));
+        assert_eq!(parse_demo(&args("--check --software-io af-xdp")).unwrap(), (true, true, Some("af-xdp".into())));
+        assert_eq!(parse_demo(&args("--software-io xdp")).unwrap_err().code, 2);
         assert_eq!(parse_demo(&args("--quick")).unwrap_err().code, 2);
-        assert_eq!(parse_lab(&args("up")).unwrap(), ("up".to_string(), true));
-        assert_eq!(parse_lab(&args("down --no-install")).unwrap(), ("down".to_string(), false));
+        assert_eq!(parse_lab(&args("up")).unwrap(), ("up".to_string(), true, None));
+        assert_eq!(parse_lab(&args("down --no-install")).unwrap(), ("down".to_string(), false, None));
+        assert_eq!(
+            parse_lab(&args("up --software-io af-xdp")).unwrap(),
+            ("up".to_string(), true, Some("af-xdp".to_string()))
+        );
+        assert_eq!(parse_lab(&args("down --software-io af-xdp")).unwrap_err().code, 2);
         assert_eq!(parse_lab(&[]).unwrap_err().code, 2);
         assert_eq!(parse_lab(&args("up down")).unwrap_err().code, 2);
     }

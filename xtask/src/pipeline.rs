@@ -194,7 +194,7 @@ fn run_step(step: Step, opts: &Options, tally: &mut Tally) -> Result<()> {
             Ok(())
         }
         // The live demo end to end: lab, real node, real traffic; exits 1 if any probe is wrong.
-        Step::Demo => lab::demo(true, false).map(|_| ()),
+        Step::Demo => lab::demo(true, false, None).map(|_| ()),
         Step::Doctest => {
             let output = run::run_tee(run::cargo().args(["test", "--workspace", "--doc"]).args(color_args()))?;
             tally.add(Tally::read(&output));

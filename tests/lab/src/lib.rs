@@ -370,8 +370,13 @@ impl Lab {
     }
 
     /// Start a Sluice node in the node namespace with `policy` (see [`Node::start`]).
-    pub fn start_node(&self, sluice: &Path, policy: &Path) -> Result<Node> {
-        Node::start(self, sluice, policy, &self.dir.join("node"))
+    /// Starts the lab's node; `software_io` is passed as `--software-io` when given.
+    pub fn start_node(&self, sluice: &Path, policy: &Path, software_io: Option<&str>) -> Result<Node> {
+        let mut launch = Launch::software(self);
+        if let Some(kind) = software_io {
+            launch.extra.extend(["--software-io".to_string(), kind.to_string()]);
+        }
+        Node::start_with(self, sluice, policy, &self.dir.join("node"), &launch)
     }
 }
 

@@ -11,11 +11,12 @@ const USAGE: &str = "\
 sluice-lab: the Sluice network-namespace lab and live demo (run as root)
 
 Usage:
-  sluice-lab up --sluice <BIN> --policy <FILE>    build the lab (sl-client, sl-node, sl-upstream),
+  sluice-lab up --sluice <BIN> --policy <FILE> [--software-io af-packet|af-xdp]
+                                                  build the lab (sl-client, sl-node, sl-upstream),
                                                   start the servers and a node, leave it running
   sluice-lab down                                 remove the lab and everything in it
   sluice-lab status                               what is up, and the node's counters
-  sluice-lab demo --sluice <BIN> --policy <FILE> [--check]
+  sluice-lab demo --sluice <BIN> --policy <FILE> [--check] [--software-io af-packet|af-xdp]
                                                   the live demo; --check: exit 0 only if every
                                                   probe saw what it expected
   sluice-lab serve                                the upstream servers (run inside a namespace)
@@ -36,16 +37,25 @@ struct Opts {
     sluice: Option<PathBuf>,
     policy: Option<PathBuf>,
     check: bool,
+    /// `--software-io` for the node (`af-packet` or `af-xdp`); the node's default if unset.
+    software_io: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts { sluice: None, policy: None, check: false };
+    let mut o = Opts { sluice: None, policy: None, check: false, software_io: None };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--sluice" => o.sluice = Some(it.next().ok_or("--sluice needs a path")?.into()),
             "--policy" => o.policy = Some(it.next().ok_or("--policy needs a path")?.into()),
             "--check" => o.check = true,
+            "--software-io" => {
+                let kind = it.next().ok_or("--software-io needs af-packet or af-xdp")?;
+                if kind != "af-packet" && kind != "af-xdp" {
+                    return Err(format!("--software-io: `{kind}` is neither af-packet nor af-xdp"));
+                }
+                o.software_io = Some(kind.clone());
+            }
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
     }
@@ -109,7 +119,7 @@ fn up(o: &Opts) -> Result<u8, String> {
     let (sluice, policy, me) = paths(o)?;
     let mut lab = build(&me)?;
     println!("starting the Sluice node in {} with policy {}", lab.node, policy.display());
-    let node_ok = match lab.start_node(&sluice, &policy) {
+    let node_ok = match lab.start_node(&sluice, &policy, o.software_io.as_deref()) {
         Ok(node) => {
             println!("node running: pid {}, data dir {}", node.pid().unwrap_or(0), node.data_dir.display());
             node.detach();
@@ -342,7 +352,7 @@ fn demo(o: &Opts) -> Result<u8, String> {
     }
     let lab = build(&me)?;
     println!("starting the Sluice node in {} with policy {}", lab.node, policy.display());
-    let node: Node = match lab.start_node(&sluice, &policy) {
+    let node: Node = match lab.start_node(&sluice, &policy, o.software_io.as_deref()) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("\nDEMO FAILED: {e}");

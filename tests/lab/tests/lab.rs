@@ -55,7 +55,7 @@ fn node_forwards_reloads_and_the_lab_is_removed() {
 
         let policy = lab.dir.join("policy.json");
         std::fs::write(&policy, DEMO_POLICY).unwrap();
-        let mut node = lab.start_node(&sluice_binary(), &policy).expect("node");
+        let mut node = lab.start_node(&sluice_binary(), &policy, None).expect("node");
         // The web rule is a hostname rule: the client resolves through the node first.
         let resolved =
             in_netns(&lab.client, || probe::dns_query(RESOLVER, "allowed.test", Duration::from_secs(3))).unwrap();
@@ -87,13 +87,34 @@ fn node_forwards_reloads_and_the_lab_is_removed() {
     assert!(namespaces(&prefix).is_empty(), "the lab left namespaces behind");
 }
 
+/// `sluice-lab up|demo --software-io af-xdp`: the lab's node on AF_XDP ports resolves and
+/// forwards like the default one.
+#[test]
+fn the_lab_node_runs_on_af_xdp_ports() {
+    root();
+    let mut lab = Lab::unique().expect("lab");
+    lab.start_services(&lab_binary()).expect("services");
+    let policy = lab.dir.join("policy.json");
+    std::fs::write(&policy, DEMO_POLICY).unwrap();
+    let mut node = lab.start_node(&sluice_binary(), &policy, Some("af-xdp")).expect("node");
+    assert_eq!(node.stats().unwrap()["port_io"], "af-xdp", "{}", node.log_text());
+    let resolved =
+        in_netns(&lab.client, || probe::dns_query(RESOLVER, "allowed.test", Duration::from_secs(3))).unwrap();
+    assert_eq!(resolved.unwrap(), [WEB], "{}", node.log_text());
+    let (status, _) = http(&lab, WEB).expect("HTTP to the allowed server");
+    assert!(status.contains("200"), "{status}");
+    assert!(http(&lab, BLOCKED).is_err(), "HTTP to {BLOCKED} is dropped");
+    let status = node.stop().unwrap();
+    assert!(status.success(), "sluice exits 0 on SIGTERM: {status}\n{}", node.log_text());
+}
+
 #[test]
 fn a_node_that_fails_to_start_shows_its_output() {
     root();
     let lab = Lab::unique().expect("lab");
     let policy = lab.dir.join("broken.json");
     std::fs::write(&policy, r#"{ "default_action": "sometimes" }"#).unwrap();
-    let err = lab.start_node(&sluice_binary(), &policy).err().expect("the node must not start");
+    let err = lab.start_node(&sluice_binary(), &policy, None).err().expect("the node must not start");
     assert!(err.0.contains("did not start"), "{err}");
     assert!(err.0.contains("default_action"), "the error shows the node's output: {err}");
 }
