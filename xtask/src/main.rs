@@ -273,6 +273,14 @@ fn command_help(name: &str) -> Result<String> {
     })
 }
 
+/// The value after `--software-io`.
+fn software_io_value(value: Option<&String>) -> Result<String> {
+    match value.map(String::as_str) {
+        Some(kind @ ("af-packet" | "af-xdp")) => Ok(kind.to_string()),
+        _ => Err(Error::usage("--software-io takes af-packet or af-xdp")),
+    }
+}
+
 /// `(check, install, software_io)`.
 fn parse_demo(args: &[String]) -> Result<(bool, bool, Option<String>)> {
     let (mut check, mut install, mut software_io) = (false, true, None);
@@ -281,10 +289,7 @@ fn parse_demo(args: &[String]) -> Result<(bool, bool, Option<String>)> {
         match arg.as_str() {
             "--check" => check = true,
             "--no-install" => install = false,
-            "--software-io" => match it.next().map(String::as_str) {
-                Some(kind @ ("af-packet" | "af-xdp")) => software_io = Some(kind.to_string()),
-                _ => return Err(Error::usage("--software-io takes af-packet or af-xdp")),
-            },
+            "--software-io" => software_io = Some(software_io_value(it.next())?),
             other => return Err(Error::usage(format!("unknown option `{other}` for `cargo xtask demo`"))),
         }
     }
@@ -298,10 +303,7 @@ fn parse_lab(args: &[String]) -> Result<(String, bool, Option<String>)> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--no-install" => install = false,
-            "--software-io" => match it.next().map(String::as_str) {
-                Some(kind @ ("af-packet" | "af-xdp")) => software_io = Some(kind.to_string()),
-                _ => return Err(Error::usage("--software-io takes af-packet or af-xdp")),
-            },
+            "--software-io" => software_io = Some(software_io_value(it.next())?),
             a @ ("up" | "down" | "status") if action.is_none() => action = Some(a.to_string()),
             other => return Err(Error::usage(format!("unexpected argument `{other}` for `cargo xtask lab`"))),
         }

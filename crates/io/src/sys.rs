@@ -122,9 +122,34 @@ struct EthtoolChannels {
     combined_count: u32,
 }
 
-/// How many receive queues an interface has (dedicated receive queues plus combined ones),
-/// or an error when the driver does not say (then it has one).
-pub(crate) fn receive_queues(fd: RawFd, name: &str) -> io::Result<u32> {
+/// How many receive queues interface `name` (index `index`) has: dedicated receive queues
+/// plus combined ones. A driver that does not report channels (tun, macvlan, bonds) is asked
+/// through sysfs, when that shows this namespace's interface, and otherwise counts as one.
+pub(crate) fn receive_queues(fd: RawFd, name: &str, index: i32) -> io::Result<u32> {
+    match channel_queues(fd, name) {
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(sysfs_receive_queues(name, index).unwrap_or(1)),
+        r => r,
+    }
+}
+
+/// Receive queues of `name` from `/sys/class/net`, if that shows the interface with this
+/// index (sysfs shows the namespace it was mounted in, which need not be the caller's).
+fn sysfs_receive_queues(name: &str, index: i32) -> Option<u32> {
+    let dir = std::path::Path::new("/sys/class/net").join(name);
+    let shown: i32 = std::fs::read_to_string(dir.join("ifindex")).ok()?.trim().parse().ok()?;
+    if shown != index {
+        return None;
+    }
+    let n = std::fs::read_dir(dir.join("queues"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    u32::try_from(n).ok().filter(|&n| n > 0)
+}
+
+/// `ETHTOOL_GCHANNELS`: receive plus combined queues.
+fn channel_queues(fd: RawFd, name: &str) -> io::Result<u32> {
     let mut ch = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..EthtoolChannels::default() };
     let mut req = ifreq(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     req.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
@@ -166,14 +191,8 @@ pub(crate) fn disable_receive_merging(fd: RawFd, name: &str) -> io::Result<Vec<&
         Err(e) if unsupported(&e) => {}
         Err(e) => return Err(e),
     }
-    match ethtool(fd, name, ETHTOOL_GFLAGS, 0) {
-        Ok(flags) if flags & ETH_FLAG_LRO != 0 => {
-            ethtool(fd, name, ETHTOOL_SFLAGS, flags & !ETH_FLAG_LRO)?;
-            off.push("lro");
-        }
-        Ok(_) => {}
-        Err(e) if unsupported(&e) => {}
-        Err(e) => return Err(e),
+    if clear_flag(fd, name, ETH_FLAG_LRO)? {
+        off.push("lro");
     }
     Ok(off)
 }
@@ -183,14 +202,17 @@ pub(crate) fn disable_receive_merging(fd: RawFd, name: &str) -> io::Result<Vec<&
 /// XDP is not). Returns whether it turned it off; a device that cannot change it is left
 /// alone (it then strips nothing, or the caller's documentation covers it).
 pub(crate) fn disable_vlan_stripping(fd: RawFd, name: &str) -> io::Result<bool> {
+    match clear_flag(fd, name, ETH_FLAG_RXVLAN) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(false),
+        r => r,
+    }
+}
+
+/// Clears one legacy ethtool flag (`ETHTOOL_GFLAGS`/`SFLAGS`) if it is set; whether it did.
+/// A device without the flags is left alone.
+fn clear_flag(fd: RawFd, name: &str, flag: u32) -> io::Result<bool> {
     match ethtool(fd, name, ETHTOOL_GFLAGS, 0) {
-        Ok(flags) if flags & ETH_FLAG_RXVLAN != 0 => {
-            match ethtool(fd, name, ETHTOOL_SFLAGS, flags & !ETH_FLAG_RXVLAN) {
-                Ok(_) => Ok(true),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)) => Ok(false),
-                Err(e) => Err(e),
-            }
-        }
+        Ok(flags) if flags & flag != 0 => ethtool(fd, name, ETHTOOL_SFLAGS, flags & !flag).map(|_| true),
         Ok(_) => Ok(false),
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(false),
         Err(e) => Err(e),

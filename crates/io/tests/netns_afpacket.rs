@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use netns_harness::{eventually, exec, have_ping, icmp_echo, in_netns, require_root, run, spawn_in_netns, Lab, Node};
 use sluice_dataplane::counters::{Counter, DropReason};
 use sluice_dataplane::engine::PortId;
-use sluice_dataplane::packet::Packet;
 use sluice_io::{AfPacketPort, IoFrame, Port};
 
 const WEB: &str = "198.51.100.10";
@@ -271,27 +270,9 @@ fn vlan_tags_reach_the_engine_as_sent() {
     let lab = Lab::new();
     let nin = lab.node_in.clone();
     let mut node_port = in_netns(&lab.node, move || AfPacketPort::open(&nin, 8).expect("open"));
-    let mut frame = node_port.mac().to_vec();
-    frame.extend_from_slice(&[0x02, 0, 0, 0, 9, 9, 0x81, 0x00, 0x20, 0x64, 0x08, 0x00]);
-    frame.extend((0..60u8).map(|i| i.wrapping_mul(3)));
-    let client_if = format!("{}ci", lab.prefix);
-    let sent = frame.clone();
-    in_netns(&lab.client, move || {
-        let mut p = AfPacketPort::open(&client_if, 8).expect("open client side");
-        p.queue(&sent);
-        p.flush();
-        assert_eq!(p.stats().tx_packets, 1);
-    });
-    let mut frames: Vec<IoFrame> = (0..8).map(|_| IoFrame::with_capacity(node_port.frame_capacity())).collect();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let n = node_port.recv_burst(&mut frames).expect("recv");
-        if frames[..n].iter().any(|f| f.data() == frame.as_slice()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the tagged frame never arrived intact");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let frame = netns_harness::tagged_frame(node_port.mac());
+    netns_harness::send_from_client(&lab, &frame);
+    netns_harness::wait_for_frame(&mut node_port, &frame, "the tagged frame never arrived intact");
 }
 
 /// Client and upstream stacks leave TCP/UDP checksums to their veth (TX checksum offload

@@ -181,27 +181,9 @@ fn vlan_tags_reach_the_port_as_sent() {
     let mut port = in_netns(&lab.node, move || XdpPort::open(&nin).expect("open"));
     let features = String::from_utf8_lossy(&exec(&lab.node, &["ethtool", "-k", &lab.node_in]).stdout).into_owned();
     assert!(features.contains("rx-vlan-offload: off"), "{features}");
-    let mut frame = port.mac().to_vec();
-    frame.extend_from_slice(&[0x02, 0, 0, 0, 9, 9, 0x81, 0x00, 0x20, 0x64, 0x08, 0x00]);
-    frame.extend((0..60u8).map(|i| i.wrapping_mul(3)));
-    let client_if = format!("{}ci", lab.prefix);
-    let sent = frame.clone();
-    in_netns(&lab.client, move || {
-        let mut p = AfPacketPort::open(&client_if, 8).expect("open client side");
-        p.queue(&sent);
-        p.flush();
-        assert_eq!(p.stats().tx_packets, 1);
-    });
-    let mut frames: Vec<IoFrame> = (0..8).map(|_| IoFrame::with_capacity(port.frame_capacity())).collect();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let n = port.recv_burst(&mut frames).expect("recv");
-        if frames[..n].iter().any(|f| f.data() == frame.as_slice()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the tagged frame never arrived intact");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let frame = netns_harness::tagged_frame(port.mac());
+    netns_harness::send_from_client(&lab, &frame);
+    netns_harness::wait_for_frame(&mut port, &frame, "the tagged frame never arrived intact");
 }
 
 /// Frames queued faster than one transmit call sends (copy mode sends a budget per call) all

@@ -238,13 +238,14 @@ fn xdp_ports_it_cannot_serve_stop_the_node_with_a_clear_error() {
     require_root();
     let lab = Lab::new();
     let dir = tempfile::tempdir().unwrap();
-    let run = |internal: &str| {
+    // `sluice run --software-io af-xdp` to its exit: the exit code and what it printed.
+    let run = |internal: &str, data_dir: &std::path::Path| {
         let out = std::process::Command::new("ip")
             .args(["netns", "exec", &lab.node, env!("CARGO_BIN_EXE_sluice"), "run", "--software-io", "af-xdp"])
             .args(["--internal-port", internal, "--external-port", &lab.node_out])
             .args(["--internal-address", "10.10.0.1/24", "--external-address", "203.0.113.2/24"])
             .args(["--gateway", "203.0.113.1", "--data-dir"])
-            .arg(dir.path())
+            .arg(data_dir)
             .env_remove("SLUICE_CONFIG")
             .output()
             .unwrap();
@@ -257,24 +258,15 @@ fn xdp_ports_it_cannot_serve_stop_the_node_with_a_clear_error() {
         .status()
         .unwrap();
     assert!(made.success());
-    let (code, log) = run(&mq);
+    let (code, log) = run(&mq, dir.path());
     assert_eq!(code, Some(22), "{log}");
     assert!(log.contains("cannot open the internal port") && log.contains("ethtool -L"), "{log}");
 
     // A node already on the ports: the second one is refused before it touches them.
     let mut first = Sluice::start(&lab, dir.path(), &Launch { mode: Mode::Xdp, ..Launch::default() });
     let other = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.node, env!("CARGO_BIN_EXE_sluice"), "run", "--software-io", "af-xdp"])
-        .args(["--internal-port", &lab.node_in, "--external-port", &lab.node_out])
-        .args(["--internal-address", "10.10.0.1/24", "--external-address", "203.0.113.2/24"])
-        .args(["--gateway", "203.0.113.1", "--data-dir"])
-        .arg(other.path())
-        .env_remove("SLUICE_CONFIG")
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(22), "{log}");
+    let (code, log) = run(&lab.node_in, other.path());
+    assert_eq!(code, Some(22), "{log}");
     assert!(log.contains("another XDP program is attached"), "{log}");
     assert!(ping(&lab, [10, 10, 0, 1]), "the first node still answers through its ports");
     let (status, _) = first.stop(libc::SIGTERM, Duration::from_secs(10));

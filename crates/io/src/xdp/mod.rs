@@ -75,7 +75,6 @@ pub struct XdpPort {
     name: String,
     mac: [u8; 6],
     mtu: usize,
-    ifindex: i32,
     zero_copy: bool,
     offloads_disabled: Vec<&'static str>,
     stats: PortStats,
@@ -98,13 +97,8 @@ impl XdpPort {
     pub fn open(name: &str) -> Result<XdpPort, IoError> {
         let ctl = sys::control_socket().map_err(|e| IoError::os("opening a control socket", name, e))?;
         let link = sys::link_info(ctl.as_raw_fd(), name)?;
-        let queues = match sys::receive_queues(ctl.as_raw_fd(), name) {
-            Ok(q) => q,
-            // The driver does not report channels (tun, macvlan, bonds): sysfs still knows,
-            // when it shows this namespace's interface.
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => sysfs_receive_queues(name, link.index).unwrap_or(1),
-            Err(e) => return Err(IoError::os("reading the interface's receive queues", name, e)),
-        };
+        let queues = sys::receive_queues(ctl.as_raw_fd(), name, link.index)
+            .map_err(|e| IoError::os("reading the interface's receive queues", name, e))?;
         if queues > 1 {
             return Err(IoError::Xdp {
                 name: name.to_string(),
@@ -229,7 +223,6 @@ impl XdpPort {
             name: name.to_string(),
             mac: link.mac,
             mtu: link.mtu,
-            ifindex: link.index,
             zero_copy,
             offloads_disabled,
             stats: PortStats::default(),
@@ -246,10 +239,6 @@ impl XdpPort {
 
     pub fn mtu(&self) -> usize {
         self.mtu
-    }
-
-    pub fn ifindex(&self) -> i32 {
-        self.ifindex
     }
 
     /// Native (in the driver) or generic XDP.
@@ -343,22 +332,6 @@ impl XdpPort {
     }
 }
 
-/// Receive queues of `name` from `/sys/class/net`, if that shows the interface with this
-/// index (sysfs shows the namespace it was mounted in, which need not be the caller's).
-fn sysfs_receive_queues(name: &str, index: i32) -> Option<u32> {
-    let dir = std::path::Path::new("/sys/class/net").join(name);
-    let shown: i32 = std::fs::read_to_string(dir.join("ifindex")).ok()?.trim().parse().ok()?;
-    if shown != index {
-        return None;
-    }
-    let n = std::fs::read_dir(dir.join("queues"))
-        .ok()?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-        .count();
-    u32::try_from(n).ok().filter(|&n| n > 0)
-}
-
 /// How long a bind waits for the queue to be released by a socket closed just before: the
 /// kernel tears an AF_XDP socket down after `close` returns, so a node restarted at once (an
 /// upgrade's exec, a quick restart) finds the queue busy for a moment.
@@ -398,6 +371,9 @@ impl Port for XdpPort {
     }
 
     fn recv_burst(&mut self, frames: &mut [IoFrame]) -> io::Result<usize> {
+        if std::mem::take(&mut self.gone) {
+            return Err(io::Error::from_raw_os_error(libc::ENXIO));
+        }
         let mut n = self.rx.ready(frames.len() as u32);
         if n > 0 {
             // Every receive chunk is in exactly one place (fill ring, kernel, receive ring,
@@ -405,9 +381,6 @@ impl Port for XdpPort {
             // but the kernel publishes how far it read the fill ring just after it publishes
             // the receive ring: take only what can go back now, the rest on the next call.
             n = n.min(self.fill.free(n));
-        }
-        if std::mem::take(&mut self.gone) {
-            return Err(io::Error::from_raw_os_error(libc::ENXIO));
         }
         if n == 0 {
             self.wake_fill();

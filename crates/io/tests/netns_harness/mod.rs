@@ -351,3 +351,38 @@ pub fn icmp_echo(dst: [u8; 4], timeout: Duration) -> bool {
     }
     false
 }
+
+/// A frame for `dst_mac` carrying an 802.1Q tag (VLAN 100, priority 1) in the frame itself.
+pub fn tagged_frame(dst_mac: [u8; 6]) -> Vec<u8> {
+    let mut frame = dst_mac.to_vec();
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 9, 9, 0x81, 0x00, 0x20, 0x64, 0x08, 0x00]);
+    frame.extend((0..60u8).map(|i| i.wrapping_mul(3)));
+    frame
+}
+
+/// Sends `frame` once from a packet socket on the client's end of the lab's internal link.
+pub fn send_from_client(lab: &Lab, frame: &[u8]) {
+    let client_if = format!("{}ci", lab.prefix);
+    let sent = frame.to_vec();
+    in_netns(&lab.client, move || {
+        let mut p = AfPacketPort::open(&client_if, 8).expect("open client side");
+        p.queue(&sent);
+        p.flush();
+        assert_eq!(p.stats().tx_packets, 1);
+    });
+}
+
+/// Receives on `port` until `frame` arrives byte for byte (2 s at most).
+pub fn wait_for_frame(port: &mut dyn Port, frame: &[u8], what: &str) {
+    let mut frames: Vec<sluice_io::IoFrame> =
+        (0..8).map(|_| sluice_io::IoFrame::with_capacity(port.frame_capacity())).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let n = port.recv_burst(&mut frames).expect("recv");
+        if frames[..n].iter().any(|f| sluice_dataplane::packet::Packet::data(f) == frame) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -66,35 +66,30 @@ fn log_offloads(role: &str, name: &str, offloads: &[&str]) {
     }
 }
 
-fn open_packet_ports(config: &NodeConfig) -> Result<(Opened, Opened), Failure> {
-    let mut opened = Vec::with_capacity(2);
-    for (role, name) in [("internal", &config.internal_port), ("external", &config.external_port)] {
-        let port = AfPacketPort::open(name, BURST).map_err(|e| port_failure(role, name, e))?;
-        log_offloads(role, name, port.offloads_disabled());
-        let mac = port.mac();
-        opened.push((Box::new(port) as Box<dyn Port>, mac));
+/// Opens one data port of the configured kind.
+fn open_port(kind: SoftwareIo, role: &str, name: &str) -> Result<Opened, Failure> {
+    let failure = |e| port_failure(role, name, e);
+    match kind {
+        SoftwareIo::AfPacket => {
+            let port = AfPacketPort::open(name, BURST).map_err(failure)?;
+            log_offloads(role, name, port.offloads_disabled());
+            let mac = port.mac();
+            Ok((Box::new(port), mac))
+        }
+        SoftwareIo::AfXdp => {
+            let port = XdpPort::open(name).map_err(failure)?;
+            log_offloads(role, name, port.offloads_disabled());
+            info!(
+                port = role,
+                interface = %name,
+                xdp = port.attach_mode().as_str(),
+                zero_copy = port.zero_copy(),
+                "AF_XDP port open: frames are redirected to the dataplane before the kernel's stack"
+            );
+            let mac = port.mac();
+            Ok((Box::new(port), mac))
+        }
     }
-    let external = opened.pop().expect("two ports");
-    Ok((opened.pop().expect("two ports"), external))
-}
-
-fn open_xdp_ports(config: &NodeConfig) -> Result<(Opened, Opened), Failure> {
-    let mut opened = Vec::with_capacity(2);
-    for (role, name) in [("internal", &config.internal_port), ("external", &config.external_port)] {
-        let port = XdpPort::open(name).map_err(|e| port_failure(role, name, e))?;
-        log_offloads(role, name, port.offloads_disabled());
-        info!(
-            port = role,
-            interface = %name,
-            xdp = port.attach_mode().as_str(),
-            zero_copy = port.zero_copy(),
-            "AF_XDP port open: frames are redirected to the dataplane before the kernel's stack"
-        );
-        let mac = port.mac();
-        opened.push((Box::new(port) as Box<dyn Port>, mac));
-    }
-    let external = opened.pop().expect("two ports");
-    Ok((opened.pop().expect("two ports"), external))
 }
 
 /// Opens both ports and the service lane and starts the worker.
@@ -109,10 +104,8 @@ pub(super) fn start(config: &NodeConfig, parts: Parts) -> Result<(Box<dyn Datapl
             ),
         ));
     }
-    let (internal, external) = match config.software_io {
-        SoftwareIo::AfPacket => open_packet_ports(config)?,
-        SoftwareIo::AfXdp => open_xdp_ports(config)?,
-    };
+    let internal = open_port(config.software_io, "internal", &config.internal_port)?;
+    let external = open_port(config.software_io, "external", &config.external_port)?;
     let guard = PortGuard::install(&[&config.internal_port, &config.external_port]);
     let (engine, tap) = parts.engine(config, internal.1, external.1)?;
     let lane = tap.name().to_string();
